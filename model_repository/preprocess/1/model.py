@@ -1,0 +1,85 @@
+"""Triton Python-backend model `preprocess`: ragged batch of uint8 HWC images -> normalised CHW batch."""
+import os
+import sys
+
+for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
+    if _p and _p not in sys.path:
+        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from kernels_numba import ImageError, PreprocessSpec, check_image  # noqa: E402
+
+INPUT, OUTPUT = "images", "pixels"
+
+
+def spec_from_model_config(config: dict) -> PreprocessSpec:
+    """The preprocessing spec: output size and dtype from the output tensor, the rest from `parameters`."""
+    output = pb_utils.get_output_config_by_name(config, OUTPUT)
+    _, height, width = output["dims"]
+    dtype = np.dtype(pb_utils.triton_string_to_numpy(output["data_type"])).name
+    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    return PreprocessSpec.from_parameters({**params, "out_height": height, "out_width": width, "output_dtype": dtype})
+
+
+class TritonPythonModel:
+    """Validates each request, preprocesses every valid image of the batch in one kernel launch."""
+
+    def initialize(self, args):
+        self.spec = spec_from_model_config(json.loads(args["model_config"]))
+        if args["model_instance_kind"] == "GPU":
+            from kernels_numba.serving import CudaRunner
+
+            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]))
+        else:
+            from kernels_numba.serving import CpuRunner
+
+            self.runner = CpuRunner(self.spec)
+        self.runner.warm_up()  # compile now, not on the first request
+        pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        images, owners = [], []
+        for index, request in enumerate(requests):
+            try:
+                batch = self._request_images(request)
+            except ImageError as exc:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"input '{INPUT}': {exc}"))
+                continue
+            owners.append((index, len(images), len(batch)))
+            images.extend(batch)
+        if images:
+            try:
+                outputs = self.runner.run(images)
+                for index, start, count in owners:
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=[self._output(outputs[start:start + count])])
+            except Exception as exc:  # a failure of the whole batch still answers every request
+                pb_utils.Logger.log_error(f"preprocess failed: {exc!r}")
+                for index, _, _ in owners:
+                    responses[index] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"preprocess failed: {exc}")
+                    )
+        return responses
+
+    def _request_images(self, request):
+        """The images of one request (leading dim = images in the request), each checked."""
+        tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+        batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
+        if batch.ndim != 4:
+            raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}")
+        for image in batch:
+            check_image(image.shape, image.dtype, self.spec)
+        return list(batch)
+
+    def _output(self, array):
+        """A Triton tensor of the batch slice; GPU results are handed over through DLPack, not copied."""
+        if self.runner.on_gpu:
+            return pb_utils.Tensor.from_dlpack(OUTPUT, array)
+        return pb_utils.Tensor(OUTPUT, array)
+
+    def finalize(self):
+        self.runner = None

@@ -1,0 +1,48 @@
+"""Shared fixtures: GPU detection (CUDA simulator elsewhere), the shipped repository on a real tritonserver."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+
+
+def _has_gpu() -> bool:
+    return os.path.exists("/dev/nvidiactl") and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1"
+
+
+HAS_GPU = _has_gpu()
+if not HAS_GPU:
+    # The numba.cuda kernels still run in CI, under numba's CUDA simulator (must be set before numba.cuda loads).
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine: perf/run_device.sh)")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_GPU:
+            item.add_marker(skip_gpu)
+
+
+def ensure_classifier_built() -> None:
+    """Build the classifier flavour this host supports if the repository does not have one yet."""
+    version_dir = MODEL_REPOSITORY / "classifier" / "1"
+    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()):
+        subprocess.run([sys.executable, str(REPO_ROOT / "build" / "build_classifier.py")], cwd=REPO_ROOT, check=True)
+
+
+@pytest.fixture(scope="session")
+def triton_server():
+    """A real tritonserver on the shipped model repository (not a copy), on free loopback ports."""
+    from triton_local import LocalTritonServer
+
+    ensure_classifier_built()
+    server = LocalTritonServer([MODEL_REPOSITORY])
+    server.start(timeout=300)
+    yield server
+    server.stop()

@@ -1,0 +1,25 @@
+"""Test images: real photographs shipped with scikit-image, and fresh random ones of odd sizes."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import skimage.data
+
+PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def photo(name: str) -> np.ndarray:
+    """A real RGB photograph from ``skimage.data`` as HWC uint8."""
+    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+
+
+def photo_at(name: str, height: int, width: int) -> np.ndarray:
+    """A real photograph rescaled (area/cubic, like a camera would deliver) to height x width."""
+    img = photo(name)
+    interp = cv2.INTER_AREA if height * width < img.shape[0] * img.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(img, (width, height), interpolation=interp)
+
+
+def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Fresh uniform random HWC uint8 image."""
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -1,0 +1,40 @@
+"""``python -m triton_local``: serve a model repository on a local tritonserver until interrupted."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from .server import LocalTritonServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the given repositories in the foreground; Ctrl-C stops the server."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-repository", action="append", default=None, help="repeatable; default: model_repository")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
+    args = parser.parse_args(argv)
+    server = LocalTritonServer(
+        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra
+    )
+    server.start()
+    print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
+    print(f"log: {server.log_path}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while server.is_running():
+            time.sleep(1)
+        print(server.log_tail(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""perf_analyzer from the tritonclient 2.51 wheel, with the two libraries it needs found in the server wheel."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import paths
+
+
+def perf_analyzer_binary() -> Path:
+    """Path of ``perf_analyzer`` installed by the tritonclient wheel next to this interpreter."""
+    found = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
+    if not found:
+        raise RuntimeError("perf_analyzer not found: install tritonclient[all]==2.51.0 (its wheel carries it)")
+    return Path(found)
+
+
+def _runtime_lib_dir() -> Path:
+    """A directory with the sonames perf_analyzer asks for, linked to the copies bundled in nvidia-pytriton."""
+    libdir = Path(tempfile.gettempdir()) / "pixelserve-perf-libs"
+    libdir.mkdir(exist_ok=True)
+    bundled = paths.bundled_libs_dir()
+    for soname, pattern in (("libb64.so.0d", "libb64-*.so.0d"), ("libcudart.so.12", "libcudart-*.so.12*")):
+        link = libdir / soname
+        if link.is_symlink() or link.exists():
+            continue
+        matches = sorted(bundled.glob(pattern))
+        if matches:
+            link.symlink_to(matches[0])
+    return libdir
+
+
+def perf_analyzer_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) that run perf_analyzer with ``args``."""
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(_runtime_lib_dir()), env.get("LD_LIBRARY_PATH")]))
+    return [str(perf_analyzer_binary()), *args], env
