@@ -48,7 +48,9 @@ class TritonPythonModel:
             try:
                 batch = self._request_images(request)
             except ImageError as exc:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"input '{INPUT}': {exc}"))
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"input '{INPUT}': {exc}", pb_utils.TritonError.INVALID_ARG)
+                )
                 continue
             owners.append((index, len(images), len(batch)))
             images.extend(batch)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Run the test suite (real tritonserver, real perf_analyzer, real model and photos). Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/python build/build_classifier.py
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,169 @@
+"""The shipped repository on a real tritonserver: real photos over HTTP and gRPC, ragged dynamic batching,
+bad input answered with clear errors while the server keeps serving.
+
+Reference: ONNX Runtime on the same photos preprocessed by torch (float64) + numpy; logits must agree within
+1e-2 absolute (preprocessing differs by ~1e-6, the classifier runs the same ONNX) and top-1 must be equal.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import MODEL_REPOSITORY
+from images import photo, photo_at
+from kernels_numba import PreprocessSpec
+from references import reference_preprocess
+
+pytestmark = pytest.mark.server
+
+MODEL = "image_classifier"
+CLIENTS = {"http": httpclient, "grpc": grpcclient}
+EXPECTED_TOP1 = {"chelsea": set(range(281, 286)), "coffee": {967}}
+
+
+@pytest.fixture(scope="module")
+def spec() -> PreprocessSpec:
+    spec = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def onnx_logits(spec):
+    """Logits of ONNX Runtime on reference-preprocessed images."""
+    session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"))
+
+    def run(images):
+        batch = np.stack([reference_preprocess(img, spec) for img in images]).astype(np.float32)
+        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+    return run
+
+
+def make_client(server, protocol):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    return CLIENTS[protocol].InferenceServerClient(url)
+
+
+def infer(client, protocol, batch, class_count=0, dtype="UINT8"):
+    """One request carrying ``batch`` ([B, H, W, 3] for valid input) as the `images` input."""
+    module = CLIENTS[protocol]
+    inp = module.InferInput("images", list(batch.shape), dtype)
+    inp.set_data_from_numpy(batch)
+    outputs = [module.InferRequestedOutput("predictions", class_count=class_count)]
+    return client.infer(MODEL, [inp], outputs=outputs)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_real_photos_are_classified(triton_server, protocol):
+    client = make_client(triton_server, protocol)
+    for name, expected in EXPECTED_TOP1.items():
+        top = infer(client, protocol, photo(name)[None], class_count=5).as_numpy("predictions")[0]
+        score, index, label = top[0].decode().split(":", 2)
+        assert int(index) in expected, f"{name}: top-1 {index} {label} ({score}), top-5 {top}"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_predictions_match_onnxruntime_on_reference_preprocessing(triton_server, protocol, onnx_logits):
+    client = make_client(triton_server, protocol)
+    images = [photo(n) for n in ("chelsea", "coffee", "astronaut", "rocket")] + [photo_at("chelsea", 1080, 1920)]
+    expected = onnx_logits(images)
+    for image, reference in zip(images, expected):
+        got = infer(client, protocol, image[None]).as_numpy("predictions")[0]
+        np.testing.assert_allclose(got, reference, atol=1e-2, rtol=0)
+        assert got.argmax() == reference.argmax()
+
+
+def _model_stats(client, model):
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logits):
+    """Differently sized images sent at once: answers correct, and preprocess ran fewer executions than images."""
+    client = httpclient.InferenceServerClient(triton_server.http_url, concurrency=16)
+    sizes = [(1080, 1920), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
+    names = ["chelsea", "coffee", "astronaut", "rocket"]
+    images = [photo_at(names[i % 4], h, w) for i, (h, w) in enumerate(sizes * 2)]
+    before = _model_stats(client, "preprocess")
+    pending = []
+    for image in images:
+        inp = httpclient.InferInput("images", [1, *image.shape], "UINT8")
+        inp.set_data_from_numpy(image[None])
+        pending.append(client.async_infer(MODEL, [inp]))
+    results = [p.get_result().as_numpy("predictions")[0] for p in pending]
+    after = _model_stats(client, "preprocess")
+    np.testing.assert_allclose(np.stack(results), onnx_logits(images), atol=1e-2, rtol=0)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == len(images)
+    assert executions < inferences, f"no dynamic batching: {executions} executions for {inferences} images"
+
+
+def test_several_images_in_one_request(triton_server, onnx_logits):
+    """A client may stack same-size images in one request ([B, H, W, 3])."""
+    client = httpclient.InferenceServerClient(triton_server.http_url)
+    images = np.stack([photo_at("coffee", 240, 320), photo_at("chelsea", 240, 320)])
+    got = infer(client, "http", images).as_numpy("predictions")
+    np.testing.assert_allclose(got, onnx_logits(list(images)), atol=1e-2, rtol=0)
+
+
+BAD_INPUTS = {
+    "wrong dtype": (np.zeros((1, 8, 8, 3), np.float32), "FP32", "data"),
+    "2-D image": (np.zeros((1, 8, 8), np.uint8), "UINT8", "shape"),
+    "4-D image": (np.zeros((1, 2, 8, 8, 3), np.uint8), "UINT8", "shape"),
+    "1 channel": (np.zeros((1, 8, 8, 1), np.uint8), "UINT8", "shape"),
+    "4 channels": (np.zeros((1, 8, 8, 4), np.uint8), "UINT8", "shape"),
+    "empty image": (np.zeros((1, 0, 16, 3), np.uint8), "UINT8", "image is empty"),
+    "oversized image": (np.zeros((1, 8193, 1, 3), np.uint8), "UINT8", "exceeds the maximum side"),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_clear_error_and_server_keeps_serving(triton_server, protocol, case):
+    array, dtype, message = BAD_INPUTS[case]
+    client = make_client(triton_server, protocol)
+    with pytest.raises(InferenceServerException) as error:
+        infer(client, protocol, array, dtype=dtype)
+    assert message in str(error.value), str(error.value)
+    top = infer(client, protocol, photo("coffee")[None], class_count=1).as_numpy("predictions")[0]
+    assert top[0].decode().split(":")[1] == "967"
+    assert triton_server.is_running()
+
+
+def test_bad_request_in_a_batch_does_not_fail_its_neighbours(triton_server):
+    """A bad image batched with good ones gets its error; the good ones get their answers."""
+    client = httpclient.InferenceServerClient(triton_server.http_url, concurrency=8)
+    good = [photo_at("coffee", 720, 1280)] * 6
+    pending = []
+    for i, image in enumerate(good):
+        inp = httpclient.InferInput("images", [1, *image.shape], "UINT8")
+        inp.set_data_from_numpy(image[None])
+        pending.append(client.async_infer(MODEL, [inp]))
+        if i == 2:
+            bad = np.zeros((1, 0, 5, 3), np.uint8)
+            inp = httpclient.InferInput("images", list(bad.shape), "UINT8")
+            inp.set_data_from_numpy(bad)
+            bad_request = client.async_infer(MODEL, [inp])
+    with pytest.raises(InferenceServerException, match="image is empty"):
+        bad_request.get_result()
+    for p in pending:
+        assert p.get_result().as_numpy("predictions")[0].argmax() == 967
+
+
+def test_server_statistics_and_metrics(triton_server):
+    """The ensemble and its steps report successes in the statistics and the Prometheus metrics."""
+    import urllib.request
+
+    client = httpclient.InferenceServerClient(triton_server.http_url)
+    infer(client, "http", photo("chelsea")[None])
+    for model in ("image_classifier", "preprocess", "classifier"):
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+        assert int(stats["inference_stats"]["success"]["count"]) > 0, model
+    metrics = urllib.request.urlopen(triton_server.metrics_url, timeout=10).read().decode()
+    assert 'nv_inference_request_success{model="image_classifier"' in metrics
