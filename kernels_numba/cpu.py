@@ -13,13 +13,13 @@ from .spec import PreprocessSpec
 
 
 @numba.njit(parallel=True, cache=True)
-def _preprocess_batch(src, offsets, sizes, geometry, norm, pad, swap_rb, out):
+def _preprocess_batch(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out):
     n_images, _, out_h, out_w = out.shape
     for row in numba.prange(n_images * out_h):
         n = row // out_h
         oy = row - n * out_h
         for ox in range(out_w):
-            write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, out, n, oy, ox)
+            write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out, n, oy, ox)
 
 
 def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -39,6 +39,7 @@ def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.n
         spec.normalisation(),
         spec.normalised_pad(),
         spec.input_order == "BGR",
+        spec.antialias,
         target,
     )
     if target is not out:

@@ -15,10 +15,10 @@ BLOCK = (32, 8, 1)
 
 
 @cuda.jit
-def _preprocess_batch(src, offsets, sizes, geometry, norm, pad, swap_rb, out):
+def _preprocess_batch(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out):
     ox, oy, n = cuda.grid(3)
     if n < out.shape[0] and oy < out.shape[2] and ox < out.shape[3]:
-        write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, out, n, oy, ox)
+        write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out, n, oy, ox)
 
 
 def launch_grid(n_images: int, spec: PreprocessSpec) -> tuple[int, int, int]:
@@ -51,5 +51,5 @@ def preprocess_cuda(images: Sequence[np.ndarray], spec: PreprocessSpec, out=None
         spec.normalised_pad(),
     ]
     d_args = [cuda.to_device(a, stream=stream) for a in args]
-    _preprocess_batch[launch_grid(n, spec), BLOCK, stream](*d_args, spec.input_order == "BGR", out)
+    _preprocess_batch[launch_grid(n, spec), BLOCK, stream](*d_args, spec.input_order == "BGR", spec.antialias, out)
     return out

@@ -1,10 +1,19 @@
-"""The per-output-pixel math, written once and compiled for both the CPU (njit) and CUDA kernels."""
+"""The per-output-pixel math, written once and compiled for both the CPU (njit) and CUDA kernels.
+
+Functions decorated with ``register_jitable`` are callable from ``numba.njit`` and ``numba.cuda.jit``
+code alike (and as plain Python under the CUDA simulator). Tap positions are computed in float64
+(a 4000-pixel axis needs more than float32's 24 bits for exact weights); pixel sums run in float32.
+"""
+import numpy as np
 from numba.extending import register_jitable
+
+# Geometry row layout, see geometry.py.
+SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1 = range(8)
 
 
 @register_jitable
-def source_coordinate(o, window_start, scale, offset, size):
-    """Clamped source coordinate of output index ``o`` (half-pixel centres) and its two taps and weight."""
+def bilinear_taps(o, window_start, scale, offset, size):
+    """Clamped source coordinate of output index ``o`` (half-pixel centres): (lower tap, upper tap, weight)."""
     s = (o - window_start + 0.5) * scale + offset - 0.5
     if s < 0.0:
         s = 0.0
@@ -12,32 +21,102 @@ def source_coordinate(o, window_start, scale, offset, size):
         s = size - 1.0
     i0 = int(s)  # s >= 0, so truncation is floor
     i1 = i0 + 1 if i0 + 1 < size else size - 1
-    return i0, i1, s - i0
+    return i0, i1, np.float32(s - i0)
 
 
 @register_jitable
-def write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, out, n, oy, ox):
-    """Write the 3 normalised channels of output pixel (oy, ox) of image n (bilinear, no antialias)."""
+def antialias_window(o, window_start, scale, offset, size):
+    """PIL's bilinear (triangle) filter window for output index ``o``: (first tap, end, centre, 1/support)."""
+    center = (o - window_start + 0.5) * scale + offset
+    support = scale if scale > 1.0 else 1.0
+    lo = int(center - support + 0.5)
+    if lo < 0:
+        lo = 0
+    hi = int(center + support + 0.5)
+    if hi > size:
+        hi = size
+    return lo, hi, center, 1.0 / support
+
+
+@register_jitable
+def triangle_weight(i, center, inv_support):
+    """Weight of source index ``i`` under the triangle filter centred at ``center``."""
+    w = 1.0 - abs((i - center + 0.5) * inv_support)
+    return np.float32(w) if w > 0.0 else np.float32(0.0)
+
+
+@register_jitable
+def store_pixel(out, n, oy, ox, v0, v1, v2, norm, swap_rb):
+    """Normalise the three input-order channel values and store them as RGB planes."""
+    if swap_rb:
+        v0, v2 = v2, v0
+    out[n, 0, oy, ox] = v0 * norm[0, 0] + norm[1, 0]
+    out[n, 1, oy, ox] = v1 * norm[0, 1] + norm[1, 1]
+    out[n, 2, oy, ox] = v2 * norm[0, 2] + norm[1, 2]
+
+
+@register_jitable
+def write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out, n, oy, ox):
+    """Compute output pixel (oy, ox) of image n: padding, bilinear, or PIL-style antialiased bilinear."""
     g = geometry[n]
-    if oy < g[4] or oy >= g[5] or ox < g[6] or ox >= g[7]:
+    if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
         for c in range(3):
             out[n, c, oy, ox] = pad[c]
         return
     h = sizes[n, 0]
     w = sizes[n, 1]
-    y0, y1, fy = source_coordinate(oy, g[4], g[0], g[2], h)
-    x0, x1, fx = source_coordinate(ox, g[6], g[1], g[3], w)
-    wy = fy
-    wx = fx
-    row0 = offsets[n] + y0 * w * 3
-    row1 = offsets[n] + y1 * w * 3
-    for c in range(3):
-        ci = 2 - c if swap_rb else c
-        v00 = float(src[row0 + x0 * 3 + ci])
-        v01 = float(src[row0 + x1 * 3 + ci])
-        v10 = float(src[row1 + x0 * 3 + ci])
-        v11 = float(src[row1 + x1 * 3 + ci])
-        top = v00 + (v01 - v00) * wx
-        bottom = v10 + (v11 - v10) * wx
-        value = top + (bottom - top) * wy
-        out[n, c, oy, ox] = value * norm[0, c] + norm[1, c]
+    base = offsets[n]
+    if antialias:
+        ylo, yhi, cy, sy = antialias_window(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], h)
+        xlo, xhi, cx, sx = antialias_window(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)
+        a0 = a1 = a2 = np.float32(0.0)
+        wy_total = np.float32(0.0)
+        for y in range(ylo, yhi):
+            wy = triangle_weight(y, cy, sy)
+            wy_total += wy
+            row = base + y * w * 3
+            r0 = r1 = r2 = np.float32(0.0)
+            for x in range(xlo, xhi):
+                wx = triangle_weight(x, cx, sx)
+                p = row + x * 3
+                r0 += wx * np.float32(src[p])
+                r1 += wx * np.float32(src[p + 1])
+                r2 += wx * np.float32(src[p + 2])
+            a0 += wy * r0
+            a1 += wy * r1
+            a2 += wy * r2
+        wx_total = np.float32(0.0)
+        for x in range(xlo, xhi):
+            wx_total += triangle_weight(x, cx, sx)
+        inv = np.float32(1.0) / (wy_total * wx_total)
+        store_pixel(out, n, oy, ox, a0 * inv, a1 * inv, a2 * inv, norm, swap_rb)
+        return
+    y0, y1, fy = bilinear_taps(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], h)
+    x0, x1, fx = bilinear_taps(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)
+    p00 = base + (y0 * w + x0) * 3
+    p01 = base + (y0 * w + x1) * 3
+    p10 = base + (y1 * w + x0) * 3
+    p11 = base + (y1 * w + x1) * 3
+    v = blend_taps(src, p00, p01, p10, p11, fx, fy)
+    store_pixel(out, n, oy, ox, v[0], v[1], v[2], norm, swap_rb)
+
+
+@register_jitable
+def blend_taps(src, p00, p01, p10, p11, fx, fy):
+    """Bilinear blend of the 4 taps for each of the 3 channels."""
+    c0 = lerp2(src, p00, p01, p10, p11, fx, fy, 0)
+    c1 = lerp2(src, p00, p01, p10, p11, fx, fy, 1)
+    c2 = lerp2(src, p00, p01, p10, p11, fx, fy, 2)
+    return c0, c1, c2
+
+
+@register_jitable
+def lerp2(src, p00, p01, p10, p11, fx, fy, c):
+    """Bilinear blend of channel c."""
+    v00 = np.float32(src[p00 + c])
+    v01 = np.float32(src[p01 + c])
+    v10 = np.float32(src[p10 + c])
+    v11 = np.float32(src[p11 + c])
+    top = v00 + (v01 - v00) * fx
+    bottom = v10 + (v11 - v10) * fx
+    return top + (bottom - top) * fy

@@ -89,3 +89,37 @@ def reference_preprocess(image: np.ndarray, spec: PreprocessSpec, resize=torch_r
         top, left = (oh - new_h) // 2, (ow - new_w) // 2
         resized[top:top + new_h, left:left + new_w] = resize(rgb, new_h, new_w)
     return normalise(resized, spec)
+
+
+def pil_resized(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """uint8 HWC RGB: PIL ``Image.resize(BILINEAR)`` (antialiased) + the spec's crop or letterbox."""
+    from PIL import Image
+
+    rgb = image[..., ::-1] if spec.input_order == "BGR" else image
+    pil = Image.fromarray(np.ascontiguousarray(rgb))
+    h, w = rgb.shape[:2]
+    oh, ow = spec.out_height, spec.out_width
+    if spec.resize_mode == "stretch":
+        return np.asarray(pil.resize((ow, oh), Image.BILINEAR))
+    if spec.resize_mode == "shorter_side_crop":
+        shorter = int(round(min(oh, ow) / spec.crop_fraction))
+        new_h, new_w = torchvision_resize_size(h, w, shorter)
+        top, left = int(round((new_h - oh) / 2.0)), int(round((new_w - ow) / 2.0))
+        return np.asarray(pil.resize((new_w, new_h), Image.BILINEAR).crop((left, top, left + ow, top + oh)))
+    scale = min(oh / h, ow / w)
+    new_h = min(oh, max(1, int(round(h * scale))))
+    new_w = min(ow, max(1, int(round(w * scale))))
+    canvas = Image.new("RGB", (ow, oh), (int(spec.pad_value),) * 3)
+    canvas.paste(pil.resize((new_w, new_h), Image.BILINEAR), ((ow - new_w) // 2, (oh - new_h) // 2))
+    return np.asarray(canvas)
+
+
+def pil_preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """float64 [3, H, W]: PIL-resized image normalised like the kernels (the training-time pipeline)."""
+    return normalise(pil_resized(image, spec).astype(np.float64), spec)
+
+
+def denormalise(chw: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """float64 HWC pixel values (0..255) of a normalised CHW output: undoes (x / 255 - mean) / std."""
+    hwc = chw.astype(np.float64).transpose(1, 2, 0)
+    return (hwc * np.array(spec.std) + np.array(spec.mean)) * 255.0

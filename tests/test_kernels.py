@@ -14,14 +14,15 @@ from images import PHOTO_NAMES, photo, random_image
 from kernels_numba import PreprocessSpec, preprocess_cpu
 from references import cv2_resize, numpy_crop_resize, reference_preprocess, torch_resize
 
+# These compare plain bilinear (antialias=False) with torch/OpenCV; tests/test_antialias.py covers PIL parity.
 ODD_SIZES = [(1, 1), (1, 4000), (4000, 1), (3, 5), (1080, 1920), (2160, 3840)]
 SIM_SIZES = [(1, 1), (1, 40), (40, 1), (3, 5), (17, 23)]  # the CUDA simulator runs one Python call per thread
 SPECS = {
-    "stretch": PreprocessSpec(resize_mode="stretch"),
-    "crop": PreprocessSpec(resize_mode="shorter_side_crop"),
-    "crop-bgr": PreprocessSpec(resize_mode="shorter_side_crop", input_order="BGR", crop_fraction=0.95),
-    "letterbox": PreprocessSpec(resize_mode="letterbox", pad_value=114),
-    "letterbox-wide": PreprocessSpec(resize_mode="letterbox", out_height=160, out_width=320),
+    "stretch": PreprocessSpec(antialias=False, resize_mode="stretch"),
+    "crop": PreprocessSpec(antialias=False, resize_mode="shorter_side_crop"),
+    "crop-bgr": PreprocessSpec(antialias=False, resize_mode="shorter_side_crop", input_order="BGR", crop_fraction=0.95),
+    "letterbox": PreprocessSpec(antialias=False, resize_mode="letterbox", pad_value=114),
+    "letterbox-wide": PreprocessSpec(antialias=False, resize_mode="letterbox", out_height=160, out_width=320),
 }
 
 
@@ -55,7 +56,7 @@ def test_cpu_matches_opencv_on_real_photos(spec_name):
 
 
 def test_cpu_float16_output():
-    spec, rng = PreprocessSpec(output_dtype="float16"), np.random.default_rng()
+    spec, rng = PreprocessSpec(antialias=False, output_dtype="float16"), np.random.default_rng()
     images = [random_image(rng, 480, 640), photo("coffee")]
     out = preprocess_cpu(images, spec, out=poisoned(2, spec))
     assert out.dtype == np.float16
@@ -101,10 +102,10 @@ def _cuda_run(images, spec):
 
 
 SMALL_SPECS = {
-    "stretch": PreprocessSpec(resize_mode="stretch", out_height=12, out_width=10),
-    "crop": PreprocessSpec(resize_mode="shorter_side_crop", out_height=8, out_width=8),
-    "letterbox-bgr": PreprocessSpec(resize_mode="letterbox", out_height=9, out_width=14, pad_value=7, input_order="BGR"),
-    "fp16": PreprocessSpec(resize_mode="stretch", out_height=6, out_width=5, output_dtype="float16"),
+    "stretch": PreprocessSpec(antialias=False, resize_mode="stretch", out_height=12, out_width=10),
+    "crop": PreprocessSpec(antialias=False, resize_mode="shorter_side_crop", out_height=8, out_width=8),
+    "letterbox-bgr": PreprocessSpec(antialias=False, resize_mode="letterbox", out_height=9, out_width=14, pad_value=7, input_order="BGR"),
+    "fp16": PreprocessSpec(antialias=False, resize_mode="stretch", out_height=6, out_width=5, output_dtype="float16"),
 }
 
 
