@@ -62,7 +62,9 @@ class LocalTritonServer:
         extra_args: Sequence[str] = (),
         log_path: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
+        self.address = address
         self.model_repositories = [Path(r).resolve() for r in model_repositories]
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -74,19 +76,23 @@ class LocalTritonServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
+
+    @property
     def http_url(self) -> str:
         """host:port of the HTTP endpoint."""
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._client_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
         """host:port of the gRPC endpoint."""
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._client_host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
         """URL of the Prometheus metrics endpoint."""
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self._client_host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         """The tritonserver command line."""
@@ -98,6 +104,9 @@ class LocalTritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.address}",
+            f"--grpc-address={self.address}",
+            f"--metrics-address={self.address}",
             "--allow-metrics=true",
         ]
         cmd += [f"--backend-config={c}" for c in DEFAULT_BACKEND_CONFIG]

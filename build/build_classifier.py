@@ -1,0 +1,199 @@
+"""Build the `classifier` model of the repository in the flavour this host can run.
+
+Usage: python build/build_classifier.py [--flavour auto|onnxruntime|tensorrt] [--onnx PATH]
+
+Without --onnx the pretrained EfficientNet-Lite0 export is used (exported and
+verified first if artifacts/onnx/efficientnet_lite0.onnx is missing); with it,
+the given ImageNet ONNX is validated and adapted by prepare_onnx. Then:
+  onnxruntime -> model_repository/classifier/1/model.onnx (run by 1/model.py)
+  tensorrt    -> model_repository/classifier/1/model.plan (built by build_engine.py)
+and config.pbtxt is regenerated for that flavour by classifier_config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
+import classifier_config  # noqa: E402
+
+BUILD_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BUILD_DIR.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "model_repository" / classifier_config.MODEL_NAME
+DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts" / "onnx"
+EXPORT_FILENAME = "efficientnet_lite0.onnx"
+BUILD_ENGINE = BUILD_DIR / "build_engine.py"
+
+
+class BuildError(RuntimeError):
+    """The classifier cannot be built as asked; the message says why."""
+
+
+def tensorrt_build_problems() -> list:
+    """Return why this host cannot build a TensorRT engine (empty list: it can)."""
+    try:
+        import trt_prereqs  # owned by the TensorRT build; knows what build_engine.py needs
+    except Exception as exc:
+        return [f"build/trt_prereqs.py is unusable ({type(exc).__name__}: {exc})"]
+    return trt_prereqs.missing_prerequisites()
+
+
+def choose_flavour(requested: str) -> tuple:
+    """Return (flavour, reason) for `requested` (auto, onnxruntime or tensorrt).
+
+    auto picks tensorrt only when TensorRT imports and a CUDA GPU is visible
+    (and the rest of the TensorRT build tooling is there). Raises BuildError
+    when tensorrt is requested but cannot be built here.
+    """
+    if requested == "onnxruntime":
+        return "onnxruntime", "requested with --flavour onnxruntime"
+    problems = tensorrt_build_problems()
+    if requested == "tensorrt":
+        if problems:
+            raise BuildError("--flavour tensorrt cannot be built here: " + "; ".join(problems))
+        return "tensorrt", "requested with --flavour tensorrt"
+    if problems:
+        return "onnxruntime", "auto: " + "; ".join(problems) + " -> ONNX Runtime on CPU"
+    return "tensorrt", "auto: TensorRT and a CUDA GPU are available"
+
+
+def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> Path:
+    """Return a servable ONNX in `artifacts`: the prepared --onnx file, or the verified default export."""
+    import prepare_onnx  # imported here: torch/onnx are only needed when there is ONNX work to do
+
+    if onnx_path is not None:
+        target = artifacts / f"{Path(onnx_path).stem}.prepared.onnx"
+        try:
+            report = prepare_onnx.prepare_file(Path(onnx_path), target)
+        except prepare_onnx.OnnxModelError as exc:
+            raise BuildError(str(exc)) from exc
+        print(f"prepared {onnx_path}: {prepare_onnx.describe(report)}")
+        return target
+
+    export = artifacts / EXPORT_FILENAME
+    if export.exists():
+        print(f"using existing export {export}")
+    else:
+        print(f"{export} missing: exporting EfficientNet-Lite0")
+        import export_onnx
+
+        try:
+            export_onnx.export_and_verify(export)
+        except export_onnx.ExportCheckError as exc:
+            raise BuildError(f"the exported ONNX failed verification: {exc}") from exc
+    return export
+
+
+def install_onnx(onnx_path: Path, model_dir: Path) -> Path:
+    """Copy `onnx_path` to <model_dir>/1/model.onnx (atomically) and return that path."""
+    target = model_dir / "1" / "model.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="model.", suffix=".onnx.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(onnx_path, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def write_config(flavour: str, model_dir: Path) -> Path:
+    """Write the generated config.pbtxt for `flavour` into `model_dir` and return its path."""
+    path = model_dir / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(classifier_config.render_config(flavour))
+    return path
+
+
+def build_plan(onnx_path: Path, model_dir: Path) -> Path:
+    """Build <model_dir>/1/model.plan from `onnx_path` with build/build_engine.py.
+
+    Expects the tensorrt config.pbtxt to be written already: build_engine.py
+    sizes the engine's batch profile from its max_batch_size.
+    """
+    if not BUILD_ENGINE.is_file():
+        raise BuildError(f"{BUILD_ENGINE} is missing: cannot build the TensorRT engine")
+    target = model_dir / "1" / "model.plan"
+    # Flags named after the keys of build/tensorrt.yaml; everything else keeps that file's value.
+    command = [sys.executable, str(BUILD_ENGINE), "--fp32-onnx", str(onnx_path), "--model-dir", str(model_dir)]
+    print("running:", " ".join(command), flush=True)
+    result = subprocess.run(command, cwd=REPO_ROOT)
+    if result.returncode != 0:
+        raise BuildError(f"build_engine.py failed with exit status {result.returncode}")
+    if not target.is_file():
+        raise BuildError(f"build_engine.py succeeded but wrote no {target}")
+    return target
+
+
+def check_config(flavour: str, model_dir: Path) -> None:
+    """Raise BuildError if <model_dir>/config.pbtxt no longer honours the classifier contract."""
+    # build_engine.py may rewrite the config from the engine's real I/O; it must still fit the ensemble.
+    path = model_dir / "config.pbtxt"
+    problems = classifier_config.contract_problems(path.read_text(), flavour)
+    if problems:
+        raise BuildError(f"{path} breaks the classifier contract: " + "; ".join(problems))
+
+
+def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
+    """Put the `flavour` model built from `onnx_path` and its config into `model_dir`.
+
+    Returns (model file, config.pbtxt path).
+    """
+    config_path = model_dir / "config.pbtxt"
+    if flavour == "onnxruntime":
+        artifact = install_onnx(onnx_path, model_dir)
+        write_config(flavour, model_dir)
+    else:
+        previous = config_path.read_text() if config_path.exists() else None
+        write_config(flavour, model_dir)
+        try:
+            artifact = build_plan(onnx_path, model_dir)
+        except BuildError:
+            # Never leave a tensorrt config without its plan: put the previous config back.
+            if previous is None:
+                config_path.unlink()
+            else:
+                config_path.write_text(previous)
+            raise
+    check_config(flavour, model_dir)
+    return artifact, config_path
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description="Build the classifier model for ONNX Runtime or TensorRT.")
+    parser.add_argument("--flavour", choices=("auto",) + classifier_config.FLAVOURS, default="auto")
+    parser.add_argument("--onnx", type=Path, help="serve this ImageNet ONNX instead of the EfficientNet-Lite0 export")
+    parser.add_argument(
+        "--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="the classifier's directory in a model repository"
+    )
+    parser.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        default=DEFAULT_ARTIFACTS,
+        help=f"where the EfficientNet-Lite0 export ({EXPORT_FILENAME}) and prepared ONNX files live",
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        flavour, reason = choose_flavour(args.flavour)
+        print(f"flavour: {flavour} ({reason})")
+        onnx_path = source_onnx(args.onnx, args.artifacts_dir)
+        artifact, config = install(flavour, onnx_path, args.model_dir)
+    except BuildError as exc:
+        print(f"build_classifier: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {artifact}\nwrote {config} ({flavour})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

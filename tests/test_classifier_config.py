@@ -1,0 +1,153 @@
+"""The classifier's config.pbtxt: one generator for both flavours, and the committed file cannot drift."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO_ROOT / "build"
+CLASSIFIER_DIR = REPO_ROOT / "model_repository" / "classifier"
+sys.path.insert(0, str(BUILD_DIR))  # build/ holds scripts, not a package (PyPI "build" owns that name)
+
+import build_classifier  # noqa: E402
+import classifier_config  # noqa: E402
+
+BOOTSTRAP = """import os, sys
+for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
+    if _p and _p not in sys.path:
+        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
+"""
+
+
+def _parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_committed_config_is_the_generated_onnxruntime_one():
+    committed = (CLASSIFIER_DIR / "config.pbtxt").read_text()
+    assert committed == classifier_config.render_config("onnxruntime"), (
+        "model_repository/classifier/config.pbtxt differs from the generator; "
+        "run `python build/build_classifier.py --flavour onnxruntime` (or fix build/classifier_config.py)"
+    )
+
+
+@pytest.mark.parametrize("flavour", classifier_config.FLAVOURS)
+def test_both_flavours_share_the_contract(flavour):
+    config = _parse(classifier_config.render_config(flavour))
+    assert config.name == "classifier"
+    assert config.max_batch_size == 32
+    assert config.HasField("dynamic_batching")
+    (inp,) = config.input
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("pixels", model_config_pb2.TYPE_FP32, [3, 224, 224])
+    (out,) = config.output
+    assert (out.name, out.data_type, list(out.dims)) == ("logits", model_config_pb2.TYPE_FP32, [1000])
+    assert out.label_filename == "labels.txt"
+
+
+def test_onnxruntime_flavour_is_a_cpu_python_model():
+    config = _parse(classifier_config.render_config("onnxruntime"))
+    assert config.backend == "python" and not config.platform
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert int(config.parameters["intra_op_num_threads"].string_value) >= 0
+
+
+def test_tensorrt_flavour_is_a_gpu_plan():
+    config = _parse(classifier_config.render_config("tensorrt"))
+    assert config.platform == "tensorrt_plan" and not config.backend
+    assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+
+
+def test_unknown_flavour_is_refused():
+    with pytest.raises(ValueError, match="unknown classifier flavour 'tflite'"):
+        classifier_config.render_config("tflite")
+
+
+def test_labels_cover_every_class():
+    labels = (CLASSIFIER_DIR / "labels.txt").read_text().splitlines()
+    assert len(labels) == classifier_config.NUM_CLASSES and all(labels)
+    assert (labels[285], labels[967]) == ("Egyptian_cat", "espresso")
+
+
+def test_model_py_starts_with_the_bootstrap():
+    source = (CLASSIFIER_DIR / "1" / "model.py").read_text()
+    assert source.startswith(BOOTSTRAP)
+    compile(source, "model.py", "exec")
+
+
+def test_generator_cli_prints_the_config():
+    result = subprocess.run(
+        [sys.executable, str(BUILD_DIR / "classifier_config.py"), "--flavour", "tensorrt"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout == classifier_config.render_config("tensorrt")
+
+
+def test_explicit_onnxruntime_needs_nothing():
+    assert build_classifier.choose_flavour("onnxruntime") == ("onnxruntime", "requested with --flavour onnxruntime")
+
+
+def test_auto_and_tensorrt_follow_what_the_host_has():
+    problems = build_classifier.tensorrt_build_problems()
+    flavour, reason = build_classifier.choose_flavour("auto")
+    assert reason.startswith("auto: ")
+    if not problems:
+        assert flavour == "tensorrt"
+        assert build_classifier.choose_flavour("tensorrt")[0] == "tensorrt"
+    else:
+        assert flavour == "onnxruntime" and all(p in reason for p in problems)
+        with pytest.raises(build_classifier.BuildError, match="--flavour tensorrt cannot be built here"):
+            build_classifier.choose_flavour("tensorrt")
+
+
+needs_no_tensorrt = pytest.mark.skipif(
+    not build_classifier.tensorrt_build_problems(), reason="this host can build TensorRT engines"
+)
+
+
+@needs_no_tensorrt
+def test_tensorrt_request_fails_clearly_without_tensorrt(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BUILD_DIR / "build_classifier.py"), "--flavour", "tensorrt", "--model-dir", tmp_path],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "build_classifier: --flavour tensorrt cannot be built here: " in result.stderr
+    assert not (tmp_path / "config.pbtxt").exists()
+
+
+@needs_no_tensorrt
+def test_failed_engine_build_restores_the_previous_config(tmp_path):
+    model_dir = tmp_path / "classifier"
+    build_classifier.write_config("onnxruntime", model_dir)
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"")  # never read: the engine build fails before (no build_engine.py or no TensorRT)
+    with pytest.raises(build_classifier.BuildError, match="build_engine"):
+        build_classifier.install("tensorrt", onnx_file, model_dir)
+    assert (model_dir / "config.pbtxt").read_text() == classifier_config.render_config("onnxruntime")
+
+
+@pytest.mark.parametrize("flavour", classifier_config.FLAVOURS)
+def test_generated_configs_honour_the_contract(flavour):
+    assert classifier_config.contract_problems(classifier_config.render_config(flavour), flavour) == []
+
+
+def test_contract_check_names_each_breach():
+    text = (
+        classifier_config.render_config("onnxruntime")
+        .replace("max_batch_size: 32", "max_batch_size: 8")
+        .replace("dims: [ 1000 ]", "dims: [ 10 ]")
+    )
+    problems = classifier_config.contract_problems(text, "tensorrt")
+    assert "max_batch_size is 8, expected 32" in problems
+    assert "platform is '', expected 'tensorrt_plan'" in problems
+    assert any(p.startswith("outputs are [('logits', 'TYPE_FP32', [10])]") for p in problems)
+    no_labels = classifier_config.render_config("tensorrt").replace('    label_filename: "labels.txt"\n', "")
+    assert classifier_config.contract_problems(no_labels, "tensorrt") == [
+        "output label_filename is '', expected 'labels.txt'"
+    ]
