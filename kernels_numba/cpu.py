@@ -6,20 +6,20 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from .geometry import batch_geometry
-from .packing import image_offsets, image_sizes, pack_images
+from .geometry import batch_params
+from .packing import pack_images
 from .pixel_math import write_output_pixel
 from .spec import PreprocessSpec
 
 
 @numba.njit(parallel=True, cache=True)
-def _preprocess_batch(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out):
+def _preprocess_batch(src, params, norm, swap_rb, antialias, out):
     n_images, _, out_h, out_w = out.shape
     for row in numba.prange(n_images * out_h):
         n = row // out_h
         oy = row - n * out_h
         for ox in range(out_w):
-            write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out, n, oy, ox)
+            write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox)
 
 
 def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -28,19 +28,11 @@ def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.n
         out = np.empty((len(images), 3, spec.out_height, spec.out_width), spec.numpy_dtype)
     if len(images) == 0:
         return out
-    sizes = image_sizes(images)
     # float16 output: numba's CPU target has no half type, so compute in float32 and cast once.
     target = out if out.dtype != np.float16 else np.empty(out.shape, np.float32)
+    params = batch_params([img.shape for img in images], spec)
     _preprocess_batch(
-        pack_images(images),
-        image_offsets(sizes),
-        sizes,
-        batch_geometry([tuple(s) for s in sizes], spec),
-        spec.normalisation(),
-        spec.normalised_pad(),
-        spec.input_order == "BGR",
-        spec.antialias,
-        target,
+        pack_images(images), params, spec.normalisation(), spec.input_order == "BGR", spec.antialias, target
     )
     if target is not out:
         out[...] = target

@@ -1,4 +1,5 @@
-"""Where each output pixel samples its source image: one affine map and one valid window per image."""
+"""Where each output pixel samples its source image: one affine map, one valid window and the image's
+place in the packed input, as one row of per-image parameters."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,9 +8,9 @@ import numpy as np
 
 from .spec import PreprocessSpec
 
-# Columns of the per-image geometry row (float64).
-SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1 = range(8)
-GEOMETRY_COLUMNS = 8
+# Columns of the per-image parameter row (float64; offsets stay exact below 2**53 bytes).
+SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH = range(11)
+PARAM_COLUMNS = 11
 
 
 def shorter_side_size(height: int, width: int, target: int) -> tuple[int, int]:
@@ -19,15 +20,24 @@ def shorter_side_size(height: int, width: int, target: int) -> tuple[int, int]:
     return int(target * height / width), target
 
 
-def image_geometry(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
-    """float64 [8] geometry row for one image.
+def letterbox_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """Size of the image inside the letterbox: aspect kept, fits the output, at least 1x1."""
+    scale = min(spec.out_height / height, spec.out_width / width)
+    new_h = min(spec.out_height, max(1, int(round(height * scale))))
+    new_w = min(spec.out_width, max(1, int(round(width * scale))))
+    return new_h, new_w
 
-    An output pixel (oy, ox) inside the window [Y0, Y1) x [X0, X1) samples the source at
-    ``sy = (oy - Y0 + 0.5) * SCALE_Y + OFFSET_Y - 0.5`` (half-pixel centres, like OpenCV and
-    torch ``align_corners=False``); outside the window it is padding.
+
+def image_params(height: int, width: int, start: int, spec: PreprocessSpec, row: np.ndarray) -> None:
+    """Fill one parameter row for an image of height x width stored at byte ``start`` of the packed input.
+
+    An output pixel (oy, ox) inside the window [Y0, Y1) x [X0, X1) samples the source around
+    ``(oy - Y0 + 0.5) * SCALE_Y + OFFSET_Y`` (pixel-area centres, like PIL, OpenCV and torch
+    ``align_corners=False``); outside the window it is padding.
     """
     out_h, out_w = spec.out_height, spec.out_width
-    row = np.zeros(GEOMETRY_COLUMNS, np.float64)
+    row[:] = 0.0
+    row[[START, HEIGHT, WIDTH]] = start, height, width
     if spec.resize_mode == "stretch":
         row[[SCALE_Y, SCALE_X]] = height / out_h, width / out_w
         row[[Y1, X1]] = out_h, out_w
@@ -44,20 +54,14 @@ def image_geometry(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
         top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
         row[[SCALE_Y, SCALE_X]] = height / new_h, width / new_w
         row[[Y0, Y1, X0, X1]] = top, top + new_h, left, left + new_w
-    return row
 
 
-def letterbox_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """Size of the image inside the letterbox: aspect kept, fits the output, at least 1x1."""
-    scale = min(spec.out_height / height, spec.out_width / width)
-    new_h = min(spec.out_height, max(1, int(round(height * scale))))
-    new_w = min(spec.out_width, max(1, int(round(width * scale))))
-    return new_h, new_w
-
-
-def batch_geometry(shapes: Sequence[tuple[int, int]], spec: PreprocessSpec) -> np.ndarray:
-    """float64 [N, 8] geometry rows for images of the given (height, width)."""
-    out = np.empty((len(shapes), GEOMETRY_COLUMNS), np.float64)
-    for i, (h, w) in enumerate(shapes):
-        out[i] = image_geometry(h, w, spec)
-    return out
+def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """float64 [N, 11] parameter rows for HWC images of the given shapes, packed back to back."""
+    params = np.empty((len(shapes), PARAM_COLUMNS), np.float64) if out is None else out[: len(shapes)]
+    start = 0
+    for i, shape in enumerate(shapes):
+        height, width = int(shape[0]), int(shape[1])
+        image_params(height, width, start, spec, params[i])
+        start += height * width * 3
+    return params

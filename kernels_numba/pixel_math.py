@@ -7,8 +7,10 @@ code alike (and as plain Python under the CUDA simulator). Tap positions are com
 import numpy as np
 from numba.extending import register_jitable
 
-# Geometry row layout, see geometry.py.
-SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1 = range(8)
+# Parameter row layout, see geometry.py (numba needs the constants in this module).
+SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH = range(11)
+# Rows of the normalisation table: out = pixel * SCALE + BIAS; PAD is the normalised pad pixel.
+NORM_SCALE, NORM_BIAS, NORM_PAD = range(3)
 
 
 @register_jitable
@@ -50,22 +52,22 @@ def store_pixel(out, n, oy, ox, v0, v1, v2, norm, swap_rb):
     """Normalise the three input-order channel values and store them as RGB planes."""
     if swap_rb:
         v0, v2 = v2, v0
-    out[n, 0, oy, ox] = v0 * norm[0, 0] + norm[1, 0]
-    out[n, 1, oy, ox] = v1 * norm[0, 1] + norm[1, 1]
-    out[n, 2, oy, ox] = v2 * norm[0, 2] + norm[1, 2]
+    out[n, 0, oy, ox] = v0 * norm[NORM_SCALE, 0] + norm[NORM_BIAS, 0]
+    out[n, 1, oy, ox] = v1 * norm[NORM_SCALE, 1] + norm[NORM_BIAS, 1]
+    out[n, 2, oy, ox] = v2 * norm[NORM_SCALE, 2] + norm[NORM_BIAS, 2]
 
 
 @register_jitable
-def write_output_pixel(src, offsets, sizes, geometry, norm, pad, swap_rb, antialias, out, n, oy, ox):
+def write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox):
     """Compute output pixel (oy, ox) of image n: padding, bilinear, or PIL-style antialiased bilinear."""
-    g = geometry[n]
+    g = params[n]
     if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
         for c in range(3):
-            out[n, c, oy, ox] = pad[c]
+            out[n, c, oy, ox] = norm[NORM_PAD, c]
         return
-    h = sizes[n, 0]
-    w = sizes[n, 1]
-    base = offsets[n]
+    h = int(g[HEIGHT])
+    w = int(g[WIDTH])
+    base = int(g[START])
     if antialias:
         ylo, yhi, cy, sy = antialias_window(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], h)
         xlo, xhi, cx, sx = antialias_window(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)

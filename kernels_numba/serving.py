@@ -37,38 +37,55 @@ class CpuRunner:
         return preprocess_cpu(images, self.spec)
 
 
+def _device_array_library():
+    """CuPy when installed (the light DLPack exporter), else torch: the output tensors must export DLPack,
+    which numba's own device arrays do not."""
+    try:
+        import cupy
+
+        return "cupy", cupy
+    except ImportError:
+        import torch
+
+        return "torch", torch
+
+
 class CudaRunner:
-    """Preprocessing on one GPU with the numba.cuda kernel; returns CuPy batches (DLPack-exportable)."""
+    """Preprocessing on one GPU with the numba.cuda kernel; returns DLPack-exportable device batches."""
 
     on_gpu = True
 
     def __init__(self, spec: PreprocessSpec, device_id: int) -> None:
-        import cupy
         from numba import cuda
 
+        from .gpu import CudaPreprocessor
+
+        cuda.select_device(device_id)
         self.spec = spec
         self.device_id = device_id
-        cuda.select_device(device_id)
-        self._cupy = cupy
-        self._device = cupy.cuda.Device(device_id)
-        self._device.use()
+        self._library, self._module = _device_array_library()
+        if self._library == "cupy":
+            self._module.cuda.Device(device_id).use()
+        self._preprocessor = CudaPreprocessor(spec)
 
     def warm_up(self) -> None:
-        """Compile the kernel for this GPU before the first request."""
+        """Compile the kernel for this GPU and size the buffers before the first request."""
         self.run(_warm_up_images())
-        self._device.synchronize()
 
     def from_dlpack(self, capsule):
-        """A CuPy view of a tensor that arrived on the GPU (no copy)."""
-        return self._cupy.from_dlpack(capsule)
+        """A device view of a tensor that arrived on the GPU (no copy)."""
+        return self._module.from_dlpack(capsule)
 
-    def run(self, images: Sequence) -> "object":
-        """[N, 3, H, W] CuPy batch of the given HWC uint8 images (host or device), complete on return."""
-        from .gpu import preprocess_cuda
+    def _empty(self, n: int):
+        shape = (n, 3, self.spec.out_height, self.spec.out_width)
+        if self._library == "cupy":
+            return self._module.empty(shape, self.spec.numpy_dtype)
+        dtype = getattr(self._module, np.dtype(self.spec.numpy_dtype).name)
+        return self._module.empty(shape, dtype=dtype, device=f"cuda:{self.device_id}")
 
-        cp = self._cupy
-        out = cp.empty((len(images), 3, self.spec.out_height, self.spec.out_width), self.spec.numpy_dtype)
-        host = [img if isinstance(img, np.ndarray) else cp.asnumpy(img) for img in images]
-        preprocess_cuda(host, self.spec, out=out)
-        self._device.synchronize()  # the next step reads the buffer as soon as we return it
+    def run(self, images: Sequence):
+        """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return."""
+        out = self._empty(len(images))
+        self._preprocessor.run(images, out)
+        self._preprocessor.stream.synchronize()  # the next step reads the buffer as soon as we return it
         return out

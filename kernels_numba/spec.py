@@ -65,15 +65,11 @@ class PreprocessSpec:
         return OUTPUT_DTYPES[self.output_dtype]
 
     def normalisation(self) -> np.ndarray:
-        """float32 [2, 3]: per-channel scale and bias so that out = pixel * scale + bias."""
+        """float32 [3, 3] per output channel: scale, bias (out = pixel * scale + bias), normalised pad pixel."""
         std = np.asarray(self.std, np.float64)
         mean = np.asarray(self.mean, np.float64)
-        return np.stack([1.0 / (255.0 * std), -mean / std]).astype(np.float32)
-
-    def normalised_pad(self) -> np.ndarray:
-        """float32 [3]: the pad pixel after normalisation, per output channel."""
-        scale, bias = self.normalisation().astype(np.float64)
-        return (self.pad_value * scale + bias).astype(np.float32)
+        scale, bias = 1.0 / (255.0 * std), -mean / std
+        return np.stack([scale, bias, self.pad_value * scale + bias]).astype(np.float32)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, object]) -> "PreprocessSpec":

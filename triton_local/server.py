@@ -124,17 +124,19 @@ class LocalTritonServer:
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the server reports ready; raise with the log tail if it exits or times out."""
-        import tritonclient.http as httpclient
+        import urllib.error
+        import urllib.request
 
-        client = httpclient.InferenceServerClient(self.http_url)
+        ready_url = f"http://{self.http_url}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
             try:
-                if client.is_server_ready():
-                    return
-            except Exception:  # not listening yet
+                with urllib.request.urlopen(ready_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):  # not listening, or not ready yet
                 pass
             time.sleep(0.25)
         self.stop()

@@ -11,8 +11,8 @@ from . import paths
 
 
 def perf_analyzer_binary() -> Path:
-    """Path of ``perf_analyzer`` installed by the tritonclient wheel next to this interpreter."""
-    found = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
+    """Path of ``perf_analyzer`` installed by the tritonclient wheel: next to this interpreter, else on PATH."""
+    found = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent)) or shutil.which("perf_analyzer")
     if not found:
         raise RuntimeError("perf_analyzer not found: install tritonclient[all]==2.51.0 (its wheel carries it)")
     return Path(found)

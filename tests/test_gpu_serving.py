@@ -1,0 +1,95 @@
+"""The preprocess model on a GPU instance under a real tritonserver (device machine only).
+
+Checks that the step after `preprocess` receives its input on the GPU (DLPack hand-off, no host round
+trip), that GPU results equal the CPU path (1e-4), and that inputs arriving in CUDA shared memory work.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import HAS_GPU, MODEL_REPOSITORY
+from images import photo, photo_at
+from kernels_numba import PreprocessSpec, preprocess_cpu
+
+pytestmark = [pytest.mark.gpu, pytest.mark.server]
+GPU_REPOSITORY = Path(__file__).parent / "gpu_repository"
+MODELS = ("preprocess", "gpu_consumer", "preprocess_then_gpu_consumer")
+
+
+@pytest.fixture(scope="module")
+def gpu_server():
+    if not HAS_GPU:
+        pytest.skip("needs a CUDA GPU")
+    from triton_local import LocalTritonServer
+
+    args = ["--model-control-mode=explicit", *[f"--load-model={m}" for m in MODELS],
+            "--cuda-memory-pool-byte-size=0:268435456"]
+    server = LocalTritonServer([MODEL_REPOSITORY, GPU_REPOSITORY], extra_args=args)
+    server.start(timeout=300)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+
+
+def _infer(client_module, client, model, image, outputs):
+    inp = client_module.InferInput("images", [1, *image.shape], "UINT8")
+    inp.set_data_from_numpy(image[None])
+    return client.infer(model, [inp], outputs=[client_module.InferRequestedOutput(o) for o in outputs])
+
+
+def test_preprocess_runs_on_a_gpu_instance(gpu_server):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    config = client.get_model_config("preprocess", as_json=True)["config"]
+    assert config["instance_group"][0]["kind"] == "KIND_GPU"
+
+
+def test_next_step_receives_pixels_on_the_gpu(gpu_server, spec):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    for image in (photo("chelsea"), photo_at("coffee", 1080, 1920)):
+        result = _infer(grpcclient, client, "preprocess_then_gpu_consumer", image, ["input_on_gpu", "checksum"])
+        assert bool(result.as_numpy("input_on_gpu")[0, 0]) is True
+        expected = preprocess_cpu([image], spec).astype(np.float64).sum()
+        assert abs(result.as_numpy("checksum")[0, 0] - expected) < 1.0  # 150528 values, each within 1e-5
+
+
+def test_gpu_preprocess_equals_cpu_path(gpu_server, spec):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    for image in (photo("astronaut"), photo_at("rocket", 2160, 3840), photo_at("chelsea", 3, 5)):
+        got = _infer(grpcclient, client, "preprocess", image, ["pixels"]).as_numpy("pixels")
+        np.testing.assert_allclose(got, preprocess_cpu([image], spec), atol=1e-4, rtol=0)
+
+
+def test_input_in_cuda_shared_memory(gpu_server, spec):
+    """A client that already holds the image on the GPU sends it through CUDA shared memory."""
+    import tritonclient.grpc as grpcclient
+
+    try:
+        import tritonclient.utils.cuda_shared_memory as cudashm
+    except Exception as exc:  # needs cuda-python bindings of a matching major version
+        pytest.skip(f"tritonclient CUDA shared memory unavailable: {exc}")
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    image = photo_at("coffee", 1080, 1920)[None]
+    handle = cudashm.create_shared_memory_region("images_in", image.nbytes, 0)
+    try:
+        cudashm.set_shared_memory_region(handle, [image])
+        client.register_cuda_shared_memory("images_in", cudashm.get_raw_handle(handle), 0, image.nbytes)
+        inp = grpcclient.InferInput("images", list(image.shape), "UINT8")
+        inp.set_shared_memory("images_in", image.nbytes)
+        got = client.infer("preprocess", [inp]).as_numpy("pixels")
+        np.testing.assert_allclose(got, preprocess_cpu([image[0]], spec), atol=1e-4, rtol=0)
+    finally:
+        client.unregister_cuda_shared_memory("images_in")
+        cudashm.destroy_shared_memory_region(handle)
