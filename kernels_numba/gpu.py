@@ -43,15 +43,15 @@ class CudaPreprocessor:
     Everything is queued on ``self.stream``; ``run`` does not wait for it.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64) -> None:
+    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24) -> None:
         self.spec = spec
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
         self._host_params = cuda.pinned_array((max_images, PARAM_COLUMNS), np.float64)
         self._dev_params = cuda.device_array((max_images, PARAM_COLUMNS), np.float64)
-        self._host_src = cuda.pinned_array(0, np.uint8)
-        self._dev_src = cuda.device_array(0, np.uint8)
+        self._host_src = cuda.pinned_array(input_bytes, np.uint8)  # grows on demand
+        self._dev_src = cuda.device_array(input_bytes, np.uint8)
         self._kernels: dict = {}
 
     def _reserve(self, n_images: int, n_bytes: int) -> None:

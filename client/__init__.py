@@ -1,0 +1,30 @@
+"""Client of the pixelserve Triton image classifier: a Python API and the pixelserve-classify CLI."""
+from .classifier import ImageClassifierClient, Outcome
+from .errors import (
+    ClientError,
+    ImageReadError,
+    InferenceFailed,
+    InvalidImage,
+    ItemError,
+    ModelNotReady,
+    RequestTimedOut,
+    ServerUnreachable,
+)
+from .images import load_image
+from .predictions import Prediction, parse_classification
+
+__all__ = [
+    "ImageClassifierClient",
+    "Outcome",
+    "Prediction",
+    "parse_classification",
+    "load_image",
+    "ClientError",
+    "ServerUnreachable",
+    "ModelNotReady",
+    "ItemError",
+    "ImageReadError",
+    "InvalidImage",
+    "InferenceFailed",
+    "RequestTimedOut",
+]

@@ -1,0 +1,141 @@
+"""Python API: classify RGB images with the ``image_classifier`` model on a Triton server."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Iterable, Iterator, TypeVar, cast
+
+import numpy as np
+
+from .errors import InferenceFailed, ItemError, ModelNotReady
+from .images import as_request_batch
+from .predictions import Prediction, parse_classifications
+from .transport import Pending, open_transport, parse_endpoint
+
+DEFAULT_MODEL = "image_classifier"
+DEFAULT_TIMEOUT = 60.0
+INPUT_NAME = "images"
+OUTPUT_NAME = "predictions"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What became of one item of ``classify_many``: its predictions, or the error for it."""
+
+    item: T
+    predictions: list[Prediction] = field(default_factory=list)
+    error: ItemError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item was classified."""
+        return self.error is None
+
+
+class ImageClassifierClient:
+    """Client of a Triton image classification model (HTTP or gRPC), one request per image.
+
+    ``url`` is host:port (default localhost:8000 for HTTP, localhost:8001 for gRPC); ``timeout``
+    bounds each call in seconds; ``concurrency`` is how many requests ``classify_many`` keeps in flight.
+    Errors are this package's: ServerUnreachable, ModelNotReady, or an ItemError for one image.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: str = "http",
+        model: str = DEFAULT_MODEL,
+        timeout: float = DEFAULT_TIMEOUT,
+        concurrency: int = 1,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.endpoint = parse_endpoint(url, protocol)
+        self.model = model
+        self.concurrency = concurrency
+        self._transport = open_transport(self.endpoint, timeout, concurrency)
+
+    @property
+    def url(self) -> str:
+        """host:port of the server."""
+        return self.endpoint.address
+
+    def check_ready(self) -> None:
+        """Raise ServerUnreachable or ModelNotReady unless the model can serve requests now."""
+        if self._transport.model_ready(self.model):
+            return
+        states = self._transport.model_states()
+        if self.model in states:
+            detail = f"its state is {states[self.model]}"
+        else:
+            detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"
+        raise ModelNotReady(self.model, self.url, self.endpoint.display, detail)
+
+    def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        """Top-``top_k`` predictions for one HxWx3 uint8 RGB image, best first."""
+        return self._parse(self._submit(image, top_k).result())
+
+    def classify_many(
+        self,
+        items: Iterable[T],
+        top_k: int = 5,
+        load: Callable[[T], np.ndarray] | None = None,
+    ) -> Iterator[Outcome[T]]:
+        """Classify many images with up to ``concurrency`` requests in flight, yielding outcomes in input order.
+
+        Items are images, or anything ``load`` turns into one (e.g. file paths with ``load_image``).
+        A failure for one item (unreadable, rejected by the server, timed out) becomes its Outcome's
+        error; ServerUnreachable still raises.
+        """
+        window: deque[tuple[T, Pending | ItemError]] = deque()
+        try:
+            for item in items:
+                window.append((item, self._start(item, top_k, load)))
+                if len(window) >= self.concurrency:
+                    yield self._finish(*window.popleft())
+            while window:
+                yield self._finish(*window.popleft())
+        finally:
+            for _, started in window:
+                if isinstance(started, Pending):
+                    started.cancel()
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        self._transport.close()
+
+    def __enter__(self) -> "ImageClassifierClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, image: np.ndarray, top_k: int) -> Pending:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        return self._transport.submit(self.model, {INPUT_NAME: as_request_batch(image)}, OUTPUT_NAME, top_k)
+
+    def _start(self, item: T, top_k: int, load: Callable[[T], np.ndarray] | None) -> Pending | ItemError:
+        try:
+            return self._submit(load(item) if load is not None else cast(np.ndarray, item), top_k)
+        except ItemError as exc:
+            return exc
+
+    def _finish(self, item: T, started: Pending | ItemError) -> Outcome[T]:
+        if isinstance(started, ItemError):
+            return Outcome(item, error=started)
+        try:
+            return Outcome(item, self._parse(started.result()))
+        except ItemError as exc:
+            return Outcome(item, error=exc)
+
+    @staticmethod
+    def _parse(output: np.ndarray | None) -> list[Prediction]:
+        if output is None:
+            raise InferenceFailed(f"the answer has no {OUTPUT_NAME!r} output")
+        try:
+            return parse_classifications(np.asarray(output).ravel())
+        except ValueError as exc:
+            raise InferenceFailed(f"unexpected output from the server: {exc}") from None

@@ -1,0 +1,150 @@
+"""pixelserve-classify: classify image files with the image_classifier model on a Triton server."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .classifier import DEFAULT_MODEL, DEFAULT_TIMEOUT, ImageClassifierClient, Outcome
+from .errors import ImageReadError, ModelNotReady, ServerUnreachable
+from .files import expand_path
+from .images import load_image
+from .predictions import Prediction, parse_classification
+from .report import JsonReport, PlainReport
+from .transport import DEFAULT_URLS, PROTOCOLS
+
+__all__ = ["main", "build_parser", "ImageClassifierClient", "Prediction", "parse_classification"]
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2  # argparse's own
+EXIT_UNREACHABLE = 3
+EXIT_MODEL_NOT_READY = 4
+EXIT_INTERRUPTED = 130
+
+EPILOG = f"""\
+Each image is sent as its own request, [1, H, W, 3] uint8 RGB, decoded here (EXIF orientation applied).
+Folders are searched recursively for image files (by extension; hidden entries skipped).
+Scores are the model's logits.
+
+--json prints one list: {{"file", "predictions": [{{"index", "label", "score"}}]}} per input,
+in input order; inputs that failed have "predictions": [] and an "error" message.
+
+exit status:
+  {EXIT_OK}    every image classified
+  {EXIT_SOME_FAILED}    some inputs failed (not an image, missing, or an error from the server for that image);
+       the others were still classified
+  {EXIT_USAGE}    bad command line
+  {EXIT_UNREACHABLE}    cannot reach the Triton server
+  {EXIT_MODEL_NOT_READY}    the model is not ready (or not found) on the server
+  {EXIT_INTERRUPTED}  interrupted
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="pixelserve-classify",
+        description="Classify images with a Triton image classification model; print the top-k labels per image.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http", help="default: %(default)s")
+    parser.add_argument(
+        "--url",
+        help=f"server host:port (default: {DEFAULT_URLS['http']} for http, {DEFAULT_URLS['grpc']} for grpc)",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    parser.add_argument("--top-k", type=_positive(int), default=5, metavar="K", help="classes per image (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of text blocks")
+    parser.add_argument(
+        "--concurrency", type=_positive(int), default=4, metavar="N", help="requests in flight at once (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help="per request and connection (default: %(default)g)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): stop quietly, and keep Python's exit-time flush from failing too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify the inputs named by parsed arguments; return the exit status."""
+    report = JsonReport(sys.stdout) if args.json else PlainReport(sys.stdout)
+    failures = 0
+    try:
+        with ImageClassifierClient(args.url, args.protocol, args.model, args.timeout, args.concurrency) as client:
+            client.check_ready()
+            for outcome in client.classify_many(_inputs(args.paths), args.top_k, load=_load):
+                if not outcome.ok:
+                    failures += 1
+                    _error(f"{outcome.item}: {_reason(outcome)}")
+                report.add(str(outcome.item), outcome.predictions, None if outcome.ok else _reason(outcome))
+    except ServerUnreachable as exc:
+        _error(str(exc))
+        return EXIT_UNREACHABLE
+    except ModelNotReady as exc:
+        _error(str(exc))
+        return EXIT_MODEL_NOT_READY
+    finally:
+        report.close()
+    return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _inputs(paths: Sequence[str]) -> list[Path]:
+    """Every file to classify, in command-line order; a folder without images stands for itself."""
+    files: list[Path] = []
+    for path in paths:
+        files += expand_path(path) or [Path(path)]
+    return files
+
+
+def _load(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise ImageReadError(str(path), "no image files in this folder")
+    return load_image(path)
+
+
+def _reason(outcome: Outcome[Path]) -> str:
+    error = outcome.error
+    return error.detail if isinstance(error, ImageReadError) else str(error)
+
+
+def _error(message: str) -> None:
+    sys.stdout.flush()  # keep the order of results and errors on a shared terminal
+    print(f"pixelserve-classify: {message}", file=sys.stderr, flush=True)
+
+
+def _positive(kind: type):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return convert
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Errors the client raises: fatal ones stop a run, item errors concern one image only."""
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ServerUnreachable(ClientError):
+    """No Triton server answers at the URL."""
+
+    def __init__(self, url: str, protocol: str, detail: str) -> None:
+        super().__init__(f"cannot reach Triton at {url} over {protocol}: {detail}")
+        self.url, self.protocol, self.detail = url, protocol, detail
+
+
+class ModelNotReady(ClientError):
+    """The server answers but the model cannot serve requests."""
+
+    def __init__(self, model: str, url: str, protocol: str, detail: str) -> None:
+        super().__init__(f"model {model} is not ready on {url} over {protocol}: {detail}")
+        self.model, self.url, self.protocol, self.detail = model, url, protocol, detail
+
+
+class ItemError(ClientError):
+    """Something went wrong for one image; the others are unaffected."""
+
+
+class ImageReadError(ItemError):
+    """A file could not be read or decoded as an image."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path, self.detail = path, detail
+
+
+class InvalidImage(ItemError, ValueError):
+    """An array is not an HxWx3 uint8 image."""
+
+
+class InferenceFailed(ItemError):
+    """The server answered this request with an error."""
+
+
+class RequestTimedOut(ItemError):
+    """The server did not answer this request in time."""

@@ -1,0 +1,246 @@
+"""The client (CLI and Python API) against the real tritonserver on the shipped repository."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from client import ImageClassifierClient, ImageReadError, InvalidImage, Prediction, load_image, parse_classification
+from client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, main
+from client.files import expand_path
+from triton_local import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROTOCOLS = ("http", "grpc")
+CAT_INDICES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+def server_url(server, protocol: str) -> str:
+    return server.http_url if protocol == "http" else server.grpc_url
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A folder: chelsea.jpg, notes.txt, sub/coffee.png, .hidden/chelsea.png (skipped when scanning)."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    (root / ".hidden").mkdir()
+    Image.fromarray(skimage.data.chelsea()).save(root / "chelsea.jpg", quality=95)
+    Image.fromarray(skimage.data.coffee()).save(root / "sub" / "coffee.png")
+    Image.fromarray(skimage.data.chelsea()).save(root / ".hidden" / "chelsea.png")
+    (root / "notes.txt").write_text("not an image\n")
+    return root
+
+
+def top1(entry: dict) -> int:
+    return entry["predictions"][0]["index"]
+
+
+def run_json(capsys, args: list[str]) -> tuple[int, list[dict], str]:
+    code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+# --- no server needed ---------------------------------------------------------------------------
+
+
+def test_parse_classification():
+    assert parse_classification(b"12.5:285:Egyptian_cat") == Prediction(285, "Egyptian_cat", 12.5)
+    assert parse_classification("-1.25:7:a:b") == Prediction(7, "a:b", -1.25)
+    assert parse_classification(b"3:9") == Prediction(9, "", 3.0)
+    with pytest.raises(ValueError):
+        parse_classification(b"garbage")
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    upright = skimage.data.chelsea()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: stored rotated, display rotated 90 degrees clockwise
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "rotated.png", exif=exif)
+    np.testing.assert_array_equal(load_image(tmp_path / "rotated.png"), upright)
+
+
+def test_load_image_converts_modes(tmp_path):
+    gray16 = np.full((4, 5), 0x8000, np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    assert (load_image(tmp_path / "gray16.png") == 0x80).all()
+    rgba = np.zeros((4, 5, 4), np.uint8)  # fully transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    loaded = load_image(tmp_path / "clear.png")
+    assert loaded.shape == (4, 5, 3) and loaded.dtype == np.uint8 and (loaded == 255).all()
+
+
+def test_load_image_names_the_bad_file(photos):
+    with pytest.raises(ImageReadError, match="notes.txt: not an image"):
+        load_image(photos / "notes.txt")
+    with pytest.raises(ImageReadError, match="missing.png: no such file"):
+        load_image(photos / "missing.png")
+
+
+def test_expand_path_finds_images_recursively(photos):
+    assert expand_path(photos) == [photos / "chelsea.jpg", photos / "sub" / "coffee.png"]
+    assert expand_path(photos / "notes.txt") == [photos / "notes.txt"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_unreachable_server(protocol, photos, capsys):
+    url = f"127.0.0.1:{free_port()}"
+    code = main([str(photos / "chelsea.jpg"), "--protocol", protocol, "--url", url, "--timeout", "10", "--json"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_UNREACHABLE
+    assert f"cannot reach Triton at {url} over" in err
+    assert "Traceback" not in out + err
+    assert out == ""
+
+
+def test_cli_unreachable_server_subprocess(photos):
+    url = f"127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "client.classify", str(photos / "chelsea.jpg"), "--url", url, "--timeout", "10"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == EXIT_UNREACHABLE
+    assert f"cannot reach Triton at {url} over HTTP" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_cli_help_documents_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status" in out and "cannot reach the Triton server" in out
+
+
+# --- real server ----------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_classifies_photos(triton_server, protocol, photos, capsys):
+    files = [str(photos / "chelsea.jpg"), str(photos / "sub" / "coffee.png")]
+    code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", server_url(triton_server, protocol)])
+    assert code == EXIT_OK, err
+    assert [r["file"] for r in results] == files
+    assert top1(results[0]) in CAT_INDICES
+    assert top1(results[1]) == ESPRESSO
+    for result in results:
+        assert len(result["predictions"]) == 5
+        scores = [p["score"] for p in result["predictions"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(isinstance(p["label"], str) and p["label"] for p in result["predictions"])
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_plain_output(triton_server, protocol, photos, capsys):
+    chelsea, coffee = photos / "chelsea.jpg", photos / "sub" / "coffee.png"
+    url = server_url(triton_server, protocol)
+    code = main([str(chelsea), str(coffee), "--protocol", protocol, "--url", url, "--top-k", "3"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    blocks = out.strip().split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [str(chelsea), str(coffee)]
+    ranked = [re.findall(r"^\s+\d+\.\s+\S+\s+.+ \((\d+)\)$", b, re.M) for b in blocks]
+    assert [len(r) for r in ranked] == [3, 3]
+    assert int(ranked[0][0]) in CAT_INDICES and int(ranked[1][0]) == ESPRESSO
+
+
+@pytest.mark.server
+def test_cli_folder_input(triton_server, photos, capsys):
+    code, results, err = run_json(capsys, [str(photos), "--url", triton_server.http_url, "--concurrency", "2"])
+    assert code == EXIT_OK, err
+    # notes.txt (not an image extension) and .hidden/ are not picked up from a folder
+    assert [r["file"] for r in results] == [str(photos / "chelsea.jpg"), str(photos / "sub" / "coffee.png")]
+    assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_bad_file_does_not_stop_the_others(triton_server, protocol, photos, capsys):
+    files = [str(photos / "chelsea.jpg"), str(photos / "notes.txt"), str(photos / "sub" / "coffee.png")]
+    url = server_url(triton_server, protocol)
+    code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", url])
+    assert code == EXIT_SOME_FAILED
+    assert "notes.txt: not an image file" in err
+    assert "Traceback" not in err
+    assert [r["file"] for r in results] == files
+    assert top1(results[0]) in CAT_INDICES and top1(results[2]) == ESPRESSO
+    assert results[1]["predictions"] == [] and "not an image" in results[1]["error"]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_reports_server_error_for_one_image(triton_server, protocol, photos, tmp_path, capsys):
+    # Far beyond the preprocess model's max_image_side (8192): the server rejects this one request.
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.full((2, 100_000, 3), 128, np.uint8)).save(wide)
+    chelsea = str(photos / "chelsea.jpg")
+    url = server_url(triton_server, protocol)
+    code = main([str(wide), chelsea, "--protocol", protocol, "--url", url])
+    out, err = capsys.readouterr()
+    assert code == EXIT_SOME_FAILED
+    assert re.search(r"wide\.png: server error: .*exceeds the maximum side", err)
+    assert "Traceback" not in err
+    assert out.startswith(chelsea + "\n")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_model_not_found(triton_server, protocol, photos, capsys):
+    url = server_url(triton_server, protocol)
+    code = main([str(photos / "chelsea.jpg"), "--protocol", protocol, "--url", url, "--model", "no_such_model"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_MODEL_NOT_READY
+    assert f"model no_such_model is not ready on {url}" in err
+    assert "image_classifier" in err  # lists what the server does have
+    assert out == "" and "Traceback" not in err
+
+
+@pytest.mark.server
+def test_cli_subprocess(triton_server, photos):
+    proc = subprocess.run(
+        [sys.executable, "-m", "client.classify", str(photos), str(photos / "notes.txt"),
+         "--protocol", "grpc", "--url", triton_server.grpc_url, "--json", "--top-k", "2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == EXIT_SOME_FAILED, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [Path(r["file"]).name for r in results] == ["chelsea.jpg", "coffee.png", "notes.txt"]
+    assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
+    assert len(results[0]["predictions"]) == 2
+    assert "notes.txt: not an image file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_api_classify(triton_server, protocol):
+    with ImageClassifierClient(server_url(triton_server, protocol), protocol) as client:
+        client.check_ready()
+        cat = client.classify(skimage.data.chelsea(), top_k=3)
+        assert len(cat) == 3 and cat[0].index in CAT_INDICES and cat[0].label
+        with pytest.raises(InvalidImage):
+            client.classify(np.zeros((8, 8), np.uint8))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_api_classify_many_keeps_order(triton_server, protocol):
+    images = [skimage.data.chelsea(), skimage.data.coffee(), np.zeros((8, 8, 4), np.uint8)] * 4
+    with ImageClassifierClient(server_url(triton_server, protocol), protocol, concurrency=4) as client:
+        outcomes = list(client.classify_many(images, top_k=1))
+    assert [o.item is i for o, i in zip(outcomes, images)] == [True] * len(images)
+    for n, outcome in enumerate(outcomes):
+        if n % 3 == 2:
+            assert isinstance(outcome.error, InvalidImage) and outcome.predictions == []
+        else:
+            assert outcome.ok and outcome.predictions[0].index in (CAT_INDICES if n % 3 == 0 else [ESPRESSO])
