@@ -112,7 +112,8 @@ def preprocess_cuda(images: Sequence, spec: PreprocessSpec, out=None, stream=Non
     ``out`` may be any CUDA array (numba device array, CuPy, torch) of the right shape and dtype;
     without it a numba device array is allocated. Returns once the result is complete.
     """
-    pre = CudaPreprocessor(spec, stream=stream, max_images=max(1, len(images)))
+    n_bytes = max(1, sum(int(np.prod(img.shape)) for img in images))
+    pre = CudaPreprocessor(spec, stream=stream, max_images=max(1, len(images)), input_bytes=n_bytes)
     if out is None:
         out = cuda.device_array((len(images), 3, spec.out_height, spec.out_width), spec.numpy_dtype)
     pre.run(images, out)
