@@ -82,7 +82,8 @@ class CudaPreprocessor:
         """Queue the kernel on the first ``n`` images staged by the last ``run`` (benchmarks re-launch it)."""
         args = (self._dev_src, self._dev_params[:n], self._norm, self._swap_rb, self.spec.antialias, out)
         grid = launch_grid(n, self.spec)
-        kernel = self._kernels.get(np.dtype(out.dtype).str)
+        dtype_key = out.__cuda_array_interface__["typestr"]  # numba, CuPy and torch arrays all expose it
+        kernel = self._kernels.get(dtype_key)
         if kernel is not None:
             kernel.launch(list(args), grid, BLOCK, self.stream, 0)
             return
@@ -91,7 +92,7 @@ class CudaPreprocessor:
         if typeof is not None:
             # Later launches go straight to the compiled kernel: numba's per-call argument typing
             # costs more host time than the kernel takes at batch 1.
-            self._kernels[np.dtype(out.dtype).str] = _preprocess_batch.overloads.get(tuple(map(typeof, args)))
+            self._kernels[dtype_key] = _preprocess_batch.overloads.get(tuple(map(typeof, args)))
 
     def run(self, images: Sequence, out) -> None:
         """Queue preprocessing of HWC uint8 images (host numpy or CUDA arrays) into ``out`` [N, 3, H, W]."""
