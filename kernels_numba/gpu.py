@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from .geometry import PARAM_COLUMNS, batch_params
 from .pixel_math import write_output_pixel
@@ -30,17 +30,37 @@ def launch_grid(n_images: int, spec: PreprocessSpec) -> tuple[int, int, int]:
 
 
 def _is_device_array(obj) -> bool:
-    return hasattr(obj, "__cuda_array_interface__")
+    return not isinstance(obj, np.ndarray)  # host images are numpy; anything else is a CUDA array
+
+
+def _device_pointer(array) -> int:
+    if hasattr(array, "data_ptr"):  # torch: much cheaper than building its __cuda_array_interface__
+        return array.data_ptr()
+    return array.__cuda_array_interface__["data"][0]
+
+
+def _nbytes(array) -> int:
+    return int(np.prod(array.shape)) * (array.element_size() if hasattr(array, "element_size") else array.dtype.itemsize)
+
+
+def _check(result):
+    """Unpack a cuda.bindings driver call result, raising on an error code."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise RuntimeError(f"CUDA driver call failed: {error!r}")
+    return values[0] if len(values) == 1 else values
 
 
 class CudaPreprocessor:
     """Preprocessing on the current GPU for one spec, built for serving.
 
-    Host images are packed into a reusable pinned buffer, one image at a time, each followed by its
-    asynchronous host-to-device copy, so that packing image i+1 overlaps the copy of image i; images
-    already on the GPU are packed by device-to-device copies. Buffers only grow; the kernel is compiled
-    (or loaded from numba's cache) at construction, and later launches skip numba's argument typing.
-    Everything is queued on ``self.stream``; ``run`` does not wait for it.
+    Images are packed back to back in one reusable device buffer: host images through a reusable
+    pinned buffer, one image at a time, each followed by its asynchronous host-to-device copy (so
+    packing image i+1 overlaps copying image i); images already on the GPU by device-to-device copies.
+    On a real GPU the parameter upload and the kernel of a batch size are captured once into a CUDA
+    graph, so a call costs a few driver calls instead of numba's per-launch argument handling; the
+    result is then copied into the caller's output. Work is queued on ``self.stream``; ``run`` does
+    not wait for it. Under the CUDA simulator the same steps run through numba's own API.
     """
 
     def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24) -> None:
@@ -48,61 +68,111 @@ class CudaPreprocessor:
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
+        self._use_driver = not config.ENABLE_CUDASIM
+        self._graphs: dict[int, object] = {}
+        self._allocate(max_images, input_bytes)
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _allocate(self, max_images: int, input_bytes: int) -> None:
+        self._graphs.clear()  # graphs captured the old buffer addresses
+        spec = self.spec
         self._host_params = cuda.pinned_array((max_images, PARAM_COLUMNS), np.float64)
         self._dev_params = cuda.device_array((max_images, PARAM_COLUMNS), np.float64)
-        self._host_src = cuda.pinned_array(input_bytes, np.uint8)  # grows on demand
+        self._host_src = cuda.pinned_array(input_bytes, np.uint8)
         self._dev_src = cuda.device_array(input_bytes, np.uint8)
-        self._kernels: dict = {}
+        self._graph_out = cuda.device_array((max_images, 3, spec.out_height, spec.out_width), spec.numpy_dtype)
+        self._image_out_bytes = 3 * spec.out_height * spec.out_width * np.dtype(spec.numpy_dtype).itemsize
 
     def _reserve(self, n_images: int, n_bytes: int) -> None:
-        if n_images > self._host_params.shape[0]:
-            self._host_params = cuda.pinned_array((n_images, PARAM_COLUMNS), np.float64)
-            self._dev_params = cuda.device_array((n_images, PARAM_COLUMNS), np.float64)
-        if n_bytes > self._dev_src.size:
-            self.stream.synchronize()  # the old buffers may still be in use by queued copies
-            capacity = max(n_bytes, int(self._dev_src.size * 1.5))
-            self._host_src = cuda.pinned_array(capacity, np.uint8)
-            self._dev_src = cuda.device_array(capacity, np.uint8)
+        if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size:
+            self.synchronize()  # queued copies may still read the old buffers
+            self._allocate(max(n_images, self._host_params.shape[0]), max(n_bytes, int(self._dev_src.size * 1.5)))
 
+    # -- driver-level helpers (real GPU only) --------------------------------------------------------
+    @property
+    def _stream_handle(self) -> int:
+        handle = self.stream.handle
+        return int(handle.value or 0) if hasattr(handle, "value") else int(handle)
+
+    def _driver(self):
+        from cuda.bindings import driver
+
+        return driver
+
+    def _copy(self, dst_ptr: int, src_ptr: int, nbytes: int, kind: str) -> None:
+        drv = self._driver()
+        if kind == "h2d":
+            _check(drv.cuMemcpyHtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
+        else:
+            _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
+
+    def synchronize(self) -> None:
+        """Wait for everything queued on this preprocessor's stream."""
+        self.stream.synchronize()
+
+    # -- the work --------------------------------------------------------------------------------------
     def _stage(self, images: Sequence) -> None:
         """Queue the copies that put every image, back to back, into the device input buffer."""
         start = 0
+        dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
             size = int(np.prod(img.shape))
-            target = self._dev_src[start:start + size]
             if _is_device_array(img):
-                target.copy_to_device(cuda.as_cuda_array(img).reshape(size), stream=self.stream)
+                if self._use_driver:
+                    self._copy(dev_base + start, _device_pointer(img), size, "d2d")
+                else:
+                    self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
             else:
                 staged = self._host_src[start:start + size]
-                staged[:] = img.reshape(size)
-                target.copy_to_device(staged, stream=self.stream)
+                staged[:] = np.asarray(img).reshape(size)
+                if self._use_driver:
+                    self._copy(dev_base + start, staged.ctypes.data, size, "h2d")
+                else:
+                    self._dev_src[start:start + size].copy_to_device(staged, stream=self.stream)
             start += size
 
+    def _kernel_args(self, n: int, out) -> tuple:
+        return (self._dev_src, self._dev_params[:n], self._norm, self._swap_rb, self.spec.antialias, out)
+
+    def _graph(self, n: int):
+        """The executable graph (parameter upload + kernel into the internal output) for batch size n."""
+        graph_exec = self._graphs.get(n)
+        if graph_exec is not None:
+            return graph_exec
+        drv = self._driver()
+        grid, args = launch_grid(n, self.spec), self._kernel_args(n, self._graph_out[:n])
+        _preprocess_batch[grid, BLOCK, self.stream](*args)  # compile (or load from cache) outside the capture
+        self.synchronize()
+        _check(drv.cuStreamBeginCapture(self._stream_handle, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
+        try:
+            self._copy(self._dev_params.device_ctypes_pointer.value, self._host_params.ctypes.data,
+                       n * PARAM_COLUMNS * 8, "h2d")
+            _preprocess_batch[grid, BLOCK, self.stream](*args)
+        finally:
+            graph = _check(drv.cuStreamEndCapture(self._stream_handle))
+        graph_exec = _check(drv.cuGraphInstantiate(graph, 0))
+        self._graphs[n] = graph_exec
+        return graph_exec
+
     def launch(self, n: int, out) -> None:
-        """Queue the kernel on the first ``n`` images staged by the last ``run`` (benchmarks re-launch it)."""
-        args = (self._dev_src, self._dev_params[:n], self._norm, self._swap_rb, self.spec.antialias, out)
-        grid = launch_grid(n, self.spec)
-        dtype_key = out.__cuda_array_interface__["typestr"]  # numba, CuPy and torch arrays all expose it
-        kernel = self._kernels.get(dtype_key)
-        if kernel is not None:
-            kernel.launch(list(args), grid, BLOCK, self.stream, 0)
+        """Queue the kernel on the first ``n`` images staged by the last ``run``, writing ``out``."""
+        if not self._use_driver:
+            self._dev_params[:n].copy_to_device(self._host_params[:n], stream=self.stream)
+            _preprocess_batch[launch_grid(n, self.spec), BLOCK, self.stream](*self._kernel_args(n, out))
             return
-        _preprocess_batch[grid, BLOCK, self.stream](*args)  # compiles, or loads numba's cache
-        typeof = getattr(_preprocess_batch, "typeof_pyval", None)  # absent under the CUDA simulator
-        if typeof is not None:
-            # Later launches go straight to the compiled kernel: numba's per-call argument typing
-            # costs more host time than the kernel takes at batch 1.
-            self._kernels[dtype_key] = _preprocess_batch.overloads.get(tuple(map(typeof, args)))
+        _check(self._driver().cuGraphLaunch(self._graph(n), self._stream_handle))
+        self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
     def run(self, images: Sequence, out) -> None:
         """Queue preprocessing of HWC uint8 images (host numpy or CUDA arrays) into ``out`` [N, 3, H, W]."""
         n = len(images)
         if n == 0:
             return
-        n_bytes = sum(int(np.prod(img.shape)) for img in images)
-        self._reserve(n, max(n_bytes, 1))
-        params = batch_params([img.shape for img in images], self.spec, out=self._host_params)
-        self._dev_params[:n].copy_to_device(params, stream=self.stream)
+        if tuple(out.shape) != (n, 3, self.spec.out_height, self.spec.out_width) or _nbytes(out) != n * self._image_out_bytes:
+            raise ValueError(f"out must be [{n}, 3, {self.spec.out_height}, {self.spec.out_width}] {self.spec.output_dtype}")
+        self.synchronize()  # the pinned staging buffers are reused
+        self._reserve(n, max(1, sum(int(np.prod(img.shape)) for img in images)))
+        batch_params([img.shape for img in images], self.spec, out=self._host_params)
         self._stage(images)
         self.launch(n, out)
 
@@ -110,13 +180,13 @@ class CudaPreprocessor:
 def preprocess_cuda(images: Sequence, spec: PreprocessSpec, out=None, stream=None):
     """Preprocess HWC uint8 images of any sizes (host or device) into one [N, 3, H, W] device batch.
 
-    ``out`` may be any CUDA array (numba device array, CuPy, torch) of the right shape and dtype;
-    without it a numba device array is allocated. Returns once the result is complete.
+    ``out`` may be any C-contiguous CUDA array (numba device array, CuPy, torch) of the right shape and
+    dtype; without it a numba device array is allocated. Returns once the result is complete.
     """
     n_bytes = max(1, sum(int(np.prod(img.shape)) for img in images))
     pre = CudaPreprocessor(spec, stream=stream, max_images=max(1, len(images)), input_bytes=n_bytes)
     if out is None:
         out = cuda.device_array((len(images), 3, spec.out_height, spec.out_width), spec.numpy_dtype)
     pre.run(images, out)
-    pre.stream.synchronize()
+    pre.synchronize()
     return out

@@ -8,7 +8,7 @@ OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served}"
 if [ ! -d /tmp/site/pytriton ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/numpy-*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
 export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
