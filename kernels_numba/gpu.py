@@ -141,12 +141,17 @@ class CudaPreprocessor:
             return graph_exec
         drv = self._driver()
         grid, args = launch_grid(n, self.spec), self._kernel_args(n, self._graph_out[:n])
+
+        def upload_params():
+            self._copy(self._dev_params.device_ctypes_pointer.value, self._host_params.ctypes.data,
+                       n * PARAM_COLUMNS * 8, "h2d")
+
+        upload_params()
         _preprocess_batch[grid, BLOCK, self.stream](*args)  # compile (or load from cache) outside the capture
         self.synchronize()
         _check(drv.cuStreamBeginCapture(self._stream_handle, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
         try:
-            self._copy(self._dev_params.device_ctypes_pointer.value, self._host_params.ctypes.data,
-                       n * PARAM_COLUMNS * 8, "h2d")
+            upload_params()
             _preprocess_batch[grid, BLOCK, self.stream](*args)
         finally:
             graph = _check(drv.cuStreamEndCapture(self._stream_handle))

@@ -73,23 +73,23 @@ def test_gpu_preprocess_equals_cpu_path(gpu_server, spec):
 
 
 def test_input_in_cuda_shared_memory(gpu_server, spec):
-    """A client that already holds the image on the GPU sends it through CUDA shared memory."""
-    import tritonclient.grpc as grpcclient
+    """A client that already holds the image on the GPU hands it over through CUDA shared memory (IPC)."""
+    import base64
 
-    try:
-        import tritonclient.utils.cuda_shared_memory as cudashm
-    except Exception as exc:  # needs cuda-python bindings of a matching major version
-        pytest.skip(f"tritonclient CUDA shared memory unavailable: {exc}")
+    import tritonclient.grpc as grpcclient
+    from numba import cuda
+
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     image = photo_at("coffee", 1080, 1920)[None]
-    handle = cudashm.create_shared_memory_region("images_in", image.nbytes, 0)
+    device_image = cuda.to_device(image)  # its own allocation, so the IPC handle starts at the image
+    raw_handle = base64.b64encode(bytes(device_image.get_ipc_handle().handle.reserved))
+    client.register_cuda_shared_memory("images_in", raw_handle, 0, image.nbytes)
     try:
-        cudashm.set_shared_memory_region(handle, [image])
-        client.register_cuda_shared_memory("images_in", cudashm.get_raw_handle(handle), 0, image.nbytes)
         inp = grpcclient.InferInput("images", list(image.shape), "UINT8")
         inp.set_shared_memory("images_in", image.nbytes)
         got = client.infer("preprocess", [inp]).as_numpy("pixels")
         np.testing.assert_allclose(got, preprocess_cpu([image[0]], spec), atol=1e-4, rtol=0)
+        stats = client.get_inference_statistics("preprocess", as_json=True)["model_stats"][0]
+        assert int(stats["inference_stats"]["fail"]["count"]) == 0
     finally:
         client.unregister_cuda_shared_memory("images_in")
-        cudashm.destroy_shared_memory_region(handle)
