@@ -32,9 +32,13 @@ if [[ $stages == *served* ]]; then
     --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv \
     --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
   for _ in $(seq 240); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
-  for model in ${MODELS:-preprocess preprocess_torch preprocess_opencv}; do
+  # RUNS: model:instances pairs; the shipped config's count is what `model:` alone measures.
+  for run in ${RUNS:-preprocess: preprocess_torch: preprocess_opencv:}; do
+    model="${run%%:*}" count="${run#*:}"
+    [ -n "$count" ] && python3 perf/set_instances.py "$model" "$count"
     python3 perf/run_perf.py --config h100_preprocess --model "$model" --url 127.0.0.1:8001 \
-      --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | tail -20
+      --measurement-interval "${INTERVAL_MS:-2000}" --concurrency "${CONCURRENCY:-1,8,16,32}" \
+      --shared-memory "${SHM:-none,system,cuda}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -16
   done
   kill %1; wait
 fi

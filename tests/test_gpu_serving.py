@@ -81,8 +81,12 @@ def test_input_in_cuda_shared_memory(gpu_server, spec):
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     image = photo_at("coffee", 1080, 1920)[None]
+    from cuda.bindings import driver
+
     device_image = cuda.to_device(image)  # its own allocation, so the IPC handle starts at the image
-    raw_handle = base64.b64encode(bytes(device_image.get_ipc_handle().handle.reserved))
+    error, ipc_handle = driver.cuIpcGetMemHandle(device_image.device_ctypes_pointer.value)
+    assert int(error) == 0, error
+    raw_handle = base64.b64encode(bytes(ipc_handle.reserved))
     client.register_cuda_shared_memory("images_in", raw_handle, 0, image.nbytes)
     try:
         inp = grpcclient.InferInput("images", list(image.shape), "UINT8")

@@ -25,6 +25,13 @@ def spec_from_model_config(config: dict) -> PreprocessSpec:
     return PreprocessSpec.from_parameters({**params, "out_height": height, "out_width": width, "output_dtype": dtype})
 
 
+def _numpy_dtype(array) -> np.dtype:
+    """numpy dtype of a host array or of a CUDA array (torch, CuPy) through its array interface."""
+    if isinstance(array, np.ndarray):
+        return array.dtype
+    return np.dtype(array.__cuda_array_interface__["typestr"])
+
+
 class TritonPythonModel:
     """Validates each request, preprocesses every valid image of the batch in one kernel launch."""
 
@@ -73,8 +80,9 @@ class TritonPythonModel:
         batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
         if batch.ndim != 4:
             raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}")
+        dtype = _numpy_dtype(batch)
         for image in batch:
-            check_image(image.shape, image.dtype, self.spec)
+            check_image(tuple(image.shape), dtype, self.spec)
         return list(batch)
 
     def _output(self, array):
