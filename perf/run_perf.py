@@ -1,0 +1,252 @@
+"""Measure a model of the repository with perf_analyzer on real photos; print and save the results.
+
+Usage:
+  python perf/run_perf.py --config cpu_smoke                 # a named run from perf/configs/
+  python perf/run_perf.py --config h100_preprocess --url 127.0.0.1:8001   # against a running server
+  python perf/run_perf.py --model preprocess --sizes 480x640 --concurrency 1,4 --shared-memory none,system
+
+Without --url it starts tritonserver 2.51 (triton_local) on model_repository/ plus any --repository,
+runs perf_analyzer once per (shared-memory mode, concurrency entry), prints throughput and latency
+per concurrency, and writes <results-dir>/<name>-<timestamp>.{md,csv,log}.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf/ is a folder of scripts, not a package
+import machine_info  # noqa: E402
+import make_inputs  # noqa: E402
+import perf_config  # noqa: E402
+import perf_csv  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "perf" / "results"
+TABLE_COLUMNS = ["shared_memory", "concurrency", "throughput_infer_s", "p50_ms", "p99_ms", "avg_ms", "server_compute_ms"]
+
+
+def perf_analyzer_args(config: perf_config.RunConfig, url: str, input_file: Path, shared_memory: str,
+                       concurrency: str, csv_path: Path) -> list[str]:  # fmt: skip
+    """perf_analyzer arguments for one (shared-memory mode, concurrency range) measurement."""
+    return [
+        "-m", config.model,
+        "-u", url,
+        "-i", config.protocol,
+        "-b", str(config.batch_size),
+        "--input-data", str(input_file),
+        "--concurrency-range", concurrency,
+        "--shared-memory", shared_memory,
+        "--measurement-interval", str(config.measurement_interval_ms),
+        "--stability-percentage", f"{config.stability_percentage:g}",
+        "--max-trials", str(config.max_trials),
+        "-f", str(csv_path),
+        "--verbose-csv",
+        *config.perf_args,
+    ]  # fmt: skip
+
+
+def make_inputs_args(config: perf_config.RunConfig, output: Path) -> list[str]:
+    """make_inputs.py arguments that write this run's input data to ``output``."""
+    args = ["-o", str(output), "--photos", ",".join(config.inputs.photos), "--encoding", config.inputs.encoding]
+    args += [item for size in config.inputs.sizes for item in ("--size", size)]
+    args += ["--input-name", config.input_name]
+    if config.inputs.count:
+        args += ["--count", str(config.inputs.count)]
+    return args
+
+
+def has_cuda_gpu() -> bool:
+    """Whether CUDA shared memory can work here (nvidia-smi lists a GPU)."""
+    return bool(machine_info.gpu_names())
+
+
+def server_version(url: str, protocol: str) -> str:
+    """The version string the server reports in its metadata."""
+    if protocol == "grpc":
+        import tritonclient.grpc as client_module
+
+        return client_module.InferenceServerClient(url).get_server_metadata().version
+    import tritonclient.http as client_module
+
+    return client_module.InferenceServerClient(url).get_server_metadata()["version"]
+
+
+def run_perf_analyzer(args: list[str]) -> tuple[int, str, str]:
+    """Run perf_analyzer with ``args``; return (exit status, combined output, the command as a shell line)."""
+    from triton_local import perf_analyzer_command
+
+    argv, env = perf_analyzer_command(args)
+    result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shown = shlex.join(["perf_analyzer", *argv[1:]])
+    return result.returncode, result.stdout, shown
+
+
+def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: Path, log) -> tuple[list[dict], list[str], list[str], int]:
+    """Run every measurement of ``config``; return (summary rows, commands run, notes on skips/failures, failures)."""
+    failures = 0
+    rows: list[dict] = []
+    commands: list[str] = []
+    notes: list[str] = []
+    for shared_memory in config.shared_memory:
+        if shared_memory == "cuda" and not has_cuda_gpu():
+            notes.append("shared_memory cuda skipped: no CUDA GPU on this machine")
+            print("skipping --shared-memory cuda: no CUDA GPU here", flush=True)
+            continue
+        for index, concurrency in enumerate(config.concurrency_ranges()):
+            csv_path = workdir / f"{shared_memory}-{index}.csv"
+            args = perf_analyzer_args(config, url, input_file, shared_memory, concurrency, csv_path)
+            print(f"perf_analyzer: shared memory {shared_memory}, concurrency {concurrency}", flush=True)
+            status, output, shown = run_perf_analyzer(args)
+            commands.append(shown)
+            log.write(f"$ {shown}\n{output}\n(exit status {status})\n\n")
+            log.flush()
+            if status != 0 or not csv_path.exists():
+                failures += 1
+                tail = "\n".join(output.strip().splitlines()[-5:])
+                notes.append(f"shared_memory {shared_memory}, concurrency {concurrency}: perf_analyzer exit {status}: {tail}")
+                print(f"perf_analyzer failed (exit {status}):\n{tail}", file=sys.stderr, flush=True)
+                continue
+            for row in perf_csv.read_perf_csv(csv_path):
+                rows.append({"model": config.model, "protocol": config.protocol, "shared_memory": shared_memory,
+                             **perf_csv.summarize(row)})  # fmt: skip
+    return rows, commands, notes, failures
+
+
+def write_results(stem: Path, config: perf_config.RunConfig, rows: list[dict], facts: dict[str, str],
+                  commands: list[str], notes: list[str]) -> tuple[Path, Path]:  # fmt: skip
+    """Write ``stem``.md (settings, machine, exact commands, table) and ``stem``.csv (all summary rows)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = stem.with_suffix(".csv")
+    fields = ["model", "protocol", "shared_memory"] + [name for name, _, _ in perf_csv.SUMMARY_COLUMNS]
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# perf: {config.name}", ""]
+    if config.description:
+        lines += [config.description.strip(), ""]
+    lines += [f"- {key}: {value}" for key, value in facts.items()]
+    lines += ["", "## Results (latency in ms, throughput in inferences/s)", "", perf_csv.markdown_table(rows, TABLE_COLUMNS), ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["## Commands", "", "```"] + commands + ["```", ""]
+    md_path = stem.with_suffix(".md")
+    md_path.write_text("\n".join(lines))
+    return md_path, csv_path
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def apply_overrides(config: perf_config.RunConfig, args: argparse.Namespace) -> perf_config.RunConfig:
+    """Command-line values replace the config's; the result is validated again."""
+    if args.model:
+        config.model = args.model
+    if args.protocol:
+        config.protocol = args.protocol
+    if args.concurrency:
+        config.concurrency = args.concurrency if ":" in args.concurrency else [int(c) for c in _split(args.concurrency)]
+    if args.shared_memory:
+        config.shared_memory = _split(args.shared_memory)
+    if args.measurement_interval:
+        config.measurement_interval_ms = args.measurement_interval
+    if args.sizes:
+        config.inputs.sizes = _split(args.sizes)
+    if args.encoding:
+        config.inputs.encoding = args.encoding
+    if args.repository:  # paths on the command line are relative to the current directory
+        config.extra_repositories = config.extra_repositories + [str(Path(r).resolve()) for r in args.repository]
+    return config.validate()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help=f"named config ({', '.join(perf_config.named_configs())}) or a YAML path")
+    parser.add_argument("--model")
+    parser.add_argument("--protocol", choices=perf_config.PROTOCOLS)
+    parser.add_argument("--concurrency", help="comma list (one run each, e.g. 1,8,16) or one range start:end[:step]")
+    parser.add_argument("--shared-memory", help="comma list of none,system,cuda")
+    parser.add_argument("--measurement-interval", type=int, help="ms per measurement window")
+    parser.add_argument("--sizes", help="comma list of HxW input sizes, e.g. 1080x1920,480x640")
+    parser.add_argument("--encoding", choices=make_inputs.ENCODINGS)
+    parser.add_argument("--repository", action="append", help="extra model repository to serve (repeatable)")
+    parser.add_argument("--url", help="measure an already running server at host:port (of --protocol) instead")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--no-save", action="store_true", help="print only, write no result files")
+    parser.add_argument("--dry-run", action="store_true", help="print the perf_analyzer commands and exit")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def serving(config: perf_config.RunConfig, url: str | None):
+    """Yield the URL to measure: ``url`` as given, or that of a local server started for the run."""
+    if url:
+        yield url
+        return
+    from triton_local import LocalTritonServer
+
+    # Relative paths in a config file are relative to the repository root.
+    repositories = [REPO_ROOT / "model_repository"] + [REPO_ROOT / r for r in config.extra_repositories]
+    print(f"starting tritonserver on {', '.join(map(str, repositories))} ...", flush=True)
+    with LocalTritonServer(repositories, extra_args=config.server_args) as server:
+        print(f"server ready (log: {server.log_path})", flush=True)
+        yield server.grpc_url if config.protocol == "grpc" else server.http_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns 0 when every measurement succeeded."""
+    args = parse_args(argv)
+    config = perf_config.load_config(args.config) if args.config else perf_config.RunConfig()
+    config = apply_overrides(config, args)
+    with tempfile.TemporaryDirectory(prefix="pixelserve-perf-") as tmp:
+        workdir = Path(tmp)
+        input_file = workdir / "inputs.json"
+        inputs_args = make_inputs_args(config, input_file)
+        if args.dry_run:
+            print(shlex.join(["python", "perf/make_inputs.py", *make_inputs_args(config, Path("inputs.json"))]))
+            for mode in config.shared_memory:
+                for conc in config.concurrency_ranges():
+                    pa_args = perf_analyzer_args(config, args.url or "SERVER", Path("inputs.json"), mode, conc, Path("out.csv"))
+                    print(shlex.join(["perf_analyzer", *pa_args]))
+            return 0
+        make_inputs.main(inputs_args)
+        started = dt.datetime.now().astimezone()
+        stem = (args.results_dir if not args.no_save else workdir) / f"{config.name}-{started:%Y%m%d-%H%M%S}"
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        with serving(config, args.url) as url, open(stem.with_suffix(".log"), "w") as log:
+            version = server_version(url, config.protocol)
+            rows, commands, notes, failures = measure(config, url, input_file, workdir, log)
+        facts = {
+            "date": started.isoformat(timespec="seconds"),
+            "run": shlex.join(["python", "perf/run_perf.py", *(sys.argv[1:] if argv is None else argv)]),
+            **machine_info.describe(),
+            "server": f"tritonserver {version} at {url}" + (" (started by run_perf, triton_local)" if not args.url else ""),
+            "model": config.model,
+            "protocol": config.protocol,
+            "batch size": str(config.batch_size),
+            "inputs": shlex.join(["python", "perf/make_inputs.py", *inputs_args]).replace(str(input_file), "inputs.json"),
+            "window": f"{config.measurement_interval_ms} ms, stability {config.stability_percentage:g} %, max trials {config.max_trials}",
+        }
+        commands = [c.replace(str(input_file), "inputs.json").replace(str(workdir) + "/", "") for c in commands]
+        print()
+        print(perf_csv.markdown_table(rows, TABLE_COLUMNS))
+        for note in notes:
+            print(f"note: {note}")
+        if not args.no_save:
+            md_path, csv_path = write_results(stem, config, rows, facts, commands, notes)
+            print(f"\nwrote {md_path.relative_to(REPO_ROOT) if md_path.is_relative_to(REPO_ROOT) else md_path}, "
+                  f"{csv_path.name}, {stem.with_suffix('.log').name}")  # fmt: skip
+    return 1 if failures or not rows else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

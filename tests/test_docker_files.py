@@ -1,0 +1,186 @@
+"""docker/: what can be checked without a Docker daemon (one release pin, compose and Dockerfile wiring)."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOCKER = REPO_ROOT / "docker"
+# An NVIDIA image tag with a literal version instead of ${TRITON_RELEASE}.
+IMAGE_PIN = re.compile(r"nvcr\.io/nvidia/[\w.-]+:\d|tritonserver:\d")
+
+
+def env_file() -> dict[str, str]:
+    """The assignments of docker/.env."""
+    values = {}
+    for line in (DOCKER / ".env").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def release() -> str:
+    return env_file()["TRITON_RELEASE"]
+
+
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """Compose-style ${VAR}, ${VAR:?msg}, ${VAR:-default} substitution (enough for our files)."""
+
+    def replace(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if name in values:
+            return values[name]
+        if op == ":?":
+            raise KeyError(f"{name} unset: {arg}")
+        return arg or ""
+
+    return re.sub(r"\$\{(\w+)(?:(:\?|:-)([^}]*))?\}", replace, text)
+
+
+def repository_text_files() -> list[Path]:
+    """Tracked and untracked-but-not-ignored text files of the repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    files = []
+    for name in filter(None, listed):
+        path = REPO_ROOT / name
+        if path.is_file() and path.stat().st_size < 2_000_000 and b"\0" not in path.read_bytes()[:8192]:
+            files.append(path)
+    return files
+
+
+def test_env_pins_one_release():
+    values = env_file()
+    assert list(values) == ["TRITON_RELEASE"]
+    assert re.fullmatch(r"\d{2}\.\d{2}", values["TRITON_RELEASE"])
+
+
+def test_release_is_written_only_in_docker_env():
+    pinned = re.compile(r"(?<![\d.])" + re.escape(release()) + r"(?!\.?\d)")  # the number, not part of another
+    offenders = []
+    for path in repository_text_files():
+        if path == DOCKER / ".env":
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pinned.search(line) or IMAGE_PIN.search(line):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "container release written outside docker/.env:\n" + "\n".join(offenders)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of docker/Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (DOCKER / "Dockerfile").read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def test_dockerfile_from_uses_the_release_argument_without_a_default():
+    instructions = dockerfile_instructions()
+    first_from = next(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    assert ("ARG", "TRITON_RELEASE") in instructions[:first_from]  # no "=default": .env is the only pin
+    assert instructions[first_from][1] == "nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3"
+
+
+def test_dockerfile_serves_models_with_sized_pools_and_the_local_backend_config():
+    from triton_local.server import DEFAULT_BACKEND_CONFIG
+
+    instructions = dict(dockerfile_instructions())  # last of each kind; there is one CMD
+    command = json.loads(instructions["CMD"])  # exec form is a JSON array
+    assert command[0] == "tritonserver" and "--model-repository=/models" in command
+    pool = next(arg for arg in command if arg.startswith("--cuda-memory-pool-byte-size=0:"))
+    assert int(pool.split(":")[1]) >= 256 * 2**20
+    for setting in DEFAULT_BACKEND_CONFIG:  # the same Python-backend shm sizing as the local server
+        assert f"--backend-config={setting}" in command
+    assert "NUMBA_CACHE_DIR=" in (DOCKER / "Dockerfile").read_text()
+
+
+def test_dockerfile_copies_existing_paths_that_the_ignore_file_lets_through():
+    allowed = [line[1:].rstrip("/") for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.startswith("!")]  # fmt: skip
+    for keyword, arguments in dockerfile_instructions():
+        if keyword != "COPY":
+            continue
+        *sources, _ = shlex.split(arguments)
+        for source in sources:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert source.rstrip("/") in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_takes_every_image_from_the_release_variable(compose):
+    text = (DOCKER / "compose.yaml").read_text()
+    assert "${TRITON_RELEASE" in text
+    services = compose["services"]
+    assert services["triton"]["build"]["args"]["TRITON_RELEASE"].startswith("${TRITON_RELEASE")
+    assert services["triton"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert (DOCKER / services["triton"]["build"]["context"] / "docker" / "Dockerfile").exists()
+    values = env_file()
+    images = {name: interpolate(service["image"], values) for name, service in services.items()}
+    assert images["perf"] == f"nvcr.io/nvidia/tritonserver:{values['TRITON_RELEASE']}-py3-sdk"
+    assert images["build-classifier"] == f"nvcr.io/nvidia/tensorrt:{values['TRITON_RELEASE']}-py3"
+    assert images["triton"].endswith(f":{values['TRITON_RELEASE']}")
+
+
+def _bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)\s*([kmg]?)b?", size.lower()).groups()
+    return int(number) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[unit]
+
+
+def test_compose_triton_service(compose):
+    triton = compose["services"]["triton"]
+    assert triton["env_file"] == ".env"
+    assert _bytes(str(triton["shm_size"])) >= 2**30  # Docker's 64 MB default starves the Python backend
+    assert {str(port).split(":")[-1] for port in triton["ports"]} == {"8000", "8001", "8002"}
+    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in device["capabilities"] for device in devices)
+
+
+def test_compose_perf_service_is_a_profile_sharing_the_server_ipc(compose):
+    perf = compose["services"]["perf"]
+    assert perf["profiles"] == ["perf"]
+    assert perf["ipc"] == "service:triton" and compose["services"]["triton"]["ipc"] == "shareable"
+    assert perf["command"][0] == "perf_analyzer"
+    assert perf["depends_on"]["triton"]["condition"] == "service_healthy"
+
+
+def _requirements(path: Path) -> dict[str, tuple[str, str]]:
+    """{normalised name: (version spec, full line)} of a requirements file, following -r includes."""
+    found: dict[str, tuple[str, str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #")[0].strip() if not raw.lstrip().startswith("#") else ""
+        if line.startswith("-r "):
+            found.update(_requirements(path.parent / line[3:].strip()))
+        elif line:
+            match = re.match(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(.*)", line)
+            found[match.group(1).lower().replace("_", "-")] = (match.group(3).strip(), raw)
+    return found
+
+
+def test_container_requirements_follow_the_project_pins():
+    project = _requirements(REPO_ROOT / "requirements-gpu.txt")
+    container = _requirements(DOCKER / "requirements-container.txt")
+    for name, (spec, _) in project.items():
+        assert name in container, f"{name} (requirements-gpu.txt) is missing from docker/requirements-container.txt"
+        container_spec, line = container[name]
+        if spec and container_spec != spec:
+            assert "container-override" in line, f"{name}: {container_spec!r} differs from the project's {spec!r}"
+    assert container["numpy"][0].startswith("==1.")  # the 2.51 Python-backend stub needs numpy < 2
