@@ -8,10 +8,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.pixelserve-requirements
-wanted="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum)"
+wanted="$(cat requirements.txt requirements-dev.txt requirements-typecheck.txt pyproject.toml | sha256sum)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  # TensorRT API type stubs for the mypy check: they declare TensorRT itself as a dependency, which
+  # cannot be installed here, hence --no-deps (see requirements-typecheck.txt).
+  .venv/bin/python -m pip install --quiet --no-deps -r requirements-typecheck.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$wanted" > "$stamp"
 fi
