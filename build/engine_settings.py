@@ -5,51 +5,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from settings_file import REPO_ROOT
+from settings_file import REPO_ROOT, setting_help
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LAYER_PRECISIONS = ("fp32", "fp16")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 
 
-def _help(text: str, choices: tuple[object, ...] | None = None) -> dict[str, object]:
-    return {"help": text, "choices": choices} if choices else {"help": text}
-
-
 @dataclass(frozen=True)
 class EngineSettings:
     """Settings of one TensorRT build. No defaults here: build/tensorrt.yaml holds them all."""
 
-    fp32_onnx: str = field(metadata=_help("FP32 ONNX model, input of fp32 and fp16 builds"))
-    int8_onnx: str = field(metadata=_help("Q/DQ ONNX model from quantize_int8.py, input of int8 builds"))
-    model_dir: str = field(metadata=_help("Triton model directory: its config.pbtxt gives max_batch_size"))
-    model_version: int = field(metadata=_help("version sub-directory the plan is written to"))
-    precision: str = field(metadata=_help("fp32, fp16, or int8 (explicit Q/DQ quantization)", PRECISIONS))
-    opt_batch: int | str = field(metadata=_help('profile "opt" batch: a number, or "max" for max_batch_size'))
-    workspace_mib: int = field(metadata=_help("builder workspace memory-pool limit in MiB"))
+    fp32_onnx: str = field(metadata=setting_help("FP32 ONNX model, input of fp32 and fp16 builds"))
+    int8_onnx: str = field(metadata=setting_help("Q/DQ ONNX model from quantize_int8.py, input of int8 builds"))
+    model_dir: str = field(metadata=setting_help("Triton model directory: its config.pbtxt gives max_batch_size"))
+    model_version: int = field(metadata=setting_help("version sub-directory the plan is written to"))
+    precision: str = field(metadata=setting_help("fp32, fp16, or int8 (explicit Q/DQ quantization)", PRECISIONS))
+    opt_batch: int | str = field(metadata=setting_help('profile "opt" batch: a number, or "max" for max_batch_size'))
+    workspace_mib: int = field(metadata=setting_help("builder workspace memory-pool limit in MiB"))
     timing_cache: str = field(
-        metadata=_help('timing cache file read and updated by every build; "" disables it. '
+        metadata=setting_help('timing cache file read and updated by every build; "" disables it. '
                        "{trt_version} and {compute_capability} are substituted")
     )
-    optimization_level: int = field(metadata=_help("builder optimisation level 0-5 (3 is TensorRT's own default)",
+    optimization_level: int = field(metadata=setting_help("builder optimisation level 0-5 (3 is TensorRT's own default)",
                                                    (0, 1, 2, 3, 4, 5)))
-    tf32: bool = field(metadata=_help("allow TF32 math for FP32 layers"))
-    sparsity: bool = field(metadata=_help("let TensorRT use 2:4 structured-sparse kernels where weights allow"))
+    tf32: bool = field(metadata=setting_help("allow TF32 math for FP32 layers"))
+    sparsity: bool = field(metadata=setting_help("let TensorRT use 2:4 structured-sparse kernels where weights allow"))
     layer_precisions: dict[str, str] = field(
-        metadata=_help("per-layer precision overrides: layer-name glob -> fp32 or fp16")
+        metadata=setting_help("per-layer precision overrides: layer-name glob -> fp32 or fp16")
     )
     precision_constraints: str = field(
-        metadata=_help("how layer_precisions bind: prefer (fall back with a warning) or obey (fail)",
+        metadata=setting_help("how layer_precisions bind: prefer (fall back with a warning) or obey (fail)",
                        ("prefer", "obey"))
     )
-    version_compatible: bool = field(metadata=_help("plan loadable by later TensorRT versions (lean runtime)"))
+    version_compatible: bool = field(metadata=setting_help("plan loadable by later TensorRT versions (lean runtime)"))
     exclude_lean_runtime: bool = field(
-        metadata=_help("with version_compatible: leave the lean runtime out of the plan")
+        metadata=setting_help("with version_compatible: leave the lean runtime out of the plan")
     )
     hardware_compatibility: str = field(
-        metadata=_help("GPU architectures the plan may run on besides the building one", HARDWARE_COMPATIBILITY)
+        metadata=setting_help("GPU architectures the plan may run on besides the building one", HARDWARE_COMPATIBILITY)
     )
-    verbose: bool = field(metadata=_help("verbose TensorRT and Polygraphy logging"))
+    verbose: bool = field(metadata=setting_help("verbose TensorRT and Polygraphy logging"))
 
     def __post_init__(self) -> None:
         problems = []

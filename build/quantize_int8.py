@@ -35,35 +35,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a pack
 import calibration_images  # noqa: E402
 import model_agreement  # noqa: E402
 from engine_settings import resolve  # noqa: E402
-from settings_file import SettingsError, add_settings_flags, load_settings  # noqa: E402
+from settings_file import SettingsError, add_settings_flags, load_settings, setting_help  # noqa: E402
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 NOISE_SEED = 12345
 Pixels = npt.NDArray[np.float32]
 
 
-def _help(text: str, choices: tuple[object, ...] | None = None) -> dict[str, object]:
-    return {"help": text, "choices": choices} if choices else {"help": text}
-
-
 @dataclass(frozen=True)
 class QuantizeSettings:
     """Settings of one quantization run. No defaults here: build/tensorrt.yaml holds them all."""
 
-    fp32_onnx: str = field(metadata=_help("FP32 ONNX model to quantize"))
-    int8_onnx: str = field(metadata=_help("where to write the Q/DQ ONNX model"))
-    preprocess_config: str = field(metadata=_help("config.pbtxt of the served preprocessing model"))
-    model_dir: str = field(metadata=_help("Triton classifier directory (for labels.txt)"))
-    calibration_views: int = field(metadata=_help("random crops/rescalings used for calibration"))
-    calibration_seed: int = field(metadata=_help("seed of the calibration views"))
-    evaluation_views: int = field(metadata=_help("random crops/rescalings used to measure agreement"))
-    evaluation_seed: int = field(metadata=_help("seed of the evaluation views (differ from calibration)"))
-    calibration_method: str = field(metadata=_help("activation range estimator", CALIBRATION_METHODS))
-    quantize_op_types: list[str] = field(metadata=_help("ONNX op types whose inputs get Q/DQ"))
-    keep_float: list[str] = field(metadata=_help("globs of node names left unquantized (FP16 in TensorRT)"))
-    confident_probability: float = field(metadata=_help("FP32 top-1 softmax probability of a 'confident' image"))
-    min_top1_agreement: float = field(metadata=_help("gate: least top-1 agreement on confident images"))
-    results: str = field(metadata=_help('markdown report to write ("" for none)'))
+    fp32_onnx: str = field(metadata=setting_help("FP32 ONNX model to quantize"))
+    int8_onnx: str = field(metadata=setting_help("where to write the Q/DQ ONNX model"))
+    preprocess_config: str = field(metadata=setting_help("config.pbtxt of the served preprocessing model"))
+    model_dir: str = field(metadata=setting_help("Triton classifier directory (for labels.txt)"))
+    calibration_views: int = field(metadata=setting_help("random crops/rescalings used for calibration"))
+    calibration_seed: int = field(metadata=setting_help("seed of the calibration views"))
+    evaluation_views: int = field(metadata=setting_help("random crops/rescalings used to measure agreement"))
+    evaluation_seed: int = field(metadata=setting_help("seed of the evaluation views (differ from calibration)"))
+    calibration_method: str = field(metadata=setting_help("activation range estimator", CALIBRATION_METHODS))
+    quantize_op_types: list[str] = field(metadata=setting_help("ONNX op types whose inputs get Q/DQ"))
+    keep_float: list[str] = field(metadata=setting_help("globs of node names left unquantized (FP16 in TensorRT)"))
+    confident_probability: float = field(metadata=setting_help("FP32 top-1 softmax probability of a 'confident' image"))
+    min_top1_agreement: float = field(metadata=setting_help("gate: least top-1 agreement on confident images"))
+    results: str = field(metadata=setting_help('markdown report to write ("" for none)'))
 
     def __post_init__(self) -> None:
         if self.calibration_views < 1 or self.evaluation_views < 0:

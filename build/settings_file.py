@@ -24,6 +24,12 @@ SHARED_SECTION = "paths"
 T = TypeVar("T")
 
 
+def setting_help(text: str, choices: tuple[object, ...] | None = None) -> dict[str, object]:
+    """Field metadata for a settings dataclass: the flag's help text and allowed values."""
+    return {"help": text, "choices": choices} if choices else {"help": text}
+
+
+
 class SettingsError(ValueError):
     """The settings file or a flag holds an unknown key, misses a key or has a bad value."""
 

@@ -46,3 +46,16 @@ def triton_server():
     server.start(timeout=300)
     yield server
     server.stop()
+
+
+FP32_ONNX = REPO_ROOT / "artifacts" / "onnx" / "efficientnet_lite0.onnx"
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FP32 EfficientNet-Lite0 ONNX: the built artifact when present, else a fresh export."""
+    if FP32_ONNX.is_file():
+        return FP32_ONNX
+    output = tmp_path_factory.mktemp("onnx") / "efficientnet_lite0.onnx"
+    subprocess.run([sys.executable, str(REPO_ROOT / "build" / "export_onnx.py"), "--output", str(output)], check=True)
+    return output

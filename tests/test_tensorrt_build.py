@@ -30,7 +30,6 @@ from triton_plan_config import EngineTensor  # noqa: E402
 
 BUILD_ENGINE = REPO / "build" / "build_engine.py"
 CLASSIFIER = REPO / "model_repository" / "classifier"
-FP32_ONNX = REPO / "artifacts" / "onnx" / "efficientnet_lite0.onnx"
 PREPROCESS_CONFIG = REPO / "model_repository" / "preprocess" / "config.pbtxt"
 
 MISSING = trt_prereqs.missing_prerequisites()
@@ -176,16 +175,6 @@ def test_build_engine_fails_fast_naming_what_is_missing() -> None:
 
 
 # --- real builds: TensorRT + GPU --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The FP32 ONNX model: the built artifact when present, else a fresh export."""
-    if FP32_ONNX.is_file():
-        return FP32_ONNX
-    output = tmp_path_factory.mktemp("onnx") / "efficientnet_lite0.onnx"
-    subprocess.run([sys.executable, str(REPO / "build" / "export_onnx.py"), "--output", str(output)], check=True)
-    return output
 
 
 @pytest.fixture(scope="module")
