@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py \
+  python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 if [[ $stages == *bench* ]]; then
