@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build .carry/ for perf/run_device.sh on a GPU machine whose Python (3.12) has torch, numba-cuda and
+# onnxruntime but no Triton: numpy 1.26.4 and python-rapidjson wheels, plus one tar.xz holding
+# tritonserver 2.51 (from nvidia-pytriton: binary, Python backend, the 3.12 stub, caches, libraries
+# minus the bundled libpython), the tritonclient package and perf_analyzer (from tritonclient 2.51).
+# Run from the repository root after scripts/setup.sh. About 50 MB; .carry/ is git-ignored.
+set -euo pipefail
+PY=3.12
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+work=$(mktemp -d)
+mkdir -p .carry "$work/site/bin" "$work/site/pytriton/tritonserver/backends" "$work/site/pytriton/tritonserver/python_backend_stubs"
+pip_download() {
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+    --platform manylinux1_x86_64 -d "$1" "${@:2}"
+}
+pip_download .carry numpy==1.26.4 python-rapidjson==1.25
+pip_download "$work" tritonclient==2.51.0
+(cd "$work" && unzip -q tritonclient-2.51.0-*.whl -d client)
+cp -r "$work/client/tritonclient-2.51.0.data/purelib/tritonclient" "$work/site/"
+cp "$work/client/tritonclient-2.51.0.data/data/bin/perf_analyzer" "$work/site/bin/"
+server="$site/pytriton/tritonserver"
+cp "$site/pytriton/__init__.py" "$work/site/pytriton/"
+cp -r "$server/bin" "$server/caches" "$work/site/pytriton/tritonserver/"
+cp -r "$server/backends/python" "$work/site/pytriton/tritonserver/backends/"
+cp -r "$server/python_backend_stubs/$PY" "$work/site/pytriton/tritonserver/python_backend_stubs/"
+cp -r "$site/nvidia_pytriton.libs" "$work/site/"
+rm -f "$work"/site/nvidia_pytriton.libs/libpython3-*.so*
+find "$work/site" -name __pycache__ -prune -exec rm -rf {} +
+tar -c -C "$work/site" . | xz -T0 -6 > .carry/triton-2.51-site.tar.xz
+rm -rf "$work"
+du -sh .carry/*
