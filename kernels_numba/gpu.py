@@ -169,7 +169,7 @@ class CudaPreprocessor:
         self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
     def run(self, images: Sequence, out) -> None:
-        """Queue preprocessing of HWC uint8 images (host numpy or CUDA arrays) into ``out`` [N, 3, H, W]."""
+        """Queue preprocessing of HWC uint8 images (host numpy or C-contiguous CUDA arrays) into ``out`` [N, 3, H, W]."""
         n = len(images)
         if n == 0:
             return
