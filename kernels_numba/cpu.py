@@ -1,4 +1,4 @@
-"""CPU path: the shared per-pixel math in a parallel njit loop (serves CPU-only hosts and CI)."""
+"""CPU path: the shared per-pixel math in parallel njit loops (serves CPU-only hosts and CI)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,20 +6,39 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from .geometry import batch_params
+from .geometry import batch_params, max_row_count, row_buffer_size
 from .packing import pack_images
-from .pixel_math import write_output_pixel
+from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
 from .spec import PreprocessSpec
 
 
 @numba.njit(parallel=True, cache=True)
-def _preprocess_batch(src, params, norm, swap_rb, antialias, out):
+def _bilinear(src, params, norm, swap_rb, out):
     n_images, _, out_h, out_w = out.shape
     for row in numba.prange(n_images * out_h):
         n = row // out_h
         oy = row - n * out_h
         for ox in range(out_w):
-            write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox)
+            write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox)
+
+
+@numba.njit(parallel=True, cache=True)
+def _antialias_rows(src, params, rows, out_w, max_rows):
+    for i in numba.prange(params.shape[0] * max_rows):
+        n = i // max_rows
+        r = i - n * max_rows
+        for ox in range(out_w):
+            filter_row_pixel(src, params, rows, out_w, n, r, ox)
+
+
+@numba.njit(parallel=True, cache=True)
+def _antialias_columns(rows, params, norm, swap_rb, out):
+    n_images, _, out_h, out_w = out.shape
+    for row in numba.prange(n_images * out_h):
+        n = row // out_h
+        oy = row - n * out_h
+        for ox in range(out_w):
+            filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox)
 
 
 def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -31,9 +50,13 @@ def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.n
     # float16 output: numba's CPU target has no half type, so compute in float32 and cast once.
     target = out if out.dtype != np.float16 else np.empty(out.shape, np.float32)
     params = batch_params([img.shape for img in images], spec)
-    _preprocess_batch(
-        pack_images(images), params, spec.normalisation(), spec.input_order == "BGR", spec.antialias, target
-    )
+    src, norm, swap_rb = pack_images(images), spec.normalisation(), spec.input_order == "BGR"
+    if spec.antialias:
+        rows = np.empty(row_buffer_size(params, spec), np.float32)
+        _antialias_rows(src, params, rows, spec.out_width, max_row_count(params))
+        _antialias_columns(rows, params, norm, swap_rb, target)
+    else:
+        _bilinear(src, params, norm, swap_rb, target)
     if target is not out:
         out[...] = target
     return out

@@ -6,11 +6,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .pixel_math import antialias_window
 from .spec import PreprocessSpec
 
-# Columns of the per-image parameter row (float64; offsets stay exact below 2**53 bytes).
-SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH = range(11)
-PARAM_COLUMNS = 11
+# Columns of the per-image parameter row (float64; offsets stay exact below 2**53 bytes). ROWS_START,
+# ROW_LO and ROW_COUNT place the image's horizontally filtered rows (antialiased path) in the row buffer.
+SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH, ROWS_START, ROW_LO, ROW_COUNT = range(14)
+PARAM_COLUMNS = 14
 
 
 def shorter_side_size(height: int, width: int, target: int) -> tuple[int, int]:
@@ -56,12 +58,37 @@ def image_params(height: int, width: int, start: int, spec: PreprocessSpec, row:
         row[[Y0, Y1, X0, X1]] = top, top + new_h, left, left + new_w
 
 
+def source_rows(row: np.ndarray) -> tuple[int, int]:
+    """(first, end) of the source rows the antialias filter reads for the output rows in the window."""
+    first = antialias_window(row[Y0], row[Y0], row[SCALE_Y], row[OFFSET_Y], int(row[HEIGHT]))[0]
+    end = antialias_window(row[Y1] - 1, row[Y0], row[SCALE_Y], row[OFFSET_Y], int(row[HEIGHT]))[1]
+    return first, end
+
+
 def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """float64 [N, 11] parameter rows for HWC images of the given shapes, packed back to back."""
+    """float64 [N, 14] parameter rows for HWC images of the given shapes, packed back to back."""
     params = np.empty((len(shapes), PARAM_COLUMNS), np.float64) if out is None else out[: len(shapes)]
-    start = 0
+    start = rows_start = 0
     for i, shape in enumerate(shapes):
         height, width = int(shape[0]), int(shape[1])
-        image_params(height, width, start, spec, params[i])
+        row = params[i]
+        image_params(height, width, start, spec, row)
         start += height * width * 3
+        if spec.antialias:
+            first, end = source_rows(row)
+            row[[ROWS_START, ROW_LO, ROW_COUNT]] = rows_start, first, end - first
+            rows_start += (end - first) * spec.out_width * 3
     return params
+
+
+def row_buffer_size(params: np.ndarray, spec: PreprocessSpec) -> int:
+    """float32 elements the antialiased path's row buffer needs for these parameter rows."""
+    if len(params) == 0 or not spec.antialias:
+        return 0
+    last = params[-1]
+    return int(last[ROWS_START] + last[ROW_COUNT] * spec.out_width * 3)
+
+
+def max_row_count(params: np.ndarray) -> int:
+    """The most source rows any image of the batch needs filtered (antialiased path)."""
+    return int(params[:, ROW_COUNT].max()) if len(params) else 0

@@ -6,27 +6,46 @@ from typing import Sequence
 import numpy as np
 from numba import config, cuda
 
-from .geometry import PARAM_COLUMNS, batch_params
-from .pixel_math import write_output_pixel
+from .geometry import PARAM_COLUMNS, batch_params, max_row_count, row_buffer_size
+from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
 from .spec import PreprocessSpec
 
 BLOCK = (32, 8, 1)
 
 
 @cuda.jit(cache=True)
-def _preprocess_batch(src, params, norm, swap_rb, antialias, out):
+def _bilinear(src, params, norm, swap_rb, out):
     ox, oy, n = cuda.grid(3)
     if n < out.shape[0] and oy < out.shape[2] and ox < out.shape[3]:
-        write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox)
+        write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox)
+
+
+@cuda.jit(cache=True)
+def _antialias_rows(src, params, rows, out_w):
+    ox, r, n = cuda.grid(3)
+    if n < params.shape[0] and ox < out_w:
+        filter_row_pixel(src, params, rows, out_w, n, r, ox)
+
+
+@cuda.jit(cache=True)
+def _antialias_columns(rows, params, norm, swap_rb, out):
+    ox, oy, n = cuda.grid(3)
+    if n < out.shape[0] and oy < out.shape[2] and ox < out.shape[3]:
+        filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox)
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (n + per_block - 1) // per_block
 
 
 def launch_grid(n_images: int, spec: PreprocessSpec) -> tuple[int, int, int]:
     """Blocks per axis so that every output pixel of every image has one thread."""
-    return (
-        (spec.out_width + BLOCK[0] - 1) // BLOCK[0],
-        (spec.out_height + BLOCK[1] - 1) // BLOCK[1],
-        n_images,
-    )
+    return _blocks(spec.out_width, BLOCK[0]), _blocks(spec.out_height, BLOCK[1]), n_images
+
+
+def row_bucket(rows: int) -> int:
+    """Rows the horizontal pass is launched for: the next power of two, so that few graphs cover all sizes."""
+    return 1 << max(0, rows - 1).bit_length()
 
 
 def _is_device_array(obj) -> bool:
@@ -73,7 +92,7 @@ class CudaPreprocessor:
         self._allocate(max_images, input_bytes)
 
     # -- buffers -------------------------------------------------------------------------------
-    def _allocate(self, max_images: int, input_bytes: int) -> None:
+    def _allocate(self, max_images: int, input_bytes: int, row_elements: int = 0) -> None:
         self._graphs.clear()  # graphs captured the old buffer addresses
         spec = self.spec
         self._host_params = cuda.pinned_array((max_images, PARAM_COLUMNS), np.float64)
@@ -81,12 +100,17 @@ class CudaPreprocessor:
         self._host_src = cuda.pinned_array(input_bytes, np.uint8)
         self._dev_src = cuda.device_array(input_bytes, np.uint8)
         self._graph_out = cuda.device_array((max_images, 3, spec.out_height, spec.out_width), spec.numpy_dtype)
+        self._dev_rows = cuda.device_array(max(1, row_elements), np.float32)  # antialiased path only
         self._image_out_bytes = 3 * spec.out_height * spec.out_width * np.dtype(spec.numpy_dtype).itemsize
 
-    def _reserve(self, n_images: int, n_bytes: int) -> None:
-        if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size:
+    def _reserve(self, n_images: int, n_bytes: int, row_elements: int) -> None:
+        if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size or row_elements > self._dev_rows.size:
             self.synchronize()  # queued copies may still read the old buffers
-            self._allocate(max(n_images, self._host_params.shape[0]), max(n_bytes, int(self._dev_src.size * 1.5)))
+            self._allocate(
+                max(n_images, self._host_params.shape[0]),
+                max(n_bytes, int(self._dev_src.size * 1.5)),
+                max(row_elements, int(self._dev_rows.size * 1.5)),
+            )
 
     # -- driver-level helpers (real GPU only) --------------------------------------------------------
     @property
@@ -131,41 +155,49 @@ class CudaPreprocessor:
                     self._dev_src[start:start + size].copy_to_device(staged, stream=self.stream)
             start += size
 
-    def _kernel_args(self, n: int, out) -> tuple:
-        return (self._dev_src, self._dev_params[:n], self._norm, self._swap_rb, self.spec.antialias, out)
+    def _launch_kernels(self, n: int, rows: int, out) -> None:
+        """Queue the kernels for n staged images: one bilinear pass, or the two antialias passes."""
+        params, stream = self._dev_params[:n], self.stream
+        if self.spec.antialias:
+            row_grid = (_blocks(self.spec.out_width, BLOCK[0]), _blocks(rows, BLOCK[1]), n)
+            _antialias_rows[row_grid, BLOCK, stream](self._dev_src, params, self._dev_rows, self.spec.out_width)
+            _antialias_columns[launch_grid(n, self.spec), BLOCK, stream](self._dev_rows, params, self._norm,
+                                                                         self._swap_rb, out)
+        else:
+            _bilinear[launch_grid(n, self.spec), BLOCK, stream](self._dev_src, params, self._norm, self._swap_rb, out)
 
-    def _graph(self, n: int):
-        """The executable graph (parameter upload + kernel into the internal output) for batch size n."""
-        graph_exec = self._graphs.get(n)
+    def _graph(self, n: int, rows: int):
+        """The executable graph (parameter upload + kernels into the internal output) for n images."""
+        graph_exec = self._graphs.get((n, rows))
         if graph_exec is not None:
             return graph_exec
         drv = self._driver()
-        grid, args = launch_grid(n, self.spec), self._kernel_args(n, self._graph_out[:n])
 
         def upload_params():
             self._copy(self._dev_params.device_ctypes_pointer.value, self._host_params.ctypes.data,
                        n * PARAM_COLUMNS * 8, "h2d")
 
         upload_params()
-        _preprocess_batch[grid, BLOCK, self.stream](*args)  # compile (or load from cache) outside the capture
+        self._launch_kernels(n, rows, self._graph_out[:n])  # compile (or load from cache) outside the capture
         self.synchronize()
         _check(drv.cuStreamBeginCapture(self._stream_handle, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
         try:
             upload_params()
-            _preprocess_batch[grid, BLOCK, self.stream](*args)
+            self._launch_kernels(n, rows, self._graph_out[:n])
         finally:
             graph = _check(drv.cuStreamEndCapture(self._stream_handle))
         graph_exec = _check(drv.cuGraphInstantiate(graph, 0))
-        self._graphs[n] = graph_exec
+        self._graphs[(n, rows)] = graph_exec
         return graph_exec
 
     def launch(self, n: int, out) -> None:
-        """Queue the kernel on the first ``n`` images staged by the last ``run``, writing ``out``."""
+        """Queue the kernels on the first ``n`` images staged by the last ``run``, writing ``out``."""
+        rows = row_bucket(max_row_count(self._host_params[:n])) if self.spec.antialias else 0
         if not self._use_driver:
             self._dev_params[:n].copy_to_device(self._host_params[:n], stream=self.stream)
-            _preprocess_batch[launch_grid(n, self.spec), BLOCK, self.stream](*self._kernel_args(n, out))
+            self._launch_kernels(n, rows, out)
             return
-        _check(self._driver().cuGraphLaunch(self._graph(n), self._stream_handle))
+        _check(self._driver().cuGraphLaunch(self._graph(n, rows), self._stream_handle))
         self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
     def run(self, images: Sequence, out) -> None:
@@ -176,8 +208,9 @@ class CudaPreprocessor:
         if tuple(out.shape) != (n, 3, self.spec.out_height, self.spec.out_width) or _nbytes(out) != n * self._image_out_bytes:
             raise ValueError(f"out must be [{n}, 3, {self.spec.out_height}, {self.spec.out_width}] {self.spec.output_dtype}")
         self.synchronize()  # the pinned staging buffers are reused
-        self._reserve(n, max(1, sum(int(np.prod(img.shape)) for img in images)))
-        batch_params([img.shape for img in images], self.spec, out=self._host_params)
+        params = batch_params([img.shape for img in images], self.spec)
+        self._reserve(n, max(1, sum(int(np.prod(img.shape)) for img in images)), row_buffer_size(params, self.spec))
+        self._host_params[:n] = params
         self._stage(images)
         self.launch(n, out)
 

@@ -3,12 +3,13 @@
 Functions decorated with ``register_jitable`` are callable from ``numba.njit`` and ``numba.cuda.jit``
 code alike (and as plain Python under the CUDA simulator). Tap positions are computed in float64
 (a 4000-pixel axis needs more than float32's 24 bits for exact weights); pixel sums run in float32.
+The antialiased path is separable (rows, then columns), as PIL computes it.
 """
 import numpy as np
 from numba.extending import register_jitable
 
 # Parameter row layout, see geometry.py (numba needs the constants in this module).
-SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH = range(11)
+SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH, ROWS_START, ROW_LO, ROW_COUNT = range(14)
 # Rows of the normalisation table: out = pixel * SCALE + BIAS; PAD is the normalised pad pixel.
 NORM_SCALE, NORM_BIAS, NORM_PAD = range(3)
 
@@ -60,8 +61,8 @@ def store_pixel(out, n, oy, ox, v0, v1, v2, norm, swap_rb):
 
 
 @register_jitable
-def write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox):
-    """Compute output pixel (oy, ox) of image n: padding, bilinear, or PIL-style antialiased bilinear."""
+def write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox):
+    """Compute output pixel (oy, ox) of image n: padding, or 4-tap bilinear (no antialias)."""
     g = params[n]
     if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
         for c in range(3):
@@ -70,37 +71,6 @@ def write_output_pixel(src, params, norm, swap_rb, antialias, out, n, oy, ox):
     h = int(g[HEIGHT])
     w = int(g[WIDTH])
     base = int(g[START])
-    if antialias:
-        ylo, yhi, cy, sy = antialias_window(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], h)
-        xlo, xhi, cx, sx = antialias_window(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)
-        # Tap distances from the centre, in float32 from here on: the float64 centre is only needed
-        # once, and float32 keeps the hot loop off the GPU's slower float64 units.
-        dy0 = np.float32(ylo - cy + 0.5)
-        dx0 = np.float32(xlo - cx + 0.5)
-        isy = np.float32(sy)
-        isx = np.float32(sx)
-        a0 = a1 = a2 = np.float32(0.0)
-        wy_total = np.float32(0.0)
-        for y in range(ylo, yhi):
-            wy = triangle_weight(dy0 + np.float32(y - ylo), isy)
-            wy_total += wy
-            row = base + y * w * 3
-            r0 = r1 = r2 = np.float32(0.0)
-            for x in range(xlo, xhi):
-                wx = triangle_weight(dx0 + np.float32(x - xlo), isx)
-                p = row + x * 3
-                r0 += wx * np.float32(src[p])
-                r1 += wx * np.float32(src[p + 1])
-                r2 += wx * np.float32(src[p + 2])
-            a0 += wy * r0
-            a1 += wy * r1
-            a2 += wy * r2
-        wx_total = np.float32(0.0)
-        for x in range(xlo, xhi):
-            wx_total += triangle_weight(dx0 + np.float32(x - xlo), isx)
-        inv = np.float32(1.0) / (wy_total * wx_total)
-        store_pixel(out, n, oy, ox, a0 * inv, a1 * inv, a2 * inv, norm, swap_rb)
-        return
     y0, y1, fy = bilinear_taps(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], h)
     x0, x1, fx = bilinear_taps(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)
     p00 = base + (y0 * w + x0) * 3
@@ -130,3 +100,58 @@ def lerp2(src, p00, p01, p10, p11, fx, fy, c):
     top = v00 + (v01 - v00) * fx
     bottom = v10 + (v11 - v10) * fx
     return top + (bottom - top) * fy
+
+
+# ---- antialiased resize, separable like PIL: a horizontal pass over the source rows the output needs
+# ---- (into a float32 buffer of rows x output width x 3), then a vertical pass that writes the output.
+
+@register_jitable
+def filter_row_pixel(src, params, rows, out_w, n, r, ox):
+    """Horizontal pass: source row ROW_LO + r of image n filtered at output column ox, 3 channels into ``rows``."""
+    g = params[n]
+    if r >= g[ROW_COUNT] or ox < g[X0] or ox >= g[X1]:
+        return
+    w = int(g[WIDTH])
+    xlo, xhi, cx, sx = antialias_window(ox, g[X0], g[SCALE_X], g[OFFSET_X], w)
+    # Tap distances in float32 from a float64 centre computed once: keeps the loop off float64 units.
+    dx0 = np.float32(xlo - cx + 0.5)
+    isx = np.float32(sx)
+    row = int(g[START]) + (int(g[ROW_LO]) + r) * w * 3
+    r0 = r1 = r2 = total = np.float32(0.0)
+    for x in range(xlo, xhi):
+        wx = triangle_weight(dx0 + np.float32(x - xlo), isx)
+        p = row + x * 3
+        r0 += wx * np.float32(src[p])
+        r1 += wx * np.float32(src[p + 1])
+        r2 += wx * np.float32(src[p + 2])
+        total += wx
+    inv = np.float32(1.0) / total
+    t = int(g[ROWS_START]) + (r * out_w + ox) * 3
+    rows[t] = r0 * inv
+    rows[t + 1] = r1 * inv
+    rows[t + 2] = r2 * inv
+
+
+@register_jitable
+def filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox):
+    """Vertical pass: output pixel (oy, ox) of image n from the horizontally filtered rows (or padding)."""
+    g = params[n]
+    if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
+        for c in range(3):
+            out[n, c, oy, ox] = norm[NORM_PAD, c]
+        return
+    out_w = out.shape[3]
+    ylo, yhi, cy, sy = antialias_window(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], int(g[HEIGHT]))
+    dy0 = np.float32(ylo - cy + 0.5)
+    isy = np.float32(sy)
+    first = int(g[ROWS_START]) + ox * 3 - int(g[ROW_LO]) * out_w * 3
+    a0 = a1 = a2 = total = np.float32(0.0)
+    for y in range(ylo, yhi):
+        wy = triangle_weight(dy0 + np.float32(y - ylo), isy)
+        t = first + y * out_w * 3
+        a0 += wy * rows[t]
+        a1 += wy * rows[t + 1]
+        a2 += wy * rows[t + 2]
+        total += wy
+    inv = np.float32(1.0) / total
+    store_pixel(out, n, oy, ox, a0 * inv, a1 * inv, a2 * inv, norm, swap_rb)

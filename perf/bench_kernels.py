@@ -25,7 +25,8 @@ import torch
 from numba import cuda
 
 from kernels_numba import PreprocessSpec
-from kernels_numba.gpu import BLOCK, CudaPreprocessor, _preprocess_batch, launch_grid
+from kernels_numba.geometry import max_row_count
+from kernels_numba.gpu import CudaPreprocessor, row_bucket
 
 H, W = 1080, 1920
 BATCHES = (1, 8, 64)
@@ -114,17 +115,20 @@ def opencv_peer(frames: list[np.ndarray], spec: PreprocessSpec, antialias: bool,
     return statistics.median(times)
 
 
+def plain_launch(pre: CudaPreprocessor, n: int, out) -> None:
+    """The same kernels launched through numba's dispatcher, without our graph (as a user would call them)."""
+    rows = row_bucket(max_row_count(pre._host_params[:n])) if pre.spec.antialias else 0
+    pre._launch_kernels(n, rows, out)
+
+
 def host_call_us(pre: CudaPreprocessor, out, graph: bool, repeat: int = 2000) -> float:
     """Median wall time (us) of one batch-1 call (input on the GPU) including launch and wait for completion:
     our CUDA-graph launch, or numba's dispatcher as a user would call the kernel."""
-    args = pre._kernel_args(1, out)
-    grid = launch_grid(1, pre.spec)
-
     def call():
         if graph:
             pre.launch(1, out)
         else:
-            _preprocess_batch[grid, BLOCK, pre.stream](*args)
+            plain_launch(pre, 1, out)
         pre.synchronize()
 
     for _ in range(100):
@@ -163,7 +167,7 @@ def main() -> None:
                 pre.run([frames_gpu[i] for i in range(n)], out)
                 pre.synchronize()
                 reference = torch.empty_like(out)
-                _preprocess_batch[launch_grid(n, spec), BLOCK, pre.stream](*pre._kernel_args(n, reference))
+                plain_launch(pre, n, reference)
                 pre.synchronize()
                 assert torch.equal(out, reference), "graph launch and plain launch disagree"
                 ours = median_ms(lambda: pre.launch(n, out)) / n * 1e3
