@@ -9,7 +9,7 @@ the two preprocessings agree to ~1e-6 and the logits to ~1e-4.
 """
 from __future__ import annotations
 
-import concurrent.futures
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
@@ -103,23 +103,36 @@ def test_top1_agrees_with_pil_pipeline_at_camera_resolutions(triton_server, reso
 
 
 def _model_stats(client, model):
-    stats = client.get_inference_statistics(model)["model_stats"][0]
-    return int(stats["inference_count"]), int(stats["execution_count"])
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
 
 def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logits, logit_atol):
-    """Differently sized images sent at once: answers correct, and preprocess ran fewer executions than images."""
-    client = httpclient.InferenceServerClient(triton_server.http_url, concurrency=16)
-    sizes = [(1080, 1920), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
+    """Differently sized images sent at once: answers correct, and preprocess ran fewer executions than images.
+
+    A 4K frame goes first: while the single preprocess instance works on it, the others queue up and
+    must come out as one ragged batch (gRPC async calls, so the client does not serialise the sends).
+    """
+    import queue
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    sizes = [(2160, 3840), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
     names = ["chelsea", "coffee", "astronaut", "rocket"]
     images = [photo_at(names[i % 4], h, w) for i, (h, w) in enumerate(sizes * 2)]
-    before = _model_stats(client, "preprocess")
-    pending = []
+    inputs = []
     for image in images:
-        inp = httpclient.InferInput("images", [1, *image.shape], "UINT8")
+        inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
         inp.set_data_from_numpy(image[None])
-        pending.append(client.async_infer(MODEL, [inp]))
-    results = [p.get_result().as_numpy("predictions")[0] for p in pending]
+        inputs.append(inp)
+    before = _model_stats(client, "preprocess")
+    done: queue.Queue = queue.Queue()
+    for index, inp in enumerate(inputs):
+        client.async_infer(MODEL, [inp], partial(lambda i, result, error: done.put((i, result, error)), index))
+    results = [None] * len(images)
+    for _ in images:
+        index, result, error = done.get(timeout=120)
+        assert error is None, error
+        results[index] = result.as_numpy("predictions")[0]
     after = _model_stats(client, "preprocess")
     np.testing.assert_allclose(np.stack(results), onnx_logits(images), atol=logit_atol, rtol=0)
     np.testing.assert_array_equal(np.stack(results).argmax(1), onnx_logits(images).argmax(1))
