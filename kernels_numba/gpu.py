@@ -7,6 +7,7 @@ import numpy as np
 from numba import config, cuda
 
 from .geometry import PARAM_COLUMNS, batch_params, max_row_count, row_buffer_size
+from .packing import packed_size
 from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
 from .spec import PreprocessSpec
 
@@ -209,7 +210,7 @@ class CudaPreprocessor:
             raise ValueError(f"out must be [{n}, 3, {self.spec.out_height}, {self.spec.out_width}] {self.spec.output_dtype}")
         self.synchronize()  # the pinned staging buffers are reused
         params = batch_params([img.shape for img in images], self.spec)
-        self._reserve(n, max(1, sum(int(np.prod(img.shape)) for img in images)), row_buffer_size(params, self.spec))
+        self._reserve(n, max(1, packed_size(images)), row_buffer_size(params, self.spec))
         self._host_params[:n] = params
         self._stage(images)
         self.launch(n, out)
@@ -221,7 +222,7 @@ def preprocess_cuda(images: Sequence, spec: PreprocessSpec, out=None, stream=Non
     ``out`` may be any C-contiguous CUDA array (numba device array, CuPy, torch) of the right shape and
     dtype; without it a numba device array is allocated. Returns once the result is complete.
     """
-    n_bytes = max(1, sum(int(np.prod(img.shape)) for img in images))
+    n_bytes = max(1, packed_size(images))
     pre = CudaPreprocessor(spec, stream=stream, max_images=max(1, len(images)), input_bytes=n_bytes)
     if out is None:
         out = cuda.device_array((len(images), 3, spec.out_height, spec.out_width), spec.numpy_dtype)

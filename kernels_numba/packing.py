@@ -6,9 +6,14 @@ from typing import Sequence
 import numpy as np
 
 
+def packed_size(images: Sequence) -> int:
+    """Bytes the HWC uint8 images (host or device arrays) take back to back."""
+    return sum(int(np.prod(img.shape)) for img in images)
+
+
 def pack_images(images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
     """Copy HWC uint8 images back to back into one flat uint8 buffer (``out`` if given, e.g. pinned)."""
-    total = sum(img.size for img in images)
+    total = packed_size(images)
     flat = np.empty(total, np.uint8) if out is None else out[:total]
     start = 0
     for img in images:
