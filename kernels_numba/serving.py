@@ -28,9 +28,9 @@ class CpuRunner:
 
     def from_dlpack(self, capsule):
         """A host copy of a tensor that arrived on the GPU."""
-        import cupy
-
-        return cupy.asnumpy(cupy.from_dlpack(capsule))
+        library, module = _device_array_library()
+        device_array = module.from_dlpack(capsule)
+        return module.asnumpy(device_array) if library == "cupy" else device_array.cpu().numpy()
 
     def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """[N, 3, H, W] batch of the given HWC uint8 images."""
@@ -87,5 +87,5 @@ class CudaRunner:
         """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return."""
         out = self._empty(len(images))
         self._preprocessor.run(images, out)
-        self._preprocessor.stream.synchronize()  # the next step reads the buffer as soon as we return it
+        self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it
         return out
