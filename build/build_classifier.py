@@ -1,11 +1,13 @@
 """Build the `classifier` model of the repository in the flavour this host can run.
 
-Usage: python build/build_classifier.py [--flavour auto|onnxruntime|tensorrt] [--onnx PATH]
+Usage: python build/build_classifier.py [--flavour auto|onnxruntime|torch|tensorrt] [--onnx PATH]
 
 Without --onnx the pretrained EfficientNet-Lite0 export is used (exported and
 verified first if artifacts/onnx/efficientnet_lite0.onnx is missing); with it,
 the given ImageNet ONNX is validated and adapted by prepare_onnx. Then:
-  onnxruntime -> model_repository/classifier/1/model.onnx (run by 1/model.py)
+  onnxruntime -> model_repository/classifier/1/model.onnx (run by 1/model.py on ONNX Runtime, CPU)
+  torch       -> model_repository/classifier/1/model.pt (FP16 weights, run by 1/model.py in PyTorch
+                 CUDA graphs on the GPU; EfficientNet-Lite0 only, for GPU hosts without TensorRT)
   tensorrt    -> model_repository/classifier/1/model.plan (built by build_engine.py)
 and config.pbtxt is regenerated for that flavour by classifier_config.
 """
@@ -44,23 +46,38 @@ def tensorrt_build_problems() -> list:
     return trt_prereqs.missing_prerequisites()
 
 
-def choose_flavour(requested: str) -> tuple:
-    """Return (flavour, reason) for `requested` (auto, onnxruntime or tensorrt).
+def torch_serving_problems() -> list:
+    """Return why this host cannot serve the torch flavour (empty list: it can)."""
+    try:
+        import torch
+    except ImportError:
+        return ["PyTorch is not installed"]
+    if not torch.cuda.is_available():
+        return ["PyTorch sees no CUDA GPU"]
+    return []
 
-    auto picks tensorrt only when TensorRT imports and a CUDA GPU is visible
-    (and the rest of the TensorRT build tooling is there). Raises BuildError
-    when tensorrt is requested but cannot be built here.
+
+def choose_flavour(requested: str) -> tuple:
+    """Return (flavour, reason) for `requested` (auto, onnxruntime, torch or tensorrt).
+
+    auto picks tensorrt when TensorRT imports and a CUDA GPU is visible (and the rest of
+    the TensorRT build tooling is there), else torch when PyTorch sees a CUDA GPU, else
+    onnxruntime. Raises BuildError when tensorrt is requested but cannot be built here.
+    torch may be requested on any host (its weights file does not depend on the GPU).
     """
-    if requested == "onnxruntime":
-        return "onnxruntime", "requested with --flavour onnxruntime"
+    if requested in ("onnxruntime", "torch"):
+        return requested, f"requested with --flavour {requested}"
     problems = tensorrt_build_problems()
     if requested == "tensorrt":
         if problems:
             raise BuildError("--flavour tensorrt cannot be built here: " + "; ".join(problems))
         return "tensorrt", "requested with --flavour tensorrt"
-    if problems:
-        return "onnxruntime", "auto: " + "; ".join(problems) + " -> ONNX Runtime on CPU"
-    return "tensorrt", "auto: TensorRT and a CUDA GPU are available"
+    if not problems:
+        return "tensorrt", "auto: TensorRT and a CUDA GPU are available"
+    torch_problems = torch_serving_problems()
+    if not torch_problems:
+        return "torch", "auto: " + "; ".join(problems) + " -> PyTorch FP16 on the GPU"
+    return "onnxruntime", "auto: " + "; ".join(problems + torch_problems) + " -> ONNX Runtime on CPU"
 
 
 def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> Path:
@@ -102,6 +119,20 @@ def install_onnx(onnx_path: Path, model_dir: Path) -> Path:
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def install_torch_weights(model_dir: Path) -> Path:
+    """Write the pretrained EfficientNet-Lite0 as FP16 weights to <model_dir>/1/model.pt (atomically)."""
+    import export_onnx
+
+    from model_runtime.torch_classifier import save_weights
+
+    target = model_dir / "1" / "model.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".pt.tmp")
+    save_weights(export_onnx.load_model(), export_onnx.ARCH, str(tmp))
+    os.replace(tmp, target)
     return target
 
 
@@ -151,6 +182,9 @@ def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
     if flavour == "onnxruntime":
         artifact = install_onnx(onnx_path, model_dir)
         write_config(flavour, model_dir)
+    elif flavour == "torch":
+        artifact = install_torch_weights(model_dir)
+        write_config(flavour, model_dir)
     else:
         previous = config_path.read_text() if config_path.exists() else None
         write_config(flavour, model_dir)
@@ -186,6 +220,8 @@ def main(argv=None) -> int:
     try:
         flavour, reason = choose_flavour(args.flavour)
         print(f"flavour: {flavour} ({reason})")
+        if flavour == "torch" and args.onnx is not None:
+            raise BuildError("--flavour torch serves the pretrained EfficientNet-Lite0 only; --onnx needs onnxruntime or tensorrt")
         onnx_path = source_onnx(args.onnx, args.artifacts_dir)
         artifact, config = install(flavour, onnx_path, args.model_dir)
     except BuildError as exc:

@@ -18,7 +18,7 @@ NUM_CLASSES = 1000
 MAX_BATCH_SIZE = 32
 LABEL_FILENAME = "labels.txt"
 
-FLAVOURS = ("onnxruntime", "tensorrt")
+FLAVOURS = ("onnxruntime", "torch", "tensorrt")
 
 # Per flavour: how the model runs, where its instances live, how long the
 # batcher may hold a request to form a bigger batch, and backend parameters.
@@ -29,7 +29,14 @@ _RUNTIME = {
         # CPU inference of one image takes milliseconds, so waiting 2 ms to batch is cheap.
         "queue_delay_us": 2000,
         # "0" lets ONNX Runtime pick (one thread per physical core).
-        "parameters": {"intra_op_num_threads": "0"},
+        "parameters": {"runtime": "onnxruntime", "intra_op_num_threads": "0"},
+    },
+    "torch": {
+        "runtime": 'backend: "python"',
+        "kind": "KIND_GPU",
+        # A CUDA-graph replay takes well under a millisecond: wait little, batch what is already queued.
+        "queue_delay_us": 100,
+        "parameters": {"runtime": "torch"},
     },
     "tensorrt": {
         "runtime": 'platform: "tensorrt_plan"',
@@ -110,7 +117,8 @@ def contract_problems(config_text: str, flavour: str) -> list:
         problems.append(f"max_batch_size is {config.max_batch_size}, expected {MAX_BATCH_SIZE}")
     if not config.HasField("dynamic_batching"):
         problems.append("dynamic_batching is off")
-    runtime = {"onnxruntime": ("backend", "python"), "tensorrt": ("platform", "tensorrt_plan")}[flavour]
+    runtime = {"onnxruntime": ("backend", "python"), "torch": ("backend", "python"),
+               "tensorrt": ("platform", "tensorrt_plan")}[flavour]
     if getattr(config, runtime[0]) != runtime[1]:
         problems.append(f"{runtime[0]} is {getattr(config, runtime[0])!r}, expected {runtime[1]!r}")
     expected_io = (

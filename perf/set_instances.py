@@ -1,6 +1,6 @@
 """Reload a model on a running server with another instance count (config override, nothing on disk changes).
 
-Usage: python perf/set_instances.py MODEL COUNT [--url 127.0.0.1:8001]
+Usage: python perf/set_instances.py MODEL COUNT [--parameter KEY=VALUE ...] [--url 127.0.0.1:8001]
 """
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ import tritonclient.grpc as grpcclient
 
 
 def main() -> None:
-    """Reload MODEL with COUNT instances of its current kind, keeping the rest of its config."""
+    """Reload MODEL with COUNT instances of its current kind (and the given parameters), keeping the rest."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("count", type=int)
+    parser.add_argument("--parameter", action="append", default=[], help="KEY=VALUE: also set a config parameter")
+    parser.add_argument("--queue-delay-us", type=int, help="also set dynamic_batching max_queue_delay_microseconds")
     parser.add_argument("--url", default="127.0.0.1:8001")
     args = parser.parse_args()
     client = grpcclient.InferenceServerClient(args.url)
     config = client.get_model_config(args.model, as_json=True)["config"]
     for group in config["instance_group"]:
         group["count"] = args.count
+    if args.queue_delay_us is not None:
+        config.setdefault("dynamic_batching", {})["max_queue_delay_microseconds"] = args.queue_delay_us
+    for item in args.parameter:
+        key, value = item.split("=", 1)
+        config.setdefault("parameters", {})[key] = {"string_value": value}
     client.load_model(args.model, config=json.dumps(config))
     groups = client.get_model_config(args.model, as_json=True)["config"]["instance_group"]
     print(f"{args.model}: instance_group {groups}")

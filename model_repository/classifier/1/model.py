@@ -3,102 +3,91 @@ for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)
     if _p and _p not in sys.path:
         sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
 
-# The `classifier` model, onnxruntime flavour: model.onnx on ONNX Runtime (CPU).
-# All requests of one execute() call run as one batch; each request gets its own
-# response, in order. A malformed request gets an error response and does not
-# disturb the others.
+# Triton Python-backend model `classifier`: normalised [N, 3, 224, 224] pixels -> ImageNet logits.
+#
+# The `runtime` parameter of config.pbtxt picks the engine: `onnxruntime` (model.onnx, CPU, any host)
+# or `torch` (model.pt, FP16 CUDA graphs on the instance's GPU). All requests of one execute() call run
+# as one batch; each request gets its own response, in order.
 
-import json
+import json  # noqa: E402
 
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "logits"
-ONNX_FILENAME = "model.onnx"
+from model_runtime.phases import PhaseTimer  # noqa: E402
+
+INPUT, OUTPUT = "pixels", "logits"
+ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
+BUILD_HINT = "run `python build/build_classifier.py --flavour {runtime}`"
 
 
-def _parameter(model_config: dict, key: str, default: str) -> str:
-    """Return the string value of a config.pbtxt `parameters` entry, or `default`."""
-    entry = model_config.get("parameters", {}).get(key)
-    return entry.get("string_value", default) if entry else default
+def _parameter(config: dict, key: str, default: str) -> str:
+    entry = config.get("parameters", {}).get(key)
+    return entry["string_value"] if entry else default
+
+
+def _engine(args: dict, config: dict):
+    runtime = _parameter(config, "runtime", "onnxruntime")
+    if runtime not in ARTIFACTS:
+        raise pb_utils.TritonModelException(f"parameter runtime={runtime!r}: expected one of {sorted(ARTIFACTS)}")
+    path = os.path.join(args["model_repository"], args["model_version"], ARTIFACTS[runtime])
+    if not os.path.isfile(path):
+        raise pb_utils.TritonModelException(f"{path} is missing; {BUILD_HINT.format(runtime=runtime)}")
+    if runtime == "torch":
+        if args["model_instance_kind"] != "GPU":
+            raise pb_utils.TritonModelException("runtime torch needs a KIND_GPU instance")
+        from model_runtime.torch_classifier import TorchCudaClassifier
+
+        dims = tuple(pb_utils.get_input_config_by_name(config, INPUT)["dims"])
+        return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"], dims)
+    from model_runtime.onnxruntime_classifier import OnnxRuntimeClassifier
+
+    return OnnxRuntimeClassifier(path, int(_parameter(config, "intra_op_num_threads", "0")))
 
 
 class TritonPythonModel:
-    """Triton Python-backend model running the classifier ONNX with ONNX Runtime."""
+    """Runs every request of a batch through one engine call."""
 
     def initialize(self, args):
-        """Load model.onnx into a CPU ONNX Runtime session configured from config.pbtxt."""
-        model_config = json.loads(args["model_config"])
-        self.input_dims = tuple(self._config_dims(model_config, "input", INPUT_NAME))
+        config = json.loads(args["model_config"])
+        self.engine = _engine(args, config)
+        # Logits are small: on the host they reach the client without a GPU hand-off (see README).
+        self.output_on_gpu = self.engine.on_gpu and _parameter(config, "output_memory", "cpu") == "gpu"
+        self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
+        pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(_parameter(model_config, "intra_op_num_threads", "0"))
-        options.inter_op_num_threads = 1  # one graph at a time per instance
-        path = os.path.join(args["model_repository"], args["model_version"], ONNX_FILENAME)
-        if not os.path.isfile(path):
-            raise pb_utils.TritonModelException(
-                f"{path} is missing; run `python build/build_classifier.py --flavour onnxruntime`"
-            )
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    def _pixels(self, request):
+        tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+        if tensor.is_cpu():
+            return tensor.as_numpy()
+        return self.engine.from_dlpack(tensor.to_dlpack())
 
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
-            raise pb_utils.TritonModelException(
-                f"{path} has inputs {[i.name for i in inputs]} and outputs {[o.name for o in outputs]}; "
-                f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}] (prepare it with build/prepare_onnx.py)"
-            )
-
-    @staticmethod
-    def _config_dims(model_config: dict, section: str, name: str) -> list:
-        for entry in model_config.get(section, []):
-            if entry["name"] == name:
-                return [int(d) for d in entry["dims"]]
-        raise pb_utils.TritonModelException(f"config.pbtxt has no {section} named {name!r}")
-
-    def _read_pixels(self, request):
-        """Return the request's pixels as an [n, 3, 224, 224] float32 array, or an error message."""
-        tensor = pb_utils.get_input_tensor_by_name(request, INPUT_NAME)
-        if tensor is None:
-            return None, f"missing input {INPUT_NAME!r}"
-        pixels = tensor.as_numpy()
-        if pixels.dtype != np.float32:
-            return None, f"input {INPUT_NAME!r} must be FP32, got {pixels.dtype}"
-        if pixels.ndim != 1 + len(self.input_dims) or tuple(pixels.shape[1:]) != self.input_dims or pixels.shape[0] < 1:
-            expected = ", ".join(str(d) for d in self.input_dims)
-            return None, f"input {INPUT_NAME!r} must have shape [batch, {expected}], got {list(pixels.shape)}"
-        return pixels, None
+    def _output(self, logits):
+        if self.output_on_gpu:
+            return pb_utils.Tensor.from_dlpack(OUTPUT, logits)
+        return pb_utils.Tensor(OUTPUT, np.ascontiguousarray(logits, np.float32))
 
     def execute(self, requests):
-        """Classify every request's pixels in one ONNX Runtime call; one response per request."""
-        responses = [None] * len(requests)
-        batch, owners = [], []
-        for index, request in enumerate(requests):
-            pixels, problem = self._read_pixels(request)
-            if problem is not None:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(problem))
-            else:
-                batch.append(pixels)
-                owners.append(index)
-
-        if batch:
-            try:
-                stacked = batch[0] if len(batch) == 1 else np.concatenate(batch)
-                logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: stacked})[0]
-            except Exception as exc:  # a failed run must become error responses, not a dead batch
-                message = f"ONNX Runtime failed on a batch of {sum(len(p) for p in batch)} images: {exc}"
-                for index in owners:
-                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
-            else:
-                start = 0
-                for index, pixels in zip(owners, batch):
-                    stop = start + len(pixels)
-                    out = pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(logits[start:stop], dtype=np.float32))
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=[out])
-                    start = stop
+        timer = self.timer
+        with timer.phase("read_inputs"):
+            batches = [self._pixels(r) for r in requests]
+        try:
+            with timer.phase("infer"):
+                logits = self.engine.run(batches)
+        except Exception as exc:  # a failed run must become error responses, not a dead batch
+            pb_utils.Logger.log_error(f"classifier failed: {exc!r}")
+            message = f"classifier failed on a batch of {sum(len(b) for b in batches)} images: {exc}"
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(message)) for _ in requests]
+        with timer.phase("outputs"):
+            if self.engine.on_gpu and not self.output_on_gpu:
+                logits = logits.cpu().numpy()  # one small copy for the whole batch
+            responses, start = [], 0
+            for batch in batches:
+                stop = start + len(batch)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[self._output(logits[start:stop])]))
+                start = stop
+        timer.flush()
         return responses
 
     def finalize(self):
-        """Release the ONNX Runtime session."""
-        self.session = None
+        self.engine = None

@@ -12,8 +12,15 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from kernels_numba import ImageError, PreprocessSpec, check_image  # noqa: E402
+from model_runtime.phases import PhaseTimer  # noqa: E402
 
 INPUT, OUTPUT = "images", "pixels"
+# Set to 1 to charge queued GPU work to the phase that queued it (profiling; adds a sync per phase).
+PROFILE_SYNC_ENV = "PIXELSERVE_PROFILE_SYNC"
+
+
+def _parameters(config: dict) -> dict:
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
 def spec_from_model_config(config: dict) -> PreprocessSpec:
@@ -21,8 +28,8 @@ def spec_from_model_config(config: dict) -> PreprocessSpec:
     output = pb_utils.get_output_config_by_name(config, OUTPUT)
     _, height, width = output["dims"]
     dtype = np.dtype(pb_utils.triton_string_to_numpy(output["data_type"])).name
-    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-    return PreprocessSpec.from_parameters({**params, "out_height": height, "out_width": width, "output_dtype": dtype})
+    return PreprocessSpec.from_parameters({**_parameters(config), "out_height": height, "out_width": width,
+                                           "output_dtype": dtype})
 
 
 def _numpy_dtype(array) -> np.dtype:
@@ -36,42 +43,52 @@ class TritonPythonModel:
     """Validates each request, preprocesses every valid image of the batch in one kernel launch."""
 
     def initialize(self, args):
-        self.spec = spec_from_model_config(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.spec = spec_from_model_config(config)
         if args["model_instance_kind"] == "GPU":
             from kernels_numba.serving import CudaRunner
 
-            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]))
+            pin = _parameters(config).get("pin_input_memory", "true").lower() == "true"
+            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), pin_shared_memory=pin,
+                                     log=lambda message: pb_utils.Logger.log_info(f"preprocess: {message}"))
         else:
             from kernels_numba.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
         self.runner.warm_up()  # compile now, not on the first request
+        sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
+        self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync)
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
 
     def execute(self, requests):
+        timer = self.timer
         responses = [None] * len(requests)
         images, owners = [], []
-        for index, request in enumerate(requests):
-            try:
-                batch = self._request_images(request)
-            except ImageError as exc:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"input '{INPUT}': {exc}", pb_utils.TritonError.INVALID_ARG)
-                )
-                continue
-            owners.append((index, len(images), len(batch)))
-            images.extend(batch)
+        with timer.phase("read_inputs"):
+            for index, request in enumerate(requests):
+                try:
+                    batch = self._request_images(request)
+                except ImageError as exc:
+                    responses[index] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"input '{INPUT}': {exc}", pb_utils.TritonError.INVALID_ARG)
+                    )
+                    continue
+                owners.append((index, len(images), len(batch)))
+                images.extend(batch)
         if images:
             try:
-                outputs = self.runner.run(images)
-                for index, start, count in owners:
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=[self._output(outputs[start:start + count])])
+                outputs = self.runner.run(images, timer)
+                with timer.phase("outputs"):
+                    for index, start, count in owners:
+                        responses[index] = pb_utils.InferenceResponse(
+                            output_tensors=[self._output(outputs[start:start + count])])
             except Exception as exc:  # a failure of the whole batch still answers every request
                 pb_utils.Logger.log_error(f"preprocess failed: {exc!r}")
                 for index, _, _ in owners:
                     responses[index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"preprocess failed: {exc}")
                     )
+        timer.flush()
         return responses
 
     def _request_images(self, request):

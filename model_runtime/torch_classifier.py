@@ -1,0 +1,142 @@
+"""The classifier in PyTorch on one GPU, FP16, for GPU hosts without TensorRT.
+
+EfficientNet-Lite0 (the `efficientnet_lite_pytorch` architecture) is loaded from the weights file that
+``build/build_classifier.py --flavour torch`` writes. Every batch-size bucket (powers of two up to
+``max_batch_size``) is captured once as a CUDA graph; a call copies its inputs into the graph's static
+input, replays the smallest bucket that holds them and returns a copy of the logits.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+WEIGHTS_FORMAT = "pixelserve-torch-classifier-1"
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes a CUDA graph is captured for: powers of two below ``max_batch_size``, and it."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch_size]
+
+
+def build_network(arch: str):
+    """The float32 torch module of ``arch`` (random weights)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name(arch)
+
+
+def save_weights(model, arch: str, path: str) -> None:
+    """Write ``model``'s weights in FP16 (the precision it is served in) with the name of its architecture."""
+    import torch
+
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"format": WEIGHTS_FORMAT, "arch": arch, "state_dict": state}, path)
+
+
+def load_network(path: str):
+    """The module stored by ``save_weights``, in float32 on the CPU, eval mode."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path} is not a weights file written by save_weights (format {saved.get('format')!r})")
+    model = build_network(saved["arch"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["state_dict"].items()})
+    return model.eval()
+
+
+class TorchCudaClassifier:
+    """FP16 inference of a torch classifier on one GPU, replayed from CUDA graphs per batch bucket."""
+
+    on_gpu = True
+
+    def __init__(self, weights_path: str, device_id: int, max_batch_size: int, input_shape=(3, 224, 224),
+                 channels_last: bool = True) -> None:
+        import torch
+
+        self.torch = torch
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.device = torch.device("cuda", device_id)
+        torch.cuda.set_device(self.device)
+        torch.backends.cudnn.benchmark = True
+        self.model = load_network(weights_path).half().to(self.device, memory_format=self.memory_format)
+        self.stream = torch.cuda.Stream(self.device)
+        self.buckets = batch_buckets(max_batch_size)
+        self.static_in = torch.zeros((max_batch_size, *input_shape), dtype=torch.float32, device=self.device)
+        self._graphs: dict[int, tuple] = {}
+        self._capture()
+
+    def _forward(self, batch: int):
+        x = self.static_in[:batch].to(self.torch.float16).contiguous(memory_format=self.memory_format)
+        return self.model(x).float()
+
+    def _capture(self) -> None:
+        torch = self.torch
+        pool = torch.cuda.graph_pool_handle()
+        with torch.no_grad(), torch.cuda.stream(self.stream):
+            for batch in self.buckets:  # warm-up: cuDNN picks its algorithms outside the capture
+                for _ in range(3):
+                    self._forward(batch)
+            self.stream.synchronize()
+            for batch in reversed(self.buckets):  # largest first, so smaller graphs reuse its pool
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool, stream=self.stream):
+                    out = self._forward(batch)
+                self._graphs[batch] = (graph, out)
+        self.stream.synchronize()
+
+    def from_dlpack(self, capsule):
+        """A device view of a batch that arrived on the GPU (no copy)."""
+        return self.torch.from_dlpack(capsule)
+
+    def _bucket(self, n: int) -> int:
+        return next(b for b in self.buckets if b >= n)
+
+    def run(self, batches: Sequence):
+        """float32 logits [N, classes] on the GPU for the concatenated [n, 3, H, W] batches (host or device)."""
+        torch = self.torch
+        total = sum(int(b.shape[0]) for b in batches)
+        results = []
+        with torch.no_grad(), torch.cuda.stream(self.stream):
+            filled = 0
+            for batch in batches:
+                tensor = torch.as_tensor(batch)
+                offset = 0
+                while offset < tensor.shape[0]:
+                    take = min(tensor.shape[0] - offset, self.buckets[-1] - filled)
+                    self.static_in[filled:filled + take].copy_(tensor[offset:offset + take], non_blocking=True)
+                    filled += take
+                    offset += take
+                    if filled == self.buckets[-1]:
+                        results.append(self._replay(filled))
+                        filled = 0
+            if filled:
+                results.append(self._replay(filled))
+            logits = results[0] if len(results) == 1 else torch.cat(results)
+            self.stream.synchronize()  # the next step reads the logits as soon as they are returned
+        if logits.shape[0] != total:
+            raise RuntimeError(f"classified {logits.shape[0]} images of {total}")
+        return logits
+
+    def replay_seconds(self, batch: int, repeats: int = 50) -> float:
+        """Median GPU seconds of one replay of the graph for ``batch`` (CUDA events; for benchmarks)."""
+        torch = self.torch
+        graph, _ = self._graphs[batch]
+        times = []
+        with torch.cuda.stream(self.stream):
+            for _ in range(repeats):
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                graph.replay()
+                stop.record()
+                stop.synchronize()
+                times.append(start.elapsed_time(stop) / 1e3)
+        return sorted(times)[len(times) // 2]
+
+    def _replay(self, n: int):
+        graph, out = self._graphs[self._bucket(n)]
+        graph.replay()
+        return out[:n].clone()

