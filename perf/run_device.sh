@@ -28,6 +28,10 @@ if [[ $stages == *tests* ]]; then
   python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py} \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
+if [[ $stages == *classifier* ]]; then
+  echo "=== torch classifier: GPU time per batch bucket, NHWC vs NCHW"
+  python3 perf/bench_classifier.py 2>&1 | tee /tmp/results/bench_classifier.md | grep '^|'
+fi
 if [[ $stages == *bench* ]]; then
   echo "=== kernel benchmark"
   python3 perf/bench_kernels.py --json "$OUT/bench_kernels.json" 2>&1 | tee "$OUT/bench_kernels.log" | grep -v '^{'
@@ -70,6 +74,7 @@ if [[ $stages == *ensemble* ]]; then
     fi
     IFS=':' read -r name model points <<< "$step"
     profile "$name" "$model" "$points"
+    tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   kill %1; wait
