@@ -1,6 +1,6 @@
 """Build the `classifier` model of the repository in the flavour this host can run.
 
-Usage: python build/build_classifier.py [--flavour auto|onnxruntime|tensorrt] [--onnx PATH]
+Usage: python -m pixelserve.build.build_classifier [--flavour auto|onnxruntime|tensorrt] [--onnx PATH]
 
 Without --onnx the pretrained EfficientNet-Lite0 export is used (exported and
 verified first if artifacts/onnx/efficientnet_lite0.onnx is missing); with it,
@@ -20,15 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import classifier_config  # noqa: E402
+from . import classifier_config
 
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "model_repository" / classifier_config.MODEL_NAME
 DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts" / "onnx"
 EXPORT_FILENAME = "efficientnet_lite0.onnx"
-BUILD_ENGINE = BUILD_DIR / "build_engine.py"
 
 
 class BuildError(RuntimeError):
@@ -38,7 +36,7 @@ class BuildError(RuntimeError):
 def tensorrt_build_problems() -> list:
     """Return why this host cannot build a TensorRT engine (empty list: it can)."""
     try:
-        import trt_prereqs  # owned by the TensorRT build; knows what build_engine.py needs
+        from . import trt_prereqs  # owned by the TensorRT build; knows what build_engine.py needs
     except Exception as exc:
         return [f"build/trt_prereqs.py is unusable ({type(exc).__name__}: {exc})"]
     return trt_prereqs.missing_prerequisites()
@@ -65,7 +63,7 @@ def choose_flavour(requested: str) -> tuple:
 
 def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> Path:
     """Return a servable ONNX in `artifacts`: the prepared --onnx file, or the verified default export."""
-    import prepare_onnx  # imported here: torch/onnx are only needed when there is ONNX work to do
+    from . import prepare_onnx  # imported here: torch/onnx are only needed when there is ONNX work to do
 
     if onnx_path is not None:
         target = artifacts / f"{Path(onnx_path).stem}.prepared.onnx"
@@ -81,7 +79,7 @@ def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> 
         print(f"using existing export {export}")
     else:
         print(f"{export} missing: exporting EfficientNet-Lite0")
-        import export_onnx
+        from . import export_onnx
 
         try:
             export_onnx.export_and_verify(export)
@@ -119,11 +117,9 @@ def build_plan(onnx_path: Path, model_dir: Path) -> Path:
     Expects the tensorrt config.pbtxt to be written already: build_engine.py
     sizes the engine's batch profile from its max_batch_size.
     """
-    if not BUILD_ENGINE.is_file():
-        raise BuildError(f"{BUILD_ENGINE} is missing: cannot build the TensorRT engine")
     target = model_dir / "1" / "model.plan"
     # Flags named after the keys of build/tensorrt.yaml; everything else keeps that file's value.
-    command = [sys.executable, str(BUILD_ENGINE), "--fp32-onnx", str(onnx_path), "--model-dir", str(model_dir)]
+    command = [sys.executable, "-m", "pixelserve.build.build_engine", "--fp32-onnx", str(onnx_path), "--model-dir", str(model_dir)]
     print("running:", " ".join(command), flush=True)
     result = subprocess.run(command, cwd=REPO_ROOT)
     if result.returncode != 0:

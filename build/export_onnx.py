@@ -1,6 +1,6 @@
 """Export the pretrained EfficientNet-Lite0 to ONNX and verify it.
 
-Usage: python build/export_onnx.py [--output artifacts/onnx/efficientnet_lite0.onnx]
+Usage: python -m pixelserve.build.export_onnx [--output artifacts/onnx/efficientnet_lite0.onnx]
 
 The file is written only after it passed onnx.checker and an ONNX Runtime vs
 PyTorch comparison on real photographs; the process exits non-zero otherwise.
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import reference_images  # noqa: E402
+from . import reference_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "artifacts" / "onnx" / "efficientnet_lite0.onnx"

@@ -1,8 +1,8 @@
 """Place the repository's model instances on N GPUs: one ``instance_group`` entry per GPU, from one setting.
 
 Usage:
-  python build/place_instances.py --gpus 0,1,2,3 [--output DIR]        # or --gpu-count 4
-  python build/place_instances.py --gpu-count 8 --per-gpu preprocess=2 --repository model_repository
+  python -m pixelserve.build.place_instances --gpus 0,1,2,3 [--output DIR]        # or --gpu-count 4
+  python -m pixelserve.build.place_instances --gpu-count 8 --per-gpu preprocess=2 --repository model_repository
 
 Instances per GPU come from build/placement.yaml (``--per-gpu model=count`` overrides). Each placed model's
 config.pbtxt gets ``instance_group [ { count: C, kind: KIND_GPU, gpus: [ g ] }, ... ]``, one entry per GPU;
@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import pbtxt_fields  # noqa: E402
+from . import pbtxt_fields
 
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import perf_csv
-import scaling_plot
+from . import perf_csv, scaling_plot
 
 COLUMNS = ["gpus", "cuda_visible_devices", "concurrency", "throughput_infer_s", "per_gpu_infer_s", "ideal_infer_s",
            "efficiency", "p50_ms", "p99_ms", "placement"]  # fmt: skip

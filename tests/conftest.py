@@ -33,13 +33,13 @@ def ensure_classifier_built() -> None:
     """Build the classifier flavour this host supports if the repository does not have one yet."""
     version_dir = MODEL_REPOSITORY / "classifier" / "1"
     if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()):
-        subprocess.run([sys.executable, str(REPO_ROOT / "build" / "build_classifier.py")], cwd=REPO_ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "pixelserve.build.build_classifier"], cwd=REPO_ROOT, check=True)
 
 
 @pytest.fixture(scope="session")
 def triton_server():
     """A real tritonserver on the shipped model repository (not a copy), on free loopback ports."""
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
     server = LocalTritonServer([MODEL_REPOSITORY])
@@ -57,5 +57,5 @@ def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if FP32_ONNX.is_file():
         return FP32_ONNX
     output = tmp_path_factory.mktemp("onnx") / "efficientnet_lite0.onnx"
-    subprocess.run([sys.executable, str(REPO_ROOT / "build" / "export_onnx.py"), "--output", str(output)], check=True)
+    subprocess.run([sys.executable, "-m", "pixelserve.build.export_onnx", "--output", str(output)], check=True)
     return output

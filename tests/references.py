@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from kernels_numba import PreprocessSpec
+from pixelserve.kernels import PreprocessSpec
 
 
 def torchvision_resize_size(height: int, width: int, shorter: int) -> tuple[int, int]:

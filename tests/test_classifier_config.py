@@ -10,20 +10,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from pixelserve.build import build_classifier, classifier_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build"
 CLASSIFIER_DIR = REPO_ROOT / "model_repository" / "classifier"
-sys.path.insert(0, str(BUILD_DIR))  # build/ holds scripts, not a package (PyPI "build" owns that name)
-
-import build_classifier  # noqa: E402
-import classifier_config  # noqa: E402
-
-BOOTSTRAP = """import os, sys
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
-"""
-
 
 def _parse(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
@@ -33,7 +24,7 @@ def test_committed_config_is_the_generated_onnxruntime_one():
     committed = (CLASSIFIER_DIR / "config.pbtxt").read_text()
     assert committed == classifier_config.render_config("onnxruntime"), (
         "model_repository/classifier/config.pbtxt differs from the generator; "
-        "run `python build/build_classifier.py --flavour onnxruntime` (or fix build/classifier_config.py)"
+        "run `python -m pixelserve.build.build_classifier --flavour onnxruntime` (or fix build/classifier_config.py)"
     )
 
 
@@ -74,15 +65,9 @@ def test_labels_cover_every_class():
     assert (labels[285], labels[967]) == ("Egyptian_cat", "espresso")
 
 
-def test_model_py_starts_with_the_bootstrap():
-    source = (CLASSIFIER_DIR / "1" / "model.py").read_text()
-    assert source.startswith(BOOTSTRAP)
-    compile(source, "model.py", "exec")
-
-
 def test_generator_cli_prints_the_config():
     result = subprocess.run(
-        [sys.executable, str(BUILD_DIR / "classifier_config.py"), "--flavour", "tensorrt"],
+        [sys.executable, "-m", "pixelserve.build.classifier_config", "--flavour", "tensorrt"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stdout == classifier_config.render_config("tensorrt")
@@ -113,7 +98,7 @@ needs_no_tensorrt = pytest.mark.skipif(
 @needs_no_tensorrt
 def test_tensorrt_request_fails_clearly_without_tensorrt(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(BUILD_DIR / "build_classifier.py"), "--flavour", "tensorrt", "--model-dir", tmp_path],
+        [sys.executable, "-m", "pixelserve.build.build_classifier", "--flavour", "tensorrt", "--model-dir", tmp_path],
         cwd=REPO_ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 1

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import HAS_GPU
 from images import PHOTO_NAMES, photo, random_image
-from kernels_numba import PreprocessSpec, preprocess_cpu
+
+from pixelserve.kernels import PreprocessSpec, preprocess_cpu
 from references import cv2_resize, numpy_crop_resize, reference_preprocess, torch_resize
 
 # These compare plain bilinear (antialias=False) with torch/OpenCV; tests/test_antialias.py covers PIL parity.
@@ -94,7 +95,7 @@ def test_batch_of_mixed_sizes_equals_one_by_one():
 def _cuda_run(images, spec):
     from numba import cuda
 
-    from kernels_numba import preprocess_cuda
+    from pixelserve.kernels import preprocess_cuda
 
     out = cuda.to_device(poisoned(len(images), spec))
     preprocess_cuda(images, spec, out=out)

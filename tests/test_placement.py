@@ -12,15 +12,10 @@ from tritonclient.grpc import model_config_pb2
 
 from conftest import HAS_GPU, MODEL_REPOSITORY
 
+from pixelserve.build import classifier_config, pbtxt_fields, place_instances
+from pixelserve.perf import scaling, scaling_plot, scaling_report
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "build"))  # build/ and perf/ hold scripts, not packages
-sys.path.insert(0, str(REPO_ROOT / "perf"))
-import classifier_config  # noqa: E402
-import pbtxt_fields  # noqa: E402
-import place_instances  # noqa: E402
-import scaling  # noqa: E402
-import scaling_plot  # noqa: E402
-import scaling_report  # noqa: E402
 
 PER_GPU = place_instances.load_per_gpu()
 KIND_GPU = model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
@@ -200,7 +195,7 @@ def test_tritonserver_parses_the_generated_config(placed):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     with LocalTritonServer([placed[0] / "2gpu"], extra_args=["--model-control-mode=explicit"]) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -215,7 +210,7 @@ def test_gpu_server_loads_the_placement(placed):
     """Device machine: the 1-GPU placement loads and Triton reports 4 preprocess instances on GPU 0."""
     import tritonclient.grpc as grpcclient
 
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     args = ["--model-control-mode=explicit", "--load-model=preprocess"]
     with LocalTritonServer([placed[0] / "1gpu"], extra_args=args) as server:
@@ -265,7 +260,7 @@ def _points():
 
 def test_efficiency_csv_markdown_and_plot(tmp_path):
     assert scaling_report.efficiencies(_points()) == pytest.approx({1: 1.0, 2: 0.95, 4: 0.9, 8: 0.8})
-    paths = scaling_report.write_results(tmp_path / "scaling-x", _points(), {"run": "python perf/scaling.py"},
+    paths = scaling_report.write_results(tmp_path / "scaling-x", _points(), {"run": "python -m pixelserve.perf.scaling"},
                                          ["perf_analyzer -m preprocess"], ["a note"])  # fmt: skip
     md, csv_path, plot = paths
     with open(csv_path, newline="") as handle:

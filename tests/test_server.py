@@ -20,7 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import MODEL_REPOSITORY
 from images import photo, photo_at
-from kernels_numba import PreprocessSpec
+
+from pixelserve.kernels import PreprocessSpec
 from references import pil_preprocess, reference_preprocess
 
 pytestmark = pytest.mark.server

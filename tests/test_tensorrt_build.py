@@ -17,18 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pixelserve.build import calibration_images, model_agreement, triton_plan_config, trt_prereqs
+from pixelserve.build.engine_settings import EngineSettings
+from pixelserve.build.settings_file import SettingsError, add_settings_flags, load_settings
+from pixelserve.build.triton_plan_config import EngineTensor
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "build"))
 
-import calibration_images  # noqa: E402
-import model_agreement  # noqa: E402
-import triton_plan_config  # noqa: E402
-import trt_prereqs  # noqa: E402
-from engine_settings import EngineSettings  # noqa: E402
-from settings_file import SettingsError, add_settings_flags, load_settings  # noqa: E402
-from triton_plan_config import EngineTensor  # noqa: E402
-
-BUILD_ENGINE = REPO / "build" / "build_engine.py"
 CLASSIFIER = REPO / "model_repository" / "classifier"
 PREPROCESS_CONFIG = REPO / "model_repository" / "preprocess" / "config.pbtxt"
 
@@ -79,7 +74,7 @@ def test_yaml_provides_every_setting_and_flags_override_keys() -> None:
 def test_settings_classes_hold_no_defaults() -> None:
     import dataclasses
 
-    import quantize_int8
+    from pixelserve.build import quantize_int8
 
     for cls in (EngineSettings, quantize_int8.QuantizeSettings):
         defaulted = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
@@ -136,7 +131,7 @@ def test_plan_config_keeps_batching_and_labels_and_takes_io_from_engine() -> Non
 
 @pytest.mark.parametrize("flavour", ["onnxruntime", "tensorrt"])
 def test_plan_config_honours_the_classifier_contract(flavour: str) -> None:
-    import classifier_config
+    from pixelserve.build import classifier_config
 
     base = triton_plan_config.parse_config(classifier_config.render_config(flavour))
     text = triton_plan_config.plan_config_text(base, ENGINE_IO)
@@ -162,7 +157,7 @@ def test_build_engine_fails_fast_naming_what_is_missing() -> None:
     config = CLASSIFIER / "config.pbtxt"
     before = hashlib.sha256(config.read_bytes()).hexdigest()
     result = subprocess.run(
-        [sys.executable, str(BUILD_ENGINE)], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
+        [sys.executable, "-m", "pixelserve.build.build_engine"], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
     )
     assert result.returncode == 2, result.stderr
     for problem in MISSING:
@@ -180,7 +175,7 @@ def test_build_engine_fails_fast_naming_what_is_missing() -> None:
 @pytest.fixture(scope="module")
 def int8_onnx(fp32_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Q/DQ model calibrated on a small set of views (the shipped settings otherwise)."""
-    import quantize_int8
+    from pixelserve.build import quantize_int8
 
     output = tmp_path_factory.mktemp("int8") / "model.qdq.onnx"
     status = quantize_int8.main([
@@ -215,7 +210,7 @@ def _model_dir(tmp_path: Path, max_batch_size: int | None = None) -> Path:
 
 
 def _build(model_dir: Path, fp32: Path, int8: Path | None, *flags: str) -> None:
-    import build_engine
+    from pixelserve.build import build_engine
 
     status = build_engine.main([
         "--model-dir", str(model_dir), "--fp32-onnx", str(fp32), "--int8-onnx", str(int8 or fp32),

@@ -1,14 +1,10 @@
-import os, sys
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
-
 # The `classifier` model, onnxruntime flavour: model.onnx on ONNX Runtime (CPU).
 # All requests of one execute() call run as one batch; each request gets its own
 # response, in order. A malformed request gets an error response and does not
 # disturb the others.
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -39,7 +35,7 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], ONNX_FILENAME)
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(
-                f"{path} is missing; run `python build/build_classifier.py --flavour onnxruntime`"
+                f"{path} is missing; run `python -m pixelserve.build.build_classifier --flavour onnxruntime`"
             )
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 

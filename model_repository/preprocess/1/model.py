@@ -1,17 +1,10 @@
 """Triton Python-backend model `preprocess`: ragged batch of uint8 HWC images -> normalised CHW batch."""
-import os
-import sys
+import json
 
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from kernels_numba import ImageError, PreprocessSpec, check_image  # noqa: E402
+from pixelserve.kernels import ImageError, PreprocessSpec, check_image
 
 INPUT, OUTPUT = "images", "pixels"
 
@@ -38,11 +31,11 @@ class TritonPythonModel:
     def initialize(self, args):
         self.spec = spec_from_model_config(json.loads(args["model_config"]))
         if args["model_instance_kind"] == "GPU":
-            from kernels_numba.serving import CudaRunner
+            from pixelserve.kernels.serving import CudaRunner
 
             self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]))
         else:
-            from kernels_numba.serving import CpuRunner
+            from pixelserve.kernels.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
         self.runner.warm_up()  # compile now, not on the first request
