@@ -7,7 +7,8 @@ verified first if artifacts/onnx/efficientnet_lite0.onnx is missing); with it,
 the given ImageNet ONNX is validated and adapted by prepare_onnx. Then:
   onnxruntime -> model_repository/classifier/1/model.onnx (run by 1/model.py)
   tensorrt    -> model_repository/classifier/1/model.plan (built by build_engine.py)
-and config.pbtxt is regenerated for that flavour by classifier_config.
+and config.pbtxt is regenerated for that flavour by classifier_config, with the
+image_classifier ensemble beside it.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def write_config(flavour: str, model_dir: Path) -> Path:
     return path
 
 
+def write_ensemble(model_dir: Path) -> Path:
+    """Write the generated image_classifier config.pbtxt beside the classifier in `model_dir`'s repository."""
+    path = model_dir.parent / classifier_config.ENSEMBLE_NAME / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(classifier_config.render_ensemble())
+    return path
+
+
 def build_plan(onnx_path: Path, model_dir: Path) -> Path:
     """Build <model_dir>/1/model.plan from `onnx_path` with build/build_engine.py.
 
@@ -141,7 +150,7 @@ def check_config(flavour: str, model_dir: Path) -> None:
 def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
     """Put the `flavour` model built from `onnx_path` and its config into `model_dir`.
 
-    Returns (model file, config.pbtxt path).
+    Writes the image_classifier ensemble beside it. Returns (model file, config.pbtxt path).
     """
     config_path = model_dir / "config.pbtxt"
     if flavour == "onnxruntime":
@@ -160,6 +169,7 @@ def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
                 config_path.write_text(previous)
             raise
     check_config(flavour, model_dir)
+    write_ensemble(model_dir)
     return artifact, config_path
 
 

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import trt_prereqs, triton_plan_config
+from . import model_config, trt_prereqs, triton_plan_config
 from .engine_settings import EngineSettings, resolve
 from .settings_file import SettingsError, add_settings_flags, load_settings
 from .triton_plan_config import EngineTensor
@@ -225,7 +225,7 @@ def build(settings: EngineSettings) -> None:
     """Build the plan and write it with its config.pbtxt; raises BuildError (or OSError/ValueError) on failure."""
     import tensorrt as trt
 
-    base = triton_plan_config.read_config(settings.config_path)
+    base = model_config.read_config(settings.config_path)
     max_batch = triton_plan_config.max_batch_size(base)
     opt = settings.opt_batch_for(max_batch)
     onnx_path = settings.onnx_path

@@ -80,10 +80,11 @@ class CudaPreprocessor:
     On a real GPU the parameter upload and the kernel of a batch size are captured once into a CUDA
     graph, so a call costs a few driver calls instead of numba's per-launch argument handling; the
     result is then copied into the caller's output. Work is queued on ``self.stream``; ``run`` does
-    not wait for it. Under the CUDA simulator the same steps run through numba's own API.
+    not wait for it. Under the CUDA simulator the same steps run through numba's own API. Buffers are
+    sized for ``max_images`` (the serving runner passes the model's max_batch_size) and grow if need be.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24) -> None:
+    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 1, input_bytes: int = 1 << 24) -> None:
         self.spec = spec
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from pixelserve.build import pbtxt_fields, place_instances
+from pixelserve.build import model_config, place_instances
 
 from . import machine_info, make_inputs, perf_config, perf_csv, run_perf, scaling_report
 
@@ -147,9 +147,11 @@ def prepare_step(args: argparse.Namespace, gpus: int, devices: list[str], workdi
 
 
 def instance_group_text(step: Step, model: str) -> str:
-    """The instance_group block exactly as written in ``model``'s generated config.pbtxt."""
-    text = (step.repository / model / place_instances.CONFIG_NAME).read_text()
-    return "\n".join(text[start:end] for start, end in pbtxt_fields.field_spans(text, "instance_group"))
+    """The instance_group entries of ``model``'s generated config.pbtxt, in config text."""
+    config = model_config.read_config(step.repository / model / place_instances.CONFIG_NAME)
+    groups = type(config)()
+    groups.instance_group.extend(config.instance_group)
+    return model_config.config_text(groups, []).rstrip("\n")
 
 
 def step_commands(step: Step, input_file: Path) -> list[str]:

@@ -32,7 +32,8 @@ def pytest_collection_modifyitems(config, items):
 def ensure_classifier_built() -> None:
     """Build the classifier flavour this host supports if the repository does not have one yet."""
     version_dir = MODEL_REPOSITORY / "classifier" / "1"
-    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()):
+    configs = [MODEL_REPOSITORY / model / "config.pbtxt" for model in ("classifier", "image_classifier")]
+    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()) or not all(c.exists() for c in configs):
         subprocess.run([sys.executable, "-m", "pixelserve.build.build_classifier"], cwd=REPO_ROOT, check=True)
 
 

@@ -92,9 +92,9 @@ def test_known_photos_get_their_imagenet_class(exported, photos):
 def test_dynamic_batch_up_to_max_batch_size(exported, photos):
     path, _ = exported
     single = _ort_logits(path, photos[:1])
-    batch = np.repeat(photos[:1], classifier_config.MAX_BATCH_SIZE, axis=0)
+    batch = np.repeat(photos[:1], classifier_config.max_batch_size(), axis=0)
     batched = _ort_logits(path, batch)
-    assert batched.shape == (classifier_config.MAX_BATCH_SIZE, 1000)
+    assert batched.shape == (classifier_config.max_batch_size(), 1000)
     np.testing.assert_allclose(batched, np.repeat(single, len(batch), axis=0), rtol=1e-4, atol=1e-4)
 
 

@@ -29,11 +29,12 @@ class TritonPythonModel:
     """Validates each request, preprocesses every valid image of the batch in one kernel launch."""
 
     def initialize(self, args):
-        self.spec = spec_from_model_config(json.loads(args["model_config"]))
+        model_config = json.loads(args["model_config"])
+        self.spec = spec_from_model_config(model_config)
         if args["model_instance_kind"] == "GPU":
             from pixelserve.kernels.serving import CudaRunner
 
-            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]))
+            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), model_config["max_batch_size"])
         else:
             from pixelserve.kernels.serving import CpuRunner
 
