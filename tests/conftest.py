@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A seeded generator: PIXELSERVE_TEST_SEED, else a fixed seed per test. The seed is printed, so a failing
+    test's captured output names it (rerun with PIXELSERVE_TEST_SEED=<seed>)."""
+    seed = int(os.environ.get("PIXELSERVE_TEST_SEED") or zlib.crc32(request.node.nodeid.encode()))
+    print(f"numpy random seed: {seed} (rerun with PIXELSERVE_TEST_SEED={seed})")
+    return np.random.default_rng(seed)
 
 
 def ensure_classifier_built() -> None:

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from tritonclient.grpc import model_config_pb2
 from conftest import HAS_GPU, MODEL_REPOSITORY
 
 from pixelserve.build import classifier_config, model_config, place_instances
-from pixelserve.perf import scaling, scaling_plot, scaling_report
+from pixelserve.perf import scaling, scaling_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,20 +251,7 @@ def test_efficiency_csv_markdown_and_plot(tmp_path):
     text = md.read_text()
     assert "| 8 | 0,1,2,3,4,5,6,7 | 256 | 6400 | 800 | 8000 | 0.80 |" in text
     assert f"![throughput per GPU count]({plot.name})" in text and "perf_analyzer -m preprocess" in text
-    if plot.suffix == ".png":  # matplotlib installed (requirements-dev.txt)
-        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    else:
-        assert ET.fromstring(plot.read_text()).tag.endswith("svg")
-
-
-def test_plot_falls_back_to_svg_without_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    path = scaling_plot.write_plot(tmp_path / "scaling-y", _points(), scaling_report.efficiencies(_points()))
-    assert path.suffix == ".svg"
-    root = ET.fromstring(path.read_text())
-    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert "6400 (80%)" in labels and "1000 (100%)" in labels
-    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 2  # measured and ideal
+    assert plot.suffix == ".png" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_efficiency_is_blank_without_a_one_gpu_point():
