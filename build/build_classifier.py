@@ -1,6 +1,6 @@
 """Build the `classifier` model of the repository in the flavour this host can run.
 
-Usage: python build/build_classifier.py [--flavour auto|onnxruntime|torch|tensorrt] [--onnx PATH]
+Usage: python -m pixelserve.build.build_classifier [--flavour auto|onnxruntime|torch|tensorrt] [--onnx PATH]
 
 Without --onnx the pretrained EfficientNet-Lite0 export is used (exported and
 verified first if artifacts/onnx/efficientnet_lite0.onnx is missing); with it,
@@ -9,7 +9,8 @@ the given ImageNet ONNX is validated and adapted by prepare_onnx. Then:
   torch       -> model_repository/classifier/1/model.pt (FP16 weights, run by 1/model.py in PyTorch
                  CUDA graphs on the GPU; EfficientNet-Lite0 only, for GPU hosts without TensorRT)
   tensorrt    -> model_repository/classifier/1/model.plan (built by build_engine.py)
-and config.pbtxt is regenerated for that flavour by classifier_config.
+and config.pbtxt is regenerated for that flavour by classifier_config, with the
+image_classifier ensemble beside it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import classifier_config  # noqa: E402
+from . import classifier_config
 
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "model_repository" / classifier_config.MODEL_NAME
 DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts" / "onnx"
 EXPORT_FILENAME = "efficientnet_lite0.onnx"
-BUILD_ENGINE = BUILD_DIR / "build_engine.py"
 
 
 class BuildError(RuntimeError):
@@ -40,7 +39,7 @@ class BuildError(RuntimeError):
 def tensorrt_build_problems() -> list:
     """Return why this host cannot build a TensorRT engine (empty list: it can)."""
     try:
-        import trt_prereqs  # owned by the TensorRT build; knows what build_engine.py needs
+        from . import trt_prereqs  # owned by the TensorRT build; knows what build_engine.py needs
     except Exception as exc:
         return [f"build/trt_prereqs.py is unusable ({type(exc).__name__}: {exc})"]
     return trt_prereqs.missing_prerequisites()
@@ -82,7 +81,7 @@ def choose_flavour(requested: str) -> tuple:
 
 def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> Path:
     """Return a servable ONNX in `artifacts`: the prepared --onnx file, or the verified default export."""
-    import prepare_onnx  # imported here: torch/onnx are only needed when there is ONNX work to do
+    from . import prepare_onnx  # imported here: torch/onnx are only needed when there is ONNX work to do
 
     if onnx_path is not None:
         target = artifacts / f"{Path(onnx_path).stem}.prepared.onnx"
@@ -98,7 +97,7 @@ def source_onnx(onnx_path: Path | None, artifacts: Path = DEFAULT_ARTIFACTS) -> 
         print(f"using existing export {export}")
     else:
         print(f"{export} missing: exporting EfficientNet-Lite0")
-        import export_onnx
+        from . import export_onnx
 
         try:
             export_onnx.export_and_verify(export)
@@ -122,17 +121,25 @@ def install_onnx(onnx_path: Path, model_dir: Path) -> Path:
     return target
 
 
-def install_torch_weights(model_dir: Path) -> Path:
-    """Write the pretrained EfficientNet-Lite0 as FP16 weights to <model_dir>/1/model.pt (atomically)."""
-    import export_onnx
+def install_torch_weights(model_dir: Path, weights: Path | None = None) -> Path:
+    """Write <model_dir>/1/model.pt (atomically): the pretrained EfficientNet-Lite0 in FP16, or a copy of `weights`."""
+    from pixelserve.runtime.torch_classifier import load_network, save_weights
 
-    from model_runtime.torch_classifier import save_weights
+    from . import export_onnx
 
     target = model_dir / "1" / "model.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".pt.tmp")
-    save_weights(export_onnx.load_model(), export_onnx.ARCH, str(tmp))
-    os.replace(tmp, target)
+    if weights is None:
+        save_weights(export_onnx.load_model(), export_onnx.ARCH, str(tmp))
+    elif Path(weights).resolve() != target.resolve():
+        try:
+            load_network(str(weights))
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise BuildError(f"--weights {weights}: {exc}") from exc
+        shutil.copyfile(weights, tmp)
+    if tmp.exists():
+        os.replace(tmp, target)
     return target
 
 
@@ -144,17 +151,23 @@ def write_config(flavour: str, model_dir: Path) -> Path:
     return path
 
 
+def write_ensemble(model_dir: Path) -> Path:
+    """Write the generated image_classifier config.pbtxt beside the classifier in `model_dir`'s repository."""
+    path = model_dir.parent / classifier_config.ENSEMBLE_NAME / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(classifier_config.render_ensemble())
+    return path
+
+
 def build_plan(onnx_path: Path, model_dir: Path) -> Path:
     """Build <model_dir>/1/model.plan from `onnx_path` with build/build_engine.py.
 
     Expects the tensorrt config.pbtxt to be written already: build_engine.py
     sizes the engine's batch profile from its max_batch_size.
     """
-    if not BUILD_ENGINE.is_file():
-        raise BuildError(f"{BUILD_ENGINE} is missing: cannot build the TensorRT engine")
     target = model_dir / "1" / "model.plan"
     # Flags named after the keys of build/tensorrt.yaml; everything else keeps that file's value.
-    command = [sys.executable, str(BUILD_ENGINE), "--fp32-onnx", str(onnx_path), "--model-dir", str(model_dir)]
+    command = [sys.executable, "-m", "pixelserve.build.build_engine", "--fp32-onnx", str(onnx_path), "--model-dir", str(model_dir)]
     print("running:", " ".join(command), flush=True)
     result = subprocess.run(command, cwd=REPO_ROOT)
     if result.returncode != 0:
@@ -173,17 +186,19 @@ def check_config(flavour: str, model_dir: Path) -> None:
         raise BuildError(f"{path} breaks the classifier contract: " + "; ".join(problems))
 
 
-def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
+def install(flavour: str, onnx_path: Path | None, model_dir: Path, weights: Path | None = None) -> tuple:
     """Put the `flavour` model built from `onnx_path` and its config into `model_dir`.
 
-    Returns (model file, config.pbtxt path).
+    Writes the image_classifier ensemble beside it. Returns (model file, config.pbtxt path).
     """
     config_path = model_dir / "config.pbtxt"
+    if flavour != "torch" and onnx_path is None:
+        raise BuildError(f"the {flavour} flavour is built from an ONNX file")
     if flavour == "onnxruntime":
         artifact = install_onnx(onnx_path, model_dir)
         write_config(flavour, model_dir)
     elif flavour == "torch":
-        artifact = install_torch_weights(model_dir)
+        artifact = install_torch_weights(model_dir, weights)
         write_config(flavour, model_dir)
     else:
         previous = config_path.read_text() if config_path.exists() else None
@@ -198,6 +213,7 @@ def install(flavour: str, onnx_path: Path, model_dir: Path) -> tuple:
                 config_path.write_text(previous)
             raise
     check_config(flavour, model_dir)
+    write_ensemble(model_dir)
     return artifact, config_path
 
 
@@ -215,6 +231,7 @@ def main(argv=None) -> int:
         default=DEFAULT_ARTIFACTS,
         help=f"where the EfficientNet-Lite0 export ({EXPORT_FILENAME}) and prepared ONNX files live",
     )
+    parser.add_argument("--weights", type=Path, help="torch flavour: serve this model.pt (written by a torch build elsewhere)")
     args = parser.parse_args(argv)
 
     try:
@@ -222,8 +239,10 @@ def main(argv=None) -> int:
         print(f"flavour: {flavour} ({reason})")
         if flavour == "torch" and args.onnx is not None:
             raise BuildError("--flavour torch serves the pretrained EfficientNet-Lite0 only; --onnx needs onnxruntime or tensorrt")
-        onnx_path = source_onnx(args.onnx, args.artifacts_dir)
-        artifact, config = install(flavour, onnx_path, args.model_dir)
+        if args.weights is not None and flavour != "torch":
+            raise BuildError("--weights is for --flavour torch")
+        onnx_path = None if flavour == "torch" else source_onnx(args.onnx, args.artifacts_dir)
+        artifact, config = install(flavour, onnx_path, args.model_dir, args.weights)
     except BuildError as exc:
         print(f"build_classifier: {exc}", file=sys.stderr)
         return 1

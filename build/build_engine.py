@@ -1,6 +1,6 @@
 """Build the TensorRT plan of the classifier from ONNX, and write its config.pbtxt from the engine.
 
-Usage: python build/build_engine.py [--precision fp32|fp16|int8] [--config build/tensorrt.yaml] [...]
+Usage: python -m pixelserve.build.build_engine [--precision fp32|fp16|int8] [--config build/tensorrt.yaml] [...]
 
 Settings come from build/tensorrt.yaml (sections ``paths`` and ``engine``); any flag overrides
 one key (``--help`` lists them). fp32/fp16 build from the FP32 ONNX, int8 from the Q/DQ ONNX
@@ -24,12 +24,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import trt_prereqs  # noqa: E402
-import triton_plan_config  # noqa: E402
-from engine_settings import EngineSettings, resolve  # noqa: E402
-from settings_file import SettingsError, add_settings_flags, load_settings  # noqa: E402
-from triton_plan_config import EngineTensor  # noqa: E402
+from . import model_config, trt_prereqs, triton_plan_config
+from .engine_settings import EngineSettings, resolve
+from .settings_file import SettingsError, add_settings_flags, load_settings
+from .triton_plan_config import EngineTensor
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -227,7 +225,7 @@ def build(settings: EngineSettings) -> None:
     """Build the plan and write it with its config.pbtxt; raises BuildError (or OSError/ValueError) on failure."""
     import tensorrt as trt
 
-    base = triton_plan_config.read_config(settings.config_path)
+    base = model_config.read_config(settings.config_path)
     max_batch = triton_plan_config.max_batch_size(base)
     opt = settings.opt_batch_for(max_batch)
     onnx_path = settings.onnx_path

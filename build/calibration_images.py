@@ -5,7 +5,6 @@ They feed INT8 calibration and the INT8-vs-FP32 agreement measurement; no networ
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +28,6 @@ COLOUR_PHOTOS = (
 GREY_PHOTOS = ("camera", "coins", "moon", "clock", "grass", "gravel", "brick")
 PHOTO_NAMES = COLOUR_PHOTOS + GREY_PHOTOS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 Image = npt.NDArray[np.uint8]
 Pixels = npt.NDArray[np.float32]
 
@@ -84,11 +82,8 @@ def random_views(photos: Sequence[Image], count: int, seed: int) -> list[Image]:
 
 
 def load_spec(preprocess_config: Path) -> Any:
-    """The served preprocessing recipe (a kernels_numba.PreprocessSpec) read from its config.pbtxt."""
-    if str(REPO_ROOT) not in sys.path:
-        # `python build/x.py` puts build/ on sys.path, not the root that holds kernels_numba.
-        sys.path.append(str(REPO_ROOT))
-    from kernels_numba import PreprocessSpec
+    """The served preprocessing recipe (a pixelserve.kernels.PreprocessSpec) read from its config.pbtxt."""
+    from pixelserve.kernels import PreprocessSpec
 
     if not Path(preprocess_config).is_file():
         raise FileNotFoundError(f"preprocessing config {preprocess_config} not found: calibration must use the served recipe")
@@ -97,7 +92,7 @@ def load_spec(preprocess_config: Path) -> Any:
 
 def preprocess(images: Sequence[Image], spec: Any) -> Pixels:
     """Preprocess uint8 RGB images exactly as the served ``preprocess`` model does: float32 [N,3,H,W]."""
-    from kernels_numba import preprocess_cpu
+    from pixelserve.kernels import preprocess_cpu
 
     return np.asarray(preprocess_cpu(list(images), spec), dtype=np.float32)
 

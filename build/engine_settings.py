@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from settings_file import REPO_ROOT, setting_help
+from .settings_file import REPO_ROOT, setting_help
 
 PRECISIONS = ("fp32", "fp16", "int8")
 LAYER_PRECISIONS = ("fp32", "fp16")

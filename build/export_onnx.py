@@ -1,6 +1,6 @@
 """Export the pretrained EfficientNet-Lite0 to ONNX and verify it.
 
-Usage: python build/export_onnx.py [--output artifacts/onnx/efficientnet_lite0.onnx]
+Usage: python -m pixelserve.build.export_onnx [--output artifacts/onnx/efficientnet_lite0.onnx]
 
 The file is written only after it passed onnx.checker and an ONNX Runtime vs
 PyTorch comparison on real photographs; the process exits non-zero otherwise.
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import reference_images  # noqa: E402
+from . import classifier_config, reference_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "artifacts" / "onnx" / "efficientnet_lite0.onnx"
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
+INPUT_SIZE = classifier_config.INPUT_DIMS[-1]
 OPSET = 17
 MAX_ABS_DIFF = 1e-3
 ARCH = "efficientnet-lite0"
@@ -61,7 +61,7 @@ def export(model, output: Path) -> None:
     """Write `model` as ONNX (opset 17, dynamic batch, pixels -> logits) to `output`."""
     import torch
 
-    dummy = torch.zeros(1, 3, reference_images.CROP, reference_images.CROP)
+    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter (dynamo=False) is chosen on purpose; silence its deprecation notice.
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX export")
@@ -134,7 +134,7 @@ def export_and_verify(output: Path = DEFAULT_OUTPUT, verbose: bool = True, weigh
     if weights is None:
         model = load_model()
     else:
-        from model_runtime.torch_classifier import load_network
+        from pixelserve.runtime.torch_classifier import load_network
 
         model = load_network(str(weights))
     fd, tmp_name = tempfile.mkstemp(prefix=output.stem + ".", suffix=".onnx.tmp", dir=output.parent)

@@ -1,12 +1,13 @@
 """Place the repository's model instances on N GPUs: one ``instance_group`` entry per GPU, from one setting.
 
 Usage:
-  python build/place_instances.py --gpus 0,1,2,3 [--output DIR]        # or --gpu-count 4
-  python build/place_instances.py --gpu-count 8 --per-gpu preprocess=2 --repository model_repository
+  python -m pixelserve.build.place_instances --gpus 0,1,2,3 [--output DIR]        # or --gpu-count 4
+  python -m pixelserve.build.place_instances --gpu-count 8 --per-gpu preprocess=2 --repository model_repository
 
 Instances per GPU come from build/placement.yaml (``--per-gpu model=count`` overrides). Each placed model's
-config.pbtxt gets ``instance_group [ { count: C, kind: KIND_GPU, gpus: [ g ] }, ... ]``, one entry per GPU;
-the rest of the file stays byte-identical (comments included). A model configured for KIND_CPU (the ONNX
+config.pbtxt gets ``instance_group [ { count: C, kind: KIND_GPU, gpus: [ g ] }, ... ]``, one entry per GPU,
+written by the protobuf writer (build/model_config.py) under a header: every other field stays as it was, the
+source's comments do not carry over. A model configured for KIND_CPU (the ONNX
 Runtime classifier) is left as it is. Without --output the repository is edited in place; with it, the model
 directories are copied there first (large files as symlinks). Every generated config is then validated.
 """
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import pbtxt_fields  # noqa: E402
+from . import model_config
 
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent
@@ -47,18 +47,12 @@ class ModelPlacement:
     message: str
 
 
-def _pb2() -> Any:
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
 def parse_config(text: str) -> Any:
     """Parse config.pbtxt text into a ``ModelConfig`` message (PlacementError if it does not parse)."""
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, _pb2().ModelConfig())
+        return model_config.parse_config(text)
     except text_format.ParseError as exc:
         raise PlacementError(f"not a valid config.pbtxt: {exc}") from None
 
@@ -115,46 +109,42 @@ def check_request(gpus: Sequence[int], per_gpu: dict[str, int]) -> None:
         raise PlacementError("; ".join(problems))
 
 
-def instance_group_block(gpus: Sequence[int], count: int) -> str:
-    """The ``instance_group`` text: ``count`` KIND_GPU instances on each GPU, one entry per GPU."""
-    lines = ["instance_group [", f"  # build/place_instances.py: {count} per GPU on GPU {', '.join(map(str, gpus))}"]
-    for number, gpu in enumerate(gpus):
-        lines += ["  {", f"    count: {count}", "    kind: KIND_GPU", f"    gpus: [ {gpu} ]"]
-        lines.append("  }," if number < len(gpus) - 1 else "  }")
-    return "\n".join(lines + ["]"])
+def placed_config(config: Any, gpus: Sequence[int], count: int) -> Any:
+    """A copy of ``config`` whose instance_group is ``count`` KIND_GPU instances on each GPU, one entry per GPU."""
+    placed = type(config)()
+    placed.CopyFrom(config)
+    placed.ClearField("instance_group")
+    kind_gpu = model_config.pb2().ModelInstanceGroup.Kind.Value("KIND_GPU")
+    for gpu in gpus:
+        placed.instance_group.add(count=count, kind=kind_gpu, gpus=[gpu])
+    return placed
 
 
 def host_reason(config: Any) -> str | None:
     """Why a model's instances are not GPU instances to place (ensemble, KIND_CPU, KIND_MODEL), else None."""
     if config.platform == "ensemble":
         return "an ensemble has no instances of its own: left as it is"
-    kinds = sorted({_pb2().ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group})
+    kinds = sorted({model_config.pb2().ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group})
     host = [kind for kind in kinds if kind in HOST_KINDS]
     if host:
         return f"instance_group asks for {', '.join(host)} (host instances, as in the ONNX Runtime classifier): left as it is"
     return None
 
 
-def _without_instances(config: Any) -> Any:
-    copy = type(config)()
-    copy.CopyFrom(config)
-    copy.ClearField("instance_group")
-    return copy
-
-
 def place_model(config_path: Path, gpus: Sequence[int], count: int) -> tuple[ModelPlacement, str | None]:
     """(outcome, new config text) for one model: its instance_group rewritten for ``gpus``, or None if left as is."""
-    text = config_path.read_text(encoding="utf-8")
-    config = parse_config(text)
+    config = parse_config(config_path.read_text(encoding="utf-8"))
     model = config_path.parent.name
     reason = host_reason(config)
     if reason:
         return ModelPlacement(model, False, reason), None
-    placed_text = pbtxt_fields.replace_field(text, "instance_group", instance_group_block(gpus, count))
-    if _without_instances(parse_config(placed_text)) != _without_instances(config):
-        raise PlacementError(f"{config_path}: editing instance_group would change other fields")
     where = ", ".join(map(str, gpus))
-    return ModelPlacement(model, True, f"{count} instance(s) on each of GPU {where} ({count * len(gpus)} in all)"), placed_text
+    header = [
+        f"Written by pixelserve.build.place_instances: {count} instance(s) per GPU on GPU {where}.",
+        f"Everything else as in the {model} config it was placed from (whose comments explain the settings).",
+    ]
+    text = model_config.config_text(placed_config(config, gpus, count), header)
+    return ModelPlacement(model, True, f"{count} instance(s) on each of GPU {where} ({count * len(gpus)} in all)"), text
 
 
 def _copy_or_link(source: str, target: str) -> None:
@@ -217,7 +207,7 @@ def validate_placement(repo_dir: str | os.PathLike[str], n_gpus: int, per_gpu: d
         raise PlacementError(f"n_gpus must be >= 1, got {n_gpus}")
     per_gpu = load_per_gpu() if per_gpu is None else per_gpu
     expected = sorted(gpus) if gpus is not None else list(range(n_gpus))
-    kind_gpu = _pb2().ModelInstanceGroup.Kind.Value("KIND_GPU")
+    kind_gpu = model_config.pb2().ModelInstanceGroup.Kind.Value("KIND_GPU")
     problems: list[str] = []
     placements: dict[str, dict[int, int]] = {}
     for model, config_path in _model_configs(Path(repo_dir)):

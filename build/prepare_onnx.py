@@ -1,6 +1,6 @@
 """Turn any ImageNet classifier ONNX into one the `classifier` model can serve.
 
-Usage: python build/prepare_onnx.py INPUT.onnx [--output OUT.onnx]
+Usage: python -m pixelserve.build.prepare_onnx INPUT.onnx [--output OUT.onnx]
 
 Checks the model takes one NCHW float32 image batch with 3 channels (224x224
 or free) and returns one float32 [N, 1000] output; renames them to `pixels` /

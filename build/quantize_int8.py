@@ -1,13 +1,13 @@
 """INT8 by explicit quantization: FP32 ONNX -> Q/DQ ONNX that TensorRT builds INT8 plans from.
 
-Usage: python build/quantize_int8.py [--calibration-views N] [--keep-float GLOB ...] [...]
+Usage: python -m pixelserve.build.quantize_int8 [--calibration-views N] [--keep-float GLOB ...] [...]
 Settings: build/tensorrt.yaml, sections ``paths`` and ``quantization``; flags override keys.
 
 Calibration runs ONNX Runtime's quantize_static in QDQ format with what TensorRT expects:
 int8 symmetric (zero point 0) activations per tensor, int8 symmetric weights per output
 channel, float bias, Q/DQ on the inputs of Conv/Gemm only (their outputs stay float so
 TensorRT can fuse the activation that follows). Calibration images are random
-crops/rescalings of real photographs, preprocessed by kernels_numba exactly as served.
+crops/rescalings of real photographs, preprocessed by pixelserve.kernels exactly as served.
 The Q/DQ model is then compared with the FP32 model in ONNX Runtime and the numbers are
 printed and written to perf/results/. The model is written only if the checks pass.
 """
@@ -31,11 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # build/ is not a package (it would shadow PyPI "build")
-import calibration_images  # noqa: E402
-import model_agreement  # noqa: E402
-from engine_settings import resolve  # noqa: E402
-from settings_file import SettingsError, add_settings_flags, load_settings, setting_help  # noqa: E402
+from . import calibration_images, model_agreement
+from .engine_settings import resolve
+from .settings_file import SettingsError, add_settings_flags, load_settings, setting_help
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 NOISE_SEED = 12345
@@ -269,7 +267,7 @@ def render_report(settings: QuantizeSettings, command: str, summary: QdqSummary,
         "",
         f"- ONNX Runtime `quantize_static`, QDQ format, calibration `{settings.calibration_method}` on "
         f"{settings.calibration_views} random crops/rescalings (seed {settings.calibration_seed}) of "
-        f"{len(calibration_images.PHOTO_NAMES)} skimage.data photographs, preprocessed by kernels_numba "
+        f"{len(calibration_images.PHOTO_NAMES)} skimage.data photographs, preprocessed by pixelserve.kernels "
         f"(`{settings.preprocess_config}`).",
         "- int8 symmetric activations (zero point 0, per tensor); int8 symmetric weights per output channel; "
         f"float bias; Q/DQ on the inputs of {', '.join(settings.quantize_op_types)}, outputs left float.",
@@ -330,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     fp32 = resolve(settings.fp32_onnx)
     if not fp32.is_file():
-        print(f"quantize_int8: {fp32} not found; run: python build/export_onnx.py", file=sys.stderr)
+        print(f"quantize_int8: {fp32} not found; run: python -m pixelserve.build.export_onnx", file=sys.stderr)
         return 2
 
     timings: dict[str, float] = {}
@@ -364,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings["evaluation"] = time.perf_counter() - start
 
         passed = not summary.problems and evaluation.gate.top1_agreement >= settings.min_top1_agreement
-        command = shlex.join(["python", "build/quantize_int8.py", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(["python", "-m", "pixelserve.build.quantize_int8", *(sys.argv[1:] if argv is None else argv)])
         report = render_report(settings, command, summary, evaluation, timings, passed)
         print(report)
         if settings.results:

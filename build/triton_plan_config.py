@@ -1,10 +1,11 @@
-"""Read a Triton config.pbtxt and rewrite it for a TensorRT plan from the engine's own I/O description."""
+"""Turn a Triton config (a ModelConfig message) into the TensorRT plan's, from the engine's own I/O description."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
+
+from . import model_config
 
 # Engine dtype names (trt.DataType member names) -> Triton data types.
 TRITON_DTYPES = {
@@ -37,24 +38,6 @@ class EngineTensor:
             raise ValueError(f"tensor {self.name!r}: engine dtype {self.dtype} has no Triton type") from None
 
 
-def _pb2() -> Any:
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
-def parse_config(text: str) -> Any:
-    """Parse config.pbtxt text into a ``ModelConfig`` message."""
-    from google.protobuf import text_format
-
-    return text_format.Parse(text, _pb2().ModelConfig())
-
-
-def read_config(path: Path) -> Any:
-    """Read `path` (a config.pbtxt) into a ``ModelConfig`` message."""
-    return parse_config(Path(path).read_text(encoding="utf-8"))
-
-
 def max_batch_size(config: Any) -> int:
     """The config's max_batch_size; a plan with a dynamic batch needs it to be at least 1."""
     value = int(config.max_batch_size)
@@ -81,9 +64,7 @@ def plan_config_text(base: Any, tensors: Sequence[EngineTensor], header: Sequenc
     Kept from `base`: name, max_batch_size, batching, instance count, output label files.
     Dims exclude the batch dimension, which must be dynamic (-1) in the engine.
     """
-    from google.protobuf import text_format
-
-    pb2 = _pb2()
+    pb2 = model_config.pb2()
     _check_names(base, tensors)
     labels = {o.name: o.label_filename for o in base.output}
 
@@ -112,5 +93,4 @@ def plan_config_text(base: Any, tensors: Sequence[EngineTensor], header: Sequenc
     for group in config.instance_group:
         group.kind = pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
 
-    comments = "".join(f"# {line}\n" for line in header)
-    return comments + str(text_format.MessageToString(config, use_short_repeated_primitives=True))
+    return model_config.config_text(config, header)

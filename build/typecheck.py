@@ -1,6 +1,10 @@
-"""Type-check the TensorRT build scripts with mypy against the TensorRT Python API stubs.
+"""Type-check the shipped packages and the TensorRT build scripts with mypy (strict), against the TensorRT stubs.
 
-Usage: python build/typecheck.py [files...]   (default: the build scripts listed below)
+Usage: python -m pixelserve.build.typecheck [files...]   (default: DEFAULT_TARGETS below)
+
+mypy cannot follow the import hook of setuptools' editable install, which maps ``pixelserve.<name>``
+onto the design folders (``[tool.setuptools.package-dir]`` of pyproject.toml). So the package is laid
+out as an install would lay it out (links to those folders) in a temporary directory on MYPYPATH.
 
 The stubs come from the installed ``tensorrt-stubs`` package. Its files cannot be used as
 shipped: they sit next to no ``py.typed`` marker (so mypy ignores them) and contain a few
@@ -10,6 +14,7 @@ directory and put on MYPYPATH; every patch must apply, so a new stub release is 
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import re
@@ -17,9 +22,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 BUILD_DIR = Path(__file__).resolve().parent
-DEFAULT_TARGETS = ("build_engine.py", "quantize_int8.py", "typecheck.py")
+REPO_ROOT = BUILD_DIR.parent
+DEFAULT_TARGETS = (
+    "-m", "pixelserve.build.build_engine",
+    "-m", "pixelserve.build.quantize_int8",
+    "-m", "pixelserve.build.typecheck",
+)
 STUB_FILES = ("tensorrt/__init__.pyi", "tensorrt_bindings/__init__.pyi", "tensorrt_bindings/tensorrt.pyi")
 
 # (file, pattern, replacement, why)
@@ -58,21 +69,34 @@ def patched_stubs(target: Path) -> str:
     return dist.version
 
 
-def run_mypy(files: list[str]) -> int:
-    """Run mypy on `files` with build/mypy.ini and the patched stubs; returns mypy's exit status."""
-    with tempfile.TemporaryDirectory(prefix="trt-stubs-") as tmp:
-        version = patched_stubs(Path(tmp))
+def package_layout(target: Path) -> None:
+    """``target/pixelserve/<name>``: a link to each folder that pyproject.toml maps ``pixelserve.<name>`` onto."""
+    toml: Any = importlib.import_module("tomllib")  # Python >= 3.11, where this runs; mypy checks for 3.10
+    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+        package_dirs: dict[str, str] = toml.load(handle)["tool"]["setuptools"]["package-dir"]
+    for package, folder in package_dirs.items():
+        link = target.joinpath(*package.split("."))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO_ROOT / folder, target_is_directory=True)
+
+
+def run_mypy(targets: list[str]) -> int:
+    """Run mypy on `targets` (files, or -m/-p names) with build/mypy.ini and the patched stubs; returns its status."""
+    with tempfile.TemporaryDirectory(prefix="typecheck-") as tmp:
+        stubs, packages = Path(tmp) / "stubs", Path(tmp) / "packages"
+        version = patched_stubs(stubs)
+        package_layout(packages)
         print(f"typecheck: tensorrt-stubs {version} (patched copy on MYPYPATH)", flush=True)
-        env = {**os.environ, "MYPYPATH": tmp}
-        command = [sys.executable, "-m", "mypy", "--config-file", str(BUILD_DIR / "mypy.ini"), *files]
-        return subprocess.run(command, env=env, cwd=BUILD_DIR, check=False).returncode
+        env = {**os.environ, "MYPYPATH": os.pathsep.join([str(stubs), str(packages)])}
+        command = [sys.executable, "-m", "mypy", "--config-file", str(BUILD_DIR / "mypy.ini"), *targets]
+        return subprocess.run(command, env=env, cwd=tmp, check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Type-check `argv` (default: the TensorRT build scripts); returns the exit status."""
-    files = list(sys.argv[1:] if argv is None else argv) or [str(BUILD_DIR / f) for f in DEFAULT_TARGETS]
+    """Type-check `argv` (default: the shipped packages and the TensorRT build scripts); returns the exit status."""
+    targets = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run_mypy(files)
+        return run_mypy([str(Path(t).resolve()) for t in targets] or list(DEFAULT_TARGETS))
     except StubError as exc:
         print(f"typecheck: {exc}", file=sys.stderr)
         return 2

@@ -13,11 +13,10 @@ from .classifier import DEFAULT_MODEL, DEFAULT_TIMEOUT, ImageClassifierClient, O
 from .errors import ImageReadError, ModelNotReady, ServerUnreachable
 from .files import expand_path
 from .images import load_image
-from .predictions import Prediction, parse_classification
 from .report import JsonReport, PlainReport
 from .transport import DEFAULT_URLS, PROTOCOLS
 
-__all__ = ["main", "build_parser", "ImageClassifierClient", "Prediction", "parse_classification"]
+__all__ = ["main", "build_parser"]  # the Python API is the package itself (pixelserve.client)
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1

@@ -7,13 +7,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .pixel_math import antialias_window
+from .pixel_math import (
+    HEIGHT, OFFSET_X, OFFSET_Y, PARAM_COLUMNS, ROW_COUNT, ROW_LO, ROWS_START, SCALE_X, SCALE_Y, START, WIDTH, X0, X1, Y0,
+    Y1, antialias_window,
+)
 from .spec import PreprocessSpec
-
-# Columns of the per-image parameter row (float64; offsets stay exact below 2**53 bytes). ROWS_START,
-# ROW_LO and ROW_COUNT place the image's horizontally filtered rows (antialiased path) in the row buffer.
-SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH, ROWS_START, ROW_LO, ROW_COUNT = range(14)
-PARAM_COLUMNS = 14
 
 
 def shorter_side_size(height: int, width: int, target: int) -> tuple[int, int]:
@@ -78,9 +76,9 @@ def _placed_at_zero(height: int, width: int, spec: PreprocessSpec) -> np.ndarray
     return row
 
 
-def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """float64 [N, 14] parameter rows for HWC images of the given shapes, packed back to back."""
-    params = np.empty((len(shapes), PARAM_COLUMNS), np.float64) if out is None else out[: len(shapes)]
+def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec) -> np.ndarray:
+    """float64 [N, PARAM_COLUMNS] parameter rows for HWC images of the given shapes, packed back to back."""
+    params = np.empty((len(shapes), PARAM_COLUMNS), np.float64)
     start = rows_start = 0
     for i, shape in enumerate(shapes):
         height, width = int(shape[0]), int(shape[1])

@@ -82,10 +82,11 @@ class CudaPreprocessor:
     On a real GPU the parameter upload and the kernel of a batch size are captured once into a CUDA
     graph, so a call costs a few driver calls instead of numba's per-launch argument handling; the
     result is then copied into the caller's output. Work is queued on ``self.stream``; ``run`` does
-    not wait for it. Under the CUDA simulator the same steps run through numba's own API.
+    not wait for it. Under the CUDA simulator the same steps run through numba's own API. Buffers are
+    sized for ``max_images`` (the serving runner passes the model's max_batch_size) and grow if need be.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 64, input_bytes: int = 1 << 24,
+    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 1, input_bytes: int = 1 << 24,
                  pin_shared_memory: bool = False, log=None) -> None:
         self.spec = spec
         # Serving: inputs in the Python backend's shared memory are registered and DMA'd from where they are.
@@ -147,20 +148,27 @@ class CudaPreprocessor:
         self.stream.synchronize()
 
     # -- the work --------------------------------------------------------------------------------------
-    def _stage(self, images: Sequence) -> None:
-        """Queue the copies that put every image, back to back, into the device input buffer."""
+    def _stage(self, images: Sequence) -> dict[str, int]:
+        """Queue the copies that put every image, back to back, into the device input buffer.
+
+        Returns how many images went each way: from the GPU, directly from page-locked host memory, or
+        through the pinned staging buffer."""
+        counts = {"images_from_gpu": 0, "images_h2d_direct": 0, "images_h2d_staged": 0}
         start = 0
         dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
             size = int(np.prod(img.shape))
             if _is_device_array(img):
+                counts["images_from_gpu"] += 1
                 if self._use_driver:
                     self._copy(dev_base + start, _device_pointer(img), size, "d2d")
                 else:
                     self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
             elif self._pinner is not None and img.flags.c_contiguous and self._pinner.pinned(img.ctypes.data, size):
+                counts["images_h2d_direct"] += 1
                 self._copy(dev_base + start, img.ctypes.data, size, "h2d")
             else:
+                counts["images_h2d_staged"] += 1
                 staged = self._host_src[start:start + size]
                 staged[:] = np.asarray(img).reshape(size)
                 if self._use_driver:
@@ -168,6 +176,7 @@ class CudaPreprocessor:
                 else:
                     self._dev_src[start:start + size].copy_to_device(staged, stream=self.stream)
             start += size
+        return counts
 
     def _launch_kernels(self, n: int, rows: int, out) -> None:
         """Queue the kernels for n staged images: one bilinear pass, or the two antialias passes."""
@@ -227,7 +236,9 @@ class CudaPreprocessor:
             self._reserve(n, max(1, packed_size(images)), row_buffer_size(params, self.spec))
             self._host_params[:n] = params
         with timer.phase("stage_h2d"):
-            self._stage(images)
+            counts = self._stage(images)
+        for name, calls in counts.items():
+            timer.count(name, calls)
         with timer.phase("kernel"):
             self.launch(n, out)
 

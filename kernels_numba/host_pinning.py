@@ -36,32 +36,43 @@ class SharedMemoryPinner:
         self._prefix = path_prefix
         self._starts: list[int] = []
         self._ends: list[int] = []
-        self._refused: set[tuple[int, int]] = set()
+        self._refused_starts: list[int] = []  # mappings not to try again: not shared memory, or refused
+        self._refused_ends: list[int] = []
 
-    def _covered(self, address: int, size: int) -> bool:
-        i = bisect.bisect_right(self._starts, address) - 1
-        return i >= 0 and address + size <= self._ends[i]
+    @staticmethod
+    def _inside(starts: list[int], ends: list[int], address: int, size: int) -> bool:
+        i = bisect.bisect_right(starts, address) - 1
+        return i >= 0 and address + size <= ends[i]
+
+    @staticmethod
+    def _remember(starts: list[int], ends: list[int], start: int, end: int) -> None:
+        i = bisect.bisect_right(starts, start)
+        starts.insert(i, start)
+        ends.insert(i, end)
 
     def pinned(self, address: int, size: int) -> bool:
         """Whether [address, address + size) is page-locked, registering its mapping if it is shared memory."""
-        if self._covered(address, size):
+        if self._inside(self._starts, self._ends, address, size):
             return True
+        if self._inside(self._refused_starts, self._refused_ends, address, size):
+            return False  # known not to be pinnable: no second read of /proc/self/maps
         found = mapping_of(address)
         if found is None:
             return False
         start, end, path = found
-        if not path.startswith(self._prefix) or (start, end) in self._refused or address + size > end:
+        if address + size > end:
+            return False
+        if not path.startswith(self._prefix):
+            self._remember(self._refused_starts, self._refused_ends, start, end)
             self._tell(path, f"input memory is in mapping {path!r}, not shared memory: staged through a pinned buffer")
             return False
         error = self._register(start, end - start)
         if error:
-            self._refused.add((start, end))
+            self._remember(self._refused_starts, self._refused_ends, start, end)
             self._tell(path, f"page-locking {path} ({(end - start) >> 20} MiB) failed ({error}): staged instead")
             return False
         self._tell(path, f"page-locked {path} ({(end - start) >> 20} MiB): inputs there are copied to the GPU directly")
-        i = bisect.bisect_right(self._starts, start)
-        self._starts.insert(i, start)
-        self._ends.insert(i, end)
+        self._remember(self._starts, self._ends, start, end)
         return True
 
     def _tell(self, path: str, message: str) -> None:

@@ -11,10 +11,9 @@ def packed_size(images: Sequence) -> int:
     return sum(int(np.prod(img.shape)) for img in images)
 
 
-def pack_images(images: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
-    """Copy HWC uint8 images back to back into one flat uint8 buffer (``out`` if given, e.g. pinned)."""
-    total = packed_size(images)
-    flat = np.empty(total, np.uint8) if out is None else out[:total]
+def pack_images(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Copy HWC uint8 images back to back into one flat uint8 buffer."""
+    flat = np.empty(packed_size(images), np.uint8)
     start = 0
     for img in images:
         flat[start:start + img.size] = img.reshape(-1)

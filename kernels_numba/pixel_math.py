@@ -8,8 +8,11 @@ The antialiased path is separable (rows, then columns), as PIL computes it.
 import numpy as np
 from numba.extending import register_jitable
 
-# Parameter row layout, see geometry.py (numba needs the constants in this module).
+# Columns of the per-image parameter row that geometry.py fills (float64; offsets stay exact below 2**53
+# bytes). ROWS_START, ROW_LO and ROW_COUNT place the image's horizontally filtered rows (antialiased path)
+# in the row buffer.
 SCALE_Y, SCALE_X, OFFSET_Y, OFFSET_X, Y0, Y1, X0, X1, START, HEIGHT, WIDTH, ROWS_START, ROW_LO, ROW_COUNT = range(14)
+PARAM_COLUMNS = ROW_COUNT + 1
 # Rows of the normalisation table: out = pixel * SCALE + BIAS; PAD is the normalised pad pixel.
 NORM_SCALE, NORM_BIAS, NORM_PAD = range(3)
 

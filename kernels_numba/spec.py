@@ -73,15 +73,11 @@ class PreprocessSpec:
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, object]) -> "PreprocessSpec":
-        """Build a spec from Triton model-config parameters (``{"name": {"string_value": "..."}}`` or plain strings).
+        """Build a spec from Triton model-config parameters as ``{name: value}`` (values as strings or numbers).
 
         Unknown keys are ignored so that the config can hold other settings; absent keys keep defaults.
         """
-        values: dict[str, str] = {}
-        for key, value in parameters.items():
-            if isinstance(value, Mapping):
-                value = value.get("string_value", "")
-            values[key] = str(value)
+        values = {key: str(value) for key, value in parameters.items()}
         kwargs: dict[str, object] = {}
         for field in dataclasses.fields(cls):
             if field.name not in values:

@@ -42,6 +42,12 @@ class PhaseTimer:
             self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - start
             self._calls[name] = self._calls.get(name, 0) + 1
 
+    def count(self, name: str, calls: int) -> None:
+        """Add ``calls`` occurrences of an event that takes no time of its own (e.g. images copied one way)."""
+        if calls:
+            self._seconds[name] = self._seconds.get(name, 0.0)
+            self._calls[name] = self._calls.get(name, 0) + calls
+
     def totals(self) -> dict[str, tuple[float, int]]:
         """Seconds and calls per phase since the last flush."""
         return {name: (self._seconds[name], self._calls[name]) for name in self._seconds}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_runtime.torch_classifier import TorchCudaClassifier
+from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "model_repository" / "classifier" / "1" / "model.pt"
 

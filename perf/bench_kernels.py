@@ -8,7 +8,7 @@ at batch 1, 8 and 64, prints per-image times side by side, all measured in this 
   tv2       torchvision.transforms.v2.functional.resize(antialias=True) + normalise, on the GPU
   opencv    cv2.resize + normalise on the CPU, one thread per image over all cores
 and the host-inclusive time of one batch-1 call (launch + wait), direct launch vs numba's dispatcher.
-Run: python perf/bench_kernels.py [--json OUT.json]
+Run: python -m pixelserve.perf.bench_kernels [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from numba import cuda
 
-from kernels_numba import PreprocessSpec
-from kernels_numba.geometry import max_row_count
-from kernels_numba.gpu import CudaPreprocessor, row_bucket
+from pixelserve.kernels import PreprocessSpec
+from pixelserve.kernels.geometry import max_row_count
+from pixelserve.kernels.gpu import CudaPreprocessor, row_bucket
 
 H, W = 1080, 1920
 BATCHES = (1, 8, 64)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build .carry/ for perf/run_device.sh on a GPU machine whose Python (3.12) has torch, numba-cuda and
-# onnxruntime but no Triton: numpy 1.26.4 and python-rapidjson wheels, plus one tar.xz holding
+# onnxruntime but no Triton: numpy 1.26.4, python-rapidjson and setuptools wheels, plus one tar.xz holding
 # tritonserver 2.51 (from nvidia-pytriton: binary, Python backend, the 3.12 stub, caches, libraries
 # minus the bundled libpython), the tritonclient package and perf_analyzer (from tritonclient 2.51).
 # Run from the repository root after scripts/setup.sh. About 50 MB; .carry/ is git-ignored.
@@ -14,7 +14,7 @@ pip_download() {
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
     --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
-pip_download .carry numpy==1.26.4 python-rapidjson==1.25
+pip_download .carry numpy==1.26.4 python-rapidjson==1.25 setuptools==84.2.1  # setuptools: run_device.sh's editable install
 pip_download "$work" tritonclient==2.51.0
 (cd "$work" && unzip -q tritonclient-2.51.0-*.whl -d client)
 cp -r "$work/client/tritonclient-2.51.0.data/purelib/tritonclient" "$work/site/"

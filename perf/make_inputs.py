@@ -1,6 +1,6 @@
 """Write perf_analyzer input data (JSON) made of real photographs from scikit-image, resized to given sizes.
 
-Usage: python perf/make_inputs.py -o inputs.json [--size 1080x1920 ...] [--photos chelsea,coffee] [--count N]
+Usage: python -m pixelserve.perf.make_inputs -o inputs.json [--size 1080x1920 ...] [--photos chelsea,coffee] [--count N]
 
 Each entry of ``data`` is one request of batch 1: ``{"images": {"content": ..., "shape": [H, W, 3]}}``.
 The shape excludes the batch dimension (perf_analyzer adds it from ``-b``); ``content`` is either the flat

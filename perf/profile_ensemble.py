@@ -2,7 +2,7 @@
 statistics and the models' own phase timers (pixelserve_phase_seconds_total) read before and after.
 
 Usage (server already running, e.g. started by perf/run_device.sh):
-  python perf/profile_ensemble.py --model image_classifier --grpc 127.0.0.1:8001 --metrics 127.0.0.1:8002 \
+  python -m pixelserve.perf.profile_ensemble --model image_classifier --grpc 127.0.0.1:8001 --metrics 127.0.0.1:8002 \
       --points none:1,system:1,system:32 --sizes 480x640,1080x1920 --output perf/results/h100/profile.md
 
 For every point (shared-memory mode : concurrency) it writes perf_analyzer's CSV beside the output
@@ -22,10 +22,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf/ is a folder of scripts, not a package
-import make_inputs  # noqa: E402
-import perf_csv  # noqa: E402
-import run_perf  # noqa: E402
+from . import make_inputs, perf_config, perf_csv, run_perf
 
 PHASE_RE = re.compile(r'^pixelserve_phase_(seconds|calls)_total\{model="([^"]+)",phase="([^"]+)"\} (\S+)$', re.M)
 GPU_UTIL_RE = re.compile(r'^nv_gpu_utilization\{[^}]*\} (\S+)$', re.M)
@@ -84,7 +81,7 @@ class GpuUtilisationSampler(threading.Thread):
 
 def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path: Path) -> dict:
     """Run one perf_analyzer measurement and return its summary, stage deltas and phase deltas."""
-    config = run_perf.perf_config.RunConfig(model=args.model, measurement_interval_ms=args.interval)
+    config = perf_config.RunConfig(model=args.model, measurement_interval_ms=args.interval)
     before_stats, before_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     sampler = GpuUtilisationSampler(args.metrics)
     sampler.start()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [bench] [served] [ensemble]
+# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble]
 # `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
-# and the Python-backend floor models; it needs model_repository/classifier/1/model.pt carried too.
-# .carry/ holds what the device image lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need numpy<2)
+# and the Python-backend floor models. The torch flavour needs model_repository/classifier/1/model.pt carried
+# (python -m pixelserve.build.build_classifier --flavour torch writes it on a CPU host).
+# .carry/ holds what the device image lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need numpy<2), setuptools
 # and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer (see perf/README.md).
 set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
@@ -13,15 +14,19 @@ if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
-export PYTHONPATH="/tmp/site:$PWD" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+# The project as `pixelserve.*`, editable, offline: setuptools comes from the carried wheel in /tmp/site.
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 python3 -c "import numpy, numba, numba_cuda, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'torch', torch.__version__)"
 python3 -c "import cupy; print('cupy', cupy.__version__)" || echo "cupy unusable here: the runner falls back to torch"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 
-if [ -f model_repository/classifier/1/model.pt ] && [ ! -f model_repository/classifier/1/model.onnx ]; then
-  # The GPU machine has no pretrained package: the ONNX (reference, CPU flavour) is exported from model.pt.
-  python3 build/export_onnx.py --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -2
-  python3 build/classifier_config.py --flavour torch > model_repository/classifier/config.pbtxt
+if [ -f model_repository/classifier/1/model.pt ]; then
+  # The GPU machine has no pretrained package: serve the carried weights, and export the ONNX reference
+  # (used by the tests and the CPU flavour) from the same weights.
+  python3 -m pixelserve.build.build_classifier --flavour torch --weights model_repository/classifier/1/model.pt | tail -1
+  [ -f model_repository/classifier/1/model.onnx ] || python3 -m pixelserve.build.export_onnx \
+    --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -1
 fi
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
@@ -30,15 +35,15 @@ if [[ $stages == *tests* ]]; then
 fi
 if [[ $stages == *classifier* ]]; then
   echo "=== torch classifier: GPU time per batch bucket, NHWC vs NCHW"
-  python3 perf/bench_classifier.py 2>&1 | tee /tmp/results/bench_classifier.md | grep '^|'
+  python3 -m pixelserve.perf.bench_classifier 2>&1 | tee /tmp/results/bench_classifier.md | grep '^|'
 fi
 if [[ $stages == *bench* ]]; then
   echo "=== kernel benchmark"
-  python3 perf/bench_kernels.py --json "$OUT/bench_kernels.json" 2>&1 | tee "$OUT/bench_kernels.log" | grep -v '^{'
+  python3 -m pixelserve.perf.bench_kernels --json "$OUT/bench_kernels.json" 2>&1 | tee "$OUT/bench_kernels.log" | grep -v '^{'
 fi
 if [[ $stages == *served* ]]; then
   echo "=== served benchmark: preprocess vs peers, perf_analyzer over gRPC"
-  python3 -m triton_local --model-repository model_repository --model-repository perf/peer_models \
+  python3 -m pixelserve.triton_local --model-repository model_repository --model-repository perf/peer_models \
     --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
     --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv \
     --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
@@ -46,8 +51,8 @@ if [[ $stages == *served* ]]; then
   # RUNS: model:instances pairs; the shipped config's count is what `model:` alone measures.
   for run in ${RUNS:-preprocess: preprocess_torch: preprocess_opencv:}; do
     model="${run%%:*}" count="${run#*:}"
-    [ -n "$count" ] && python3 perf/set_instances.py "$model" "$count"
-    python3 perf/run_perf.py --config h100_preprocess --model "$model" --url 127.0.0.1:8001 \
+    [ -n "$count" ] && python3 -m pixelserve.perf.set_instances "$model" "$count"
+    python3 -m pixelserve.perf.run_perf --config h100_preprocess --model "$model" --url 127.0.0.1:8001 \
       --measurement-interval "${INTERVAL_MS:-2000}" --concurrency "${CONCURRENCY:-1,8,16,32}" \
       --shared-memory "${SHM:-none,system,cuda}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -16
   done
@@ -55,21 +60,23 @@ if [[ $stages == *served* ]]; then
 fi
 if [[ $stages == *ensemble* ]]; then
   echo "=== ensemble profile: image_classifier vs the all-torch peer vs the floor models"
-  python3 -m triton_local --model-repository model_repository --model-repository perf/peer_models \
+  python3 -m pixelserve.triton_local --model-repository model_repository --model-repository perf/peer_models \
     --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
   for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
-  profile() { python3 perf/profile_ensemble.py --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$1.md" --model "$2" --points "$3" --title "$1" | grep -E ': [0-9]+/s p50'; }
-  # PROFILES: name:model:points;... (points = mode:concurrency,...), after optional `set` steps (model=count[,k=v])
-  IFS=';' read -ra steps <<< "${PROFILES:-ours-1x1:image_classifier:none:1,system:1,system:16,system:64,cuda:1,cuda:64;peer-1x1:image_classifier_torch:system:1,system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
+  profile() { python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$1.md" \
+    --model "$2" --points "$3" --title "$1" | grep -E ': [0-9]+/s p50|perf_analyzer exit'; }
+  # PROFILES: steps separated by ';': name:model:points (points = mode:concurrency,...), or
+  # set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters, queue delay.
+  IFS=';' read -ra steps <<< "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
   for step in "${steps[@]}"; do
-    if [[ $step == set:* ]]; then  # set:model=count[,key=value...][,delay=us]
+    if [[ $step == set:* ]]; then
       spec="${step#set:}" model="${spec%%=*}" rest="${spec#*=}" count="${rest%%,*}" params=()
       [[ $rest == *,* ]] && for kv in $(tr , ' ' <<< "${rest#*,}"); do
         if [[ $kv == delay=* ]]; then params+=(--queue-delay-us "${kv#delay=}"); else params+=(--parameter "$kv"); fi
       done
-      python3 perf/set_instances.py "$model" "$count" "${params[@]}"
+      python3 -m pixelserve.perf.set_instances "$model" "$count" "${params[@]}"
       continue
     fi
     IFS=':' read -r name model points <<< "$step"
@@ -77,6 +84,7 @@ if [[ $stages == *ensemble* ]]; then
     tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
+  cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .

@@ -1,9 +1,9 @@
 """Measure a model of the repository with perf_analyzer on real photos; print and save the results.
 
 Usage:
-  python perf/run_perf.py --config cpu_smoke                 # a named run from perf/configs/
-  python perf/run_perf.py --config h100_preprocess --url 127.0.0.1:8001   # against a running server
-  python perf/run_perf.py --model preprocess --sizes 480x640 --concurrency 1,4 --shared-memory none,system
+  python -m pixelserve.perf.run_perf --config cpu_smoke                 # a named run from perf/configs/
+  python -m pixelserve.perf.run_perf --config h100_preprocess --url 127.0.0.1:8001   # against a running server
+  python -m pixelserve.perf.run_perf --model preprocess --sizes 480x640 --concurrency 1,4 --shared-memory none,system
 
 Without --url it starts tritonserver 2.51 (triton_local) on model_repository/ plus any --repository,
 runs perf_analyzer once per (shared-memory mode, concurrency entry), prints throughput and latency
@@ -21,11 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf/ is a folder of scripts, not a package
-import machine_info  # noqa: E402
-import make_inputs  # noqa: E402
-import perf_config  # noqa: E402
-import perf_csv  # noqa: E402
+from . import machine_info, make_inputs, perf_config, perf_csv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "perf" / "results"
@@ -80,7 +76,7 @@ def server_version(url: str, protocol: str) -> str:
 
 def run_perf_analyzer(args: list[str]) -> tuple[int, str, str]:
     """Run perf_analyzer with ``args``; return (exit status, combined output, the command as a shell line)."""
-    from triton_local import perf_analyzer_command
+    from pixelserve.triton_local import perf_analyzer_command
 
     argv, env = perf_analyzer_command(args)
     result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -192,7 +188,7 @@ def serving(config: perf_config.RunConfig, url: str | None):
     if url:
         yield url
         return
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     # Relative paths in a config file are relative to the repository root.
     repositories = [REPO_ROOT / "model_repository"] + [REPO_ROOT / r for r in config.extra_repositories]
@@ -212,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         input_file = workdir / "inputs.json"
         inputs_args = make_inputs_args(config, input_file)
         if args.dry_run:
-            print(shlex.join(["python", "perf/make_inputs.py", *make_inputs_args(config, Path("inputs.json"))]))
+            print(shlex.join(["python", "-m", "pixelserve.perf.make_inputs", *make_inputs_args(config, Path("inputs.json"))]))
             for mode in config.shared_memory:
                 for conc in config.concurrency_ranges():
                     pa_args = perf_analyzer_args(config, args.url or "SERVER", Path("inputs.json"), mode, conc, Path("out.csv"))
@@ -227,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             rows, commands, notes, failures = measure(config, url, input_file, workdir, log)
         facts = {
             "date": started.isoformat(timespec="seconds"),
-            "run": shlex.join(["python", "perf/run_perf.py", *(sys.argv[1:] if argv is None else argv)]),
+            "run": shlex.join(["python", "-m", "pixelserve.perf.run_perf", *(sys.argv[1:] if argv is None else argv)]),
             **machine_info.describe(),
             "server": f"tritonserver {version} at {url}" + (" (started by run_perf, triton_local)" if not args.url else ""),
             "model": config.model,
             "protocol": config.protocol,
             "batch size": str(config.batch_size),
-            "inputs": shlex.join(["python", "perf/make_inputs.py", *inputs_args]).replace(str(input_file), "inputs.json"),
+            "inputs": shlex.join(["python", "-m", "pixelserve.perf.make_inputs", *inputs_args]).replace(str(input_file), "inputs.json"),
             "window": f"{config.measurement_interval_ms} ms, stability {config.stability_percentage:g} %, max trials {config.max_trials}",
         }
         commands = [c.replace(str(input_file), "inputs.json").replace(str(workdir) + "/", "") for c in commands]

@@ -1,9 +1,9 @@
 """Multi-GPU scaling of one Triton server: throughput with 1..N GPUs visible, and efficiency against one GPU.
 
 Usage:
-  python perf/scaling.py --max-gpus 8                        # GPU counts 1,2,4,8
-  python perf/scaling.py --max-gpus 8 --dry-run              # the plan and generated configs, nothing started
-  python perf/scaling.py --max-gpus 4 --counts 1,2,3,4 --concurrency-per-gpu 32,64 --model image_classifier
+  python -m pixelserve.perf.scaling --max-gpus 8                        # GPU counts 1,2,4,8
+  python -m pixelserve.perf.scaling --max-gpus 8 --dry-run              # the plan and generated configs, nothing started
+  python -m pixelserve.perf.scaling --max-gpus 4 --counts 1,2,3,4 --concurrency-per-gpu 32,64 --model image_classifier
 
 For each GPU count n: build/place_instances.py places the instances on GPUs 0..n-1 in a copy of the
 repository; tritonserver starts on it with CUDA_VISIBLE_DEVICES set to the first n visible GPUs, loading
@@ -25,18 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from pixelserve.build import model_config, place_instances
+
+from . import machine_info, make_inputs, perf_config, perf_csv, run_perf, scaling_report
+
 PERF_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PERF_DIR.parent
-sys.path.insert(0, str(PERF_DIR))  # perf/ is a folder of scripts, not a package
-sys.path.append(str(REPO_ROOT / "build"))  # so is build/ (appended: it must not shadow perf/ or PyPI names)
-import machine_info  # noqa: E402
-import make_inputs  # noqa: E402
-import perf_config  # noqa: E402
-import place_instances  # noqa: E402
-import pbtxt_fields  # noqa: E402
-import perf_csv  # noqa: E402
-import run_perf  # noqa: E402
-import scaling_report  # noqa: E402
 
 FRAME_SIZE = "1080x1920"
 # perf_analyzer is a single client: its CUDA shared-memory regions sit on one GPU, and the Python backend
@@ -153,16 +147,18 @@ def prepare_step(args: argparse.Namespace, gpus: int, devices: list[str], workdi
 
 
 def instance_group_text(step: Step, model: str) -> str:
-    """The instance_group block exactly as written in ``model``'s generated config.pbtxt."""
-    text = (step.repository / model / place_instances.CONFIG_NAME).read_text()
-    return "\n".join(text[start:end] for start, end in pbtxt_fields.field_spans(text, "instance_group"))
+    """The instance_group entries of ``model``'s generated config.pbtxt, in config text."""
+    config = model_config.read_config(step.repository / model / place_instances.CONFIG_NAME)
+    groups = type(config)()
+    groups.instance_group.extend(config.instance_group)
+    return model_config.config_text(groups, []).rstrip("\n")
 
 
 def step_commands(step: Step, input_file: Path) -> list[str]:
     """The placement, server and perf_analyzer command lines of one step (paths shown relative)."""
     name = step.repository.name
     lines = [
-        shlex.join(["python", "build/place_instances.py", "--gpus", ",".join(map(str, range(step.gpus))), "--output", name]),
+        shlex.join(["python", "-m", "pixelserve.build.place_instances", "--gpus", ",".join(map(str, range(step.gpus))), "--output", name]),
         f"CUDA_VISIBLE_DEVICES={step.devices} "
         + shlex.join(["tritonserver", f"--model-repository={name}", *step.config.server_args]),
     ]
@@ -206,7 +202,7 @@ def loaded_placement(url: str, models: list[str]) -> str:
 
 def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout: float):
     """Serve ``step`` and measure it; return (best ScalingPoint or None, commands, notes, server version)."""
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": step.devices}
     server = LocalTritonServer([step.repository], extra_args=step.config.server_args, env=env,
@@ -263,7 +259,7 @@ def inputs_plan(config: perf_config.RunConfig, workdir: Path) -> tuple[Path, lis
     """(input file, make_inputs.py arguments, the command as shown) for the photos every step sends."""
     input_file = workdir / "inputs.json"
     inputs_args = run_perf.make_inputs_args(config, input_file)
-    shown = shlex.join(["python", "perf/make_inputs.py", *inputs_args]).replace(str(input_file), "inputs.json")
+    shown = shlex.join(["python", "-m", "pixelserve.perf.make_inputs", *inputs_args]).replace(str(input_file), "inputs.json")
     return input_file, inputs_args, shown
 
 
@@ -297,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(steps, inputs_plan(steps[0].config, workdir)[2])
             return 0
         facts = {
-            "run": shlex.join(["python", "perf/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
+            "run": shlex.join(["python", "-m", "pixelserve.perf.scaling", *(sys.argv[1:] if argv is None else argv)]),
             **machine_info.describe(),
             "nvidia-smi -L": f"{len(listed)} GPU(s)",
             "model": args.model,

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import perf_csv
-import scaling_plot
+from . import perf_csv, scaling_plot
 
 COLUMNS = ["gpus", "cuda_visible_devices", "concurrency", "throughput_infer_s", "per_gpu_infer_s", "ideal_infer_s",
            "efficiency", "p50_ms", "p99_ms", "placement"]  # fmt: skip
@@ -79,7 +78,7 @@ def markdown(points: Sequence[ScalingPoint], facts: dict[str, str], commands: Se
 
 def write_results(stem: Path, points: Sequence[ScalingPoint], facts: dict[str, str], commands: Sequence[str],
                   notes: Sequence[str], title: str = "scaling") -> list[Path]:  # fmt: skip
-    """Write ``stem``.csv, the plot (``stem``.png, or .svg without matplotlib) and ``stem``.md; return their paths."""
+    """Write ``stem``.csv, the plot (``stem``.png) and ``stem``.md; return their paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(stem.with_suffix(".csv"), points)
     plot_path = scaling_plot.write_plot(stem, points, efficiencies(points), title)

@@ -1,6 +1,6 @@
 """Reload a model on a running server with another instance count (config override, nothing on disk changes).
 
-Usage: python perf/set_instances.py MODEL COUNT [--parameter KEY=VALUE ...] [--url 127.0.0.1:8001]
+Usage: python -m pixelserve.perf.set_instances MODEL COUNT [--parameter KEY=VALUE ...] [--queue-delay-us US] [--url 127.0.0.1:8001]
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import skimage.data
 from PIL import Image
 
-from client.classify import main as classify
-from triton_local import LocalTritonServer
+from pixelserve.client.classify import main as classify
+from pixelserve.triton_local import LocalTritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")

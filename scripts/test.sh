@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/python build/build_classifier.py
+.venv/bin/python -m pixelserve.build.build_classifier
 exec .venv/bin/python -m pytest "$@"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,17 +31,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A seeded generator: PIXELSERVE_TEST_SEED, else a fixed seed per test. The seed is printed, so a failing
+    test's captured output names it (rerun with PIXELSERVE_TEST_SEED=<seed>)."""
+    seed = int(os.environ.get("PIXELSERVE_TEST_SEED") or zlib.crc32(request.node.nodeid.encode()))
+    print(f"numpy random seed: {seed} (rerun with PIXELSERVE_TEST_SEED={seed})")
+    return np.random.default_rng(seed)
+
+
 def ensure_classifier_built() -> None:
     """Build the classifier flavour this host supports if the repository does not have one yet."""
     version_dir = MODEL_REPOSITORY / "classifier" / "1"
-    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()):
-        subprocess.run([sys.executable, str(REPO_ROOT / "build" / "build_classifier.py")], cwd=REPO_ROOT, check=True)
+    configs = [MODEL_REPOSITORY / model / "config.pbtxt" for model in ("classifier", "image_classifier")]
+    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()) or not all(c.exists() for c in configs):
+        subprocess.run([sys.executable, "-m", "pixelserve.build.build_classifier"], cwd=REPO_ROOT, check=True)
 
 
 @pytest.fixture(scope="session")
 def triton_server():
     """A real tritonserver on the shipped model repository (not a copy), on free loopback ports."""
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
     server = LocalTritonServer([MODEL_REPOSITORY])
@@ -57,5 +69,5 @@ def fp32_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if FP32_ONNX.is_file():
         return FP32_ONNX
     output = tmp_path_factory.mktemp("onnx") / "efficientnet_lite0.onnx"
-    subprocess.run([sys.executable, str(REPO_ROOT / "build" / "export_onnx.py"), "--output", str(output)], check=True)
+    subprocess.run([sys.executable, "-m", "pixelserve.build.export_onnx", "--output", str(output)], check=True)
     return output

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import skimage.data
 
-PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket")
+from pixelserve.build.reference_images import PHOTO_NAMES, load_photo as photo
 
-
-def photo(name: str) -> np.ndarray:
-    """A real RGB photograph from ``skimage.data`` as HWC uint8."""
-    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+__all__ = ["PHOTO_NAMES", "photo", "photo_at", "random_image"]
 
 
 def photo_at(name: str, height: int, width: int) -> np.ndarray:

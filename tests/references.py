@@ -1,4 +1,4 @@
-"""Independent references for the preprocessing: torch / OpenCV resizes, normalised in float64.
+"""Independent references for the preprocessing: torch / OpenCV resizes, normalised in float64, and PIL.
 
 torch's float64 bilinear computes tap positions in float64, so it is the default reference; OpenCV
 computes them in float32 even for float64 images (about 0.03 of a level off at 4000-pixel widths) and
@@ -10,20 +10,13 @@ import cv2
 import numpy as np
 import torch
 
-from kernels_numba import PreprocessSpec
+from pixelserve.build.reference_images import normalise, pil_preprocess, pil_resized, torchvision_resize_size
+from pixelserve.kernels import PreprocessSpec
 
-
-def torchvision_resize_size(height: int, width: int, shorter: int) -> tuple[int, int]:
-    """torchvision ``Resize(shorter)`` output size (long side truncated), written independently here."""
-    if width <= height:
-        return int(shorter * height / width), shorter
-    return shorter, int(shorter * width / height)
-
-
-def normalise(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """float64 HWC in [0, 255] -> float64 CHW, (x / 255 - mean) / std."""
-    out = (rgb / 255.0 - np.array(spec.mean)) / np.array(spec.std)
-    return out.transpose(2, 0, 1)
+# The PIL reference (pil_resized, pil_preprocess) is the one in pixelserve.build.reference_images, which the
+# ONNX export check uses too; it is re-exported here beside the torch / OpenCV / numpy ones.
+__all__ = ["cv2_resize", "denormalise", "normalise", "numpy_crop_resize", "pil_preprocess", "pil_resized",
+           "reference_preprocess", "torch_resize", "torchvision_resize_size"]
 
 
 def cv2_resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -89,34 +82,6 @@ def reference_preprocess(image: np.ndarray, spec: PreprocessSpec, resize=torch_r
         top, left = (oh - new_h) // 2, (ow - new_w) // 2
         resized[top:top + new_h, left:left + new_w] = resize(rgb, new_h, new_w)
     return normalise(resized, spec)
-
-
-def pil_resized(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """uint8 HWC RGB: PIL ``Image.resize(BILINEAR)`` (antialiased) + the spec's crop or letterbox."""
-    from PIL import Image
-
-    rgb = image[..., ::-1] if spec.input_order == "BGR" else image
-    pil = Image.fromarray(np.ascontiguousarray(rgb))
-    h, w = rgb.shape[:2]
-    oh, ow = spec.out_height, spec.out_width
-    if spec.resize_mode == "stretch":
-        return np.asarray(pil.resize((ow, oh), Image.BILINEAR))
-    if spec.resize_mode == "shorter_side_crop":
-        shorter = int(round(min(oh, ow) / spec.crop_fraction))
-        new_h, new_w = torchvision_resize_size(h, w, shorter)
-        top, left = int(round((new_h - oh) / 2.0)), int(round((new_w - ow) / 2.0))
-        return np.asarray(pil.resize((new_w, new_h), Image.BILINEAR).crop((left, top, left + ow, top + oh)))
-    scale = min(oh / h, ow / w)
-    new_h = min(oh, max(1, int(round(h * scale))))
-    new_w = min(ow, max(1, int(round(w * scale))))
-    canvas = Image.new("RGB", (ow, oh), (int(spec.pad_value),) * 3)
-    canvas.paste(pil.resize((new_w, new_h), Image.BILINEAR), ((ow - new_w) // 2, (oh - new_h) // 2))
-    return np.asarray(canvas)
-
-
-def pil_preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """float64 [3, H, W]: PIL-resized image normalised like the kernels (the training-time pipeline)."""
-    return normalise(pil_resized(image, spec).astype(np.float64), spec)
 
 
 def denormalise(chw: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

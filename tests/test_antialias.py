@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import HAS_GPU
 from images import PHOTO_NAMES, photo_at, random_image
-from kernels_numba import PreprocessSpec, preprocess_cpu
+
+from pixelserve.kernels import PreprocessSpec, preprocess_cpu
 from references import denormalise, pil_resized
 
 RESOLUTIONS = {"480p": (480, 854), "1080p": (1080, 1920), "4K": (2160, 3840)}
@@ -48,8 +48,8 @@ def test_cpu_antialias_matches_pil_on_real_photos(spec_name, resolution):
     assert_pil_parity(preprocess_cpu(images, spec, out=poisoned(len(images), spec)), images, spec)
 
 
-def test_cpu_antialias_matches_pil_when_upscaling_and_on_odd_sizes():
-    spec, rng = AA_SPECS["stretch"], np.random.default_rng()
+def test_cpu_antialias_matches_pil_when_upscaling_and_on_odd_sizes(rng):
+    spec = AA_SPECS["stretch"]
     images = [photo_at("coffee", 100, 150), random_image(rng, 3, 5), random_image(rng, 1, 300), random_image(rng, 37, 1)]
     assert_pil_parity(preprocess_cpu(images, spec, out=poisoned(len(images), spec)), images, spec)
 
@@ -62,13 +62,13 @@ def test_antialias_differs_from_plain_bilinear_when_downscaling():
     assert np.abs(plain - smooth).max() > 0.1
 
 
-def test_cuda_antialias_small_images_match_pil():
+def test_cuda_antialias_small_images_match_pil(rng):
     """On the GPU when there is one, under the CUDA simulator otherwise."""
     from numba import cuda
 
-    from kernels_numba import preprocess_cuda
+    from pixelserve.kernels import preprocess_cuda
 
-    spec, rng = PreprocessSpec(antialias=True, resize_mode="stretch", out_height=7, out_width=9), np.random.default_rng()
+    spec = PreprocessSpec(antialias=True, resize_mode="stretch", out_height=7, out_width=9)
     images = [random_image(rng, 40, 31), random_image(rng, 3, 5), random_image(rng, 1, 50)]
     out = cuda.to_device(poisoned(len(images), spec))
     preprocess_cuda(images, spec, out=out)
@@ -81,7 +81,7 @@ def test_cuda_antialias_small_images_match_pil():
 def test_cuda_antialias_matches_pil_on_real_photos(spec_name, resolution):
     from numba import cuda
 
-    from kernels_numba import preprocess_cuda
+    from pixelserve.kernels import preprocess_cuda
 
     spec = AA_SPECS[spec_name]
     images = [photo_at(name, *RESOLUTIONS[resolution]) for name in PHOTO_NAMES]

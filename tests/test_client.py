@@ -12,10 +12,10 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from client import ImageClassifierClient, ImageReadError, InvalidImage, Prediction, load_image, parse_classification
-from client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, main
-from client.files import expand_path
-from triton_local import free_port
+from pixelserve.client import ImageClassifierClient, ImageReadError, InvalidImage, Prediction, load_image, parse_classification
+from pixelserve.client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, main
+from pixelserve.client.files import expand_path
+from pixelserve.triton_local import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTOCOLS = ("http", "grpc")

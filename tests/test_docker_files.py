@@ -96,15 +96,20 @@ def test_dockerfile_from_uses_the_release_argument_without_a_default():
 
 
 def test_dockerfile_serves_models_with_sized_pools_and_the_local_backend_config():
-    from triton_local.server import DEFAULT_BACKEND_CONFIG
+    from pixelserve.triton_local import launch
+    from pixelserve.triton_local.server import DEFAULT_BACKEND_CONFIG
 
     instructions = dict(dockerfile_instructions())  # last of each kind; there is one CMD
     command = json.loads(instructions["CMD"])  # exec form is a JSON array
-    assert command[0] == "tritonserver" and "--model-repository=/models" in command
+    assert command[0] == "pixelserve-tritonserver" and "--model-repository=/models" in command
+    assert "pixelserve-tritonserver" in _pyproject()["project"]["scripts"]
     pool = next(arg for arg in command if arg.startswith("--cuda-memory-pool-byte-size=0:"))
     assert int(pool.split(":")[1]) >= 256 * 2**20
-    for setting in DEFAULT_BACKEND_CONFIG:  # the same Python-backend shm sizing as the local server
-        assert f"--backend-config={setting}" in command
+    served = launch.command(command[1:])  # what the entry point execs: the local server's shm sizing
+    assert served[0] == "tritonserver" and served[-len(command) + 1:] == command[1:]
+    for setting in DEFAULT_BACKEND_CONFIG:
+        assert f"--backend-config={setting}" in served
+    assert not any(arg.startswith("--backend-config=python") for arg in command), "shm sizes belong to triton_local"
     assert "NUMBA_CACHE_DIR=" in (DOCKER / "Dockerfile").read_text()
 
 
@@ -118,6 +123,13 @@ def test_dockerfile_copies_existing_paths_that_the_ignore_file_lets_through():
         for source in sources:
             assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
             assert source.rstrip("/") in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    with open(REPO_ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import HAS_GPU, MODEL_REPOSITORY
 from images import photo, photo_at
-from kernels_numba import PreprocessSpec, preprocess_cpu
+
+from pixelserve.kernels import PreprocessSpec, preprocess_cpu
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 GPU_REPOSITORY = Path(__file__).parent / "gpu_repository"
@@ -23,7 +24,7 @@ MODELS = ("preprocess", "gpu_consumer", "preprocess_then_gpu_consumer")
 def gpu_server():
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     args = ["--model-control-mode=explicit", *[f"--load-model={m}" for m in MODELS],
             "--cuda-memory-pool-byte-size=0:268435456"]

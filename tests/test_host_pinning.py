@@ -5,7 +5,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from kernels_numba.host_pinning import SharedMemoryPinner, mapping_of
+from pixelserve.kernels.host_pinning import SharedMemoryPinner, mapping_of
 
 
 def test_input_in_shared_memory_registers_its_whole_mapping_once():

@@ -13,19 +13,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from pixelserve.build import classifier_config, export_onnx, prepare_onnx, reference_images
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build"
-sys.path.insert(0, str(BUILD_DIR))  # build/ holds scripts, not a package (PyPI "build" owns that name)
-
-import classifier_config  # noqa: E402
-import export_onnx  # noqa: E402
-import prepare_onnx  # noqa: E402
-import reference_images  # noqa: E402
-
 
 def _run_script(name: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(BUILD_DIR / name), *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", f"pixelserve.build.{name}", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True
     )
 
 
@@ -33,7 +28,7 @@ def _run_script(name: str, *args) -> subprocess.CompletedProcess:
 def exported(tmp_path_factory):
     """Run build/export_onnx.py once into a temp dir; yield (path, completed process)."""
     path = tmp_path_factory.mktemp("onnx") / "efficientnet_lite0.onnx"
-    result = _run_script("export_onnx.py", "--output", path)
+    result = _run_script("export_onnx", "--output", path)
     assert result.returncode == 0, result.stdout + result.stderr
     return path, result
 
@@ -97,9 +92,9 @@ def test_known_photos_get_their_imagenet_class(exported, photos):
 def test_dynamic_batch_up_to_max_batch_size(exported, photos):
     path, _ = exported
     single = _ort_logits(path, photos[:1])
-    batch = np.repeat(photos[:1], classifier_config.MAX_BATCH_SIZE, axis=0)
+    batch = np.repeat(photos[:1], classifier_config.max_batch_size(), axis=0)
     batched = _ort_logits(path, batch)
-    assert batched.shape == (classifier_config.MAX_BATCH_SIZE, 1000)
+    assert batched.shape == (classifier_config.max_batch_size(), 1000)
     np.testing.assert_allclose(batched, np.repeat(single, len(batch), axis=0), rtol=1e-4, atol=1e-4)
 
 
@@ -218,7 +213,7 @@ def test_build_classifier_installs_the_export(exported, tmp_path):
     path, _ = exported
     model_dir = tmp_path / "classifier"
     result = _run_script(
-        "build_classifier.py", "--flavour", "onnxruntime", "--artifacts-dir", path.parent, "--model-dir", model_dir
+        "build_classifier", "--flavour", "onnxruntime", "--artifacts-dir", path.parent, "--model-dir", model_dir
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "flavour: onnxruntime (requested with --flavour onnxruntime)" in result.stdout
@@ -230,7 +225,7 @@ def test_build_classifier_serves_a_foreign_onnx(tmp_path):
     _, src = _export_tiny(tmp_path / "foreign.onnx")
     model_dir = tmp_path / "classifier"
     result = _run_script(
-        "build_classifier.py", "--onnx", src, "--artifacts-dir", tmp_path / "art", "--model-dir", model_dir
+        "build_classifier", "--onnx", src, "--artifacts-dir", tmp_path / "art", "--model-dir", model_dir
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "input 'data' -> 'pixels'" in result.stdout
@@ -242,7 +237,7 @@ def test_build_classifier_serves_a_foreign_onnx(tmp_path):
 def test_build_classifier_fails_clearly_on_a_bad_onnx(tmp_path):
     _, src = _export_tiny(tmp_path / "gray.onnx", channels=1)
     result = _run_script(
-        "build_classifier.py", "--onnx", src, "--artifacts-dir", tmp_path, "--model-dir", tmp_path / "c"
+        "build_classifier", "--onnx", src, "--artifacts-dir", tmp_path, "--model-dir", tmp_path / "c"
     )
     assert result.returncode == 1
     assert "build_classifier:" in result.stderr and "channels" in result.stderr

@@ -4,18 +4,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pixelserve.perf import make_inputs, perf_config, perf_csv, run_perf
+
 PERF_DIR = Path(__file__).resolve().parent.parent / "perf"
-sys.path.insert(0, str(PERF_DIR))  # perf/ holds scripts, not a package
-import make_inputs  # noqa: E402
-import perf_config  # noqa: E402
-import perf_csv  # noqa: E402
-import run_perf  # noqa: E402
 
 # perf_analyzer 2.51's -f CSV with --verbose-csv, as written on this project's CPU machine.
 SAMPLE_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait

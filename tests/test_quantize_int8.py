@@ -7,20 +7,16 @@ against TensorRT's Q/DQ rules and the Q/DQ model's answers against FP32 in ONNX 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "build"))
+from pixelserve.build import calibration_images, model_agreement, quantize_int8
+from pixelserve.build.settings_file import add_settings_flags, load_settings
 
-import calibration_images  # noqa: E402
-import model_agreement  # noqa: E402
-import quantize_int8  # noqa: E402
-from settings_file import add_settings_flags, load_settings  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PREPROCESS_CONFIG = REPO / "model_repository" / "preprocess" / "config.pbtxt"
 CALIBRATION_VIEWS = 32  # the shipped setting is larger; 32 keeps this test at a few seconds of calibration

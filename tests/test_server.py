@@ -19,15 +19,16 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import MODEL_REPOSITORY
-from images import photo, photo_at
-from kernels_numba import PreprocessSpec
+from images import PHOTO_NAMES, photo, photo_at
+
+from pixelserve.build.reference_images import EXPECTED_TOP1
+from pixelserve.kernels import PreprocessSpec
 from references import pil_preprocess, reference_preprocess
 
 pytestmark = pytest.mark.server
 
 MODEL = "image_classifier"
 CLIENTS = {"http": httpclient, "grpc": grpcclient}
-EXPECTED_TOP1 = {"chelsea": set(range(281, 286)), "coffee": {967}}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_real_photos_are_classified(triton_server, protocol):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predictions_match_onnxruntime_on_reference_preprocessing(triton_server, protocol, onnx_logits, logit_atol):
     client = make_client(triton_server, protocol)
-    images = [photo(n) for n in ("chelsea", "coffee", "astronaut", "rocket")] + [photo_at("chelsea", 1080, 1920)]
+    images = [photo(n) for n in PHOTO_NAMES] + [photo_at("chelsea", 1080, 1920)]
     expected = onnx_logits(images)
     for image, reference in zip(images, expected):
         got = infer(client, protocol, image[None]).as_numpy("predictions")[0]
@@ -94,7 +95,7 @@ def test_top1_agrees_with_pil_pipeline_at_camera_resolutions(triton_server, reso
     """The whole ensemble vs ONNX Runtime on PIL-preprocessed photos (the training-time pipeline)."""
     spec = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
     session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"))
-    images = [photo_at(n, *resolution) for n in ("chelsea", "coffee", "astronaut", "rocket")]
+    images = [photo_at(n, *resolution) for n in PHOTO_NAMES]
     pil_batch = np.stack([pil_preprocess(img, spec) for img in images]).astype(np.float32)
     expected = session.run(None, {session.get_inputs()[0].name: pil_batch})[0].argmax(1)
     client = httpclient.InferenceServerClient(triton_server.http_url)
@@ -117,8 +118,7 @@ def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logi
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     sizes = [(2160, 3840), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
-    names = ["chelsea", "coffee", "astronaut", "rocket"]
-    images = [photo_at(names[i % 4], h, w) for i, (h, w) in enumerate(sizes * 2)]
+    images = [photo_at(PHOTO_NAMES[i % len(PHOTO_NAMES)], h, w) for i, (h, w) in enumerate(sizes * 2)]
     inputs = []
     for image in images:
         inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
@@ -174,23 +174,35 @@ def test_bad_input_gets_clear_error_and_server_keeps_serving(triton_server, prot
 
 
 def test_bad_request_in_a_batch_does_not_fail_its_neighbours(triton_server):
-    """A bad image batched with good ones gets its error; the good ones get their answers."""
-    client = httpclient.InferenceServerClient(triton_server.http_url, concurrency=8)
-    good = [photo_at("coffee", 720, 1280)] * 6
-    pending = []
-    for i, image in enumerate(good):
-        inp = httpclient.InferInput("images", [1, *image.shape], "UINT8")
+    """A bad image sent amid good ones while they are batched gets its error; the good ones get their answers.
+
+    As in the batching test above, a 4K frame goes first so that the rest queue up behind it; the
+    preprocess statistics must then show fewer executions than requests, i.e. requests shared a batch.
+    """
+    import queue
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    good = [photo_at("chelsea", 2160, 3840)] + [photo_at("coffee", 720, 1280)] * 6
+    bad = np.zeros((0, 5, 3), np.uint8)
+    images = good[:4] + [bad] + good[4:]
+    before = _model_stats(client, "preprocess")
+    done: queue.Queue = queue.Queue()
+    for index, image in enumerate(images):
+        inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
         inp.set_data_from_numpy(image[None])
-        pending.append(client.async_infer(MODEL, [inp]))
-        if i == 2:
-            bad = np.zeros((1, 0, 5, 3), np.uint8)
-            inp = httpclient.InferInput("images", list(bad.shape), "UINT8")
-            inp.set_data_from_numpy(bad)
-            bad_request = client.async_infer(MODEL, [inp])
-    with pytest.raises(InferenceServerException, match="image is empty"):
-        bad_request.get_result()
-    for p in pending:
-        assert p.get_result().as_numpy("predictions")[0].argmax() == 967
+        client.async_infer(MODEL, [inp], partial(lambda i, result, error: done.put((i, result, error)), index))
+    answers = {}
+    for _ in images:
+        index, result, error = done.get(timeout=120)
+        answers[index] = (result, error)
+    after = _model_stats(client, "preprocess")
+    assert "image is empty" in str(answers[4][1])
+    for index, (result, error) in answers.items():
+        if index != 4:
+            assert error is None, error
+            assert result.as_numpy("predictions")[0].argmax() in EXPECTED_TOP1["chelsea" if index == 0 else "coffee"]
+    executions = after[1] - before[1]
+    assert executions < len(images), f"no batch formed: {executions} executions for {len(images)} requests"
 
 
 def test_server_statistics_and_metrics(triton_server):

@@ -17,18 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pixelserve.build import calibration_images, model_agreement, model_config, triton_plan_config, trt_prereqs
+from pixelserve.build.engine_settings import EngineSettings
+from pixelserve.build.settings_file import SettingsError, add_settings_flags, load_settings
+from pixelserve.build.triton_plan_config import EngineTensor
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "build"))
 
-import calibration_images  # noqa: E402
-import model_agreement  # noqa: E402
-import triton_plan_config  # noqa: E402
-import trt_prereqs  # noqa: E402
-from engine_settings import EngineSettings  # noqa: E402
-from settings_file import SettingsError, add_settings_flags, load_settings  # noqa: E402
-from triton_plan_config import EngineTensor  # noqa: E402
-
-BUILD_ENGINE = REPO / "build" / "build_engine.py"
 CLASSIFIER = REPO / "model_repository" / "classifier"
 PREPROCESS_CONFIG = REPO / "model_repository" / "preprocess" / "config.pbtxt"
 
@@ -79,7 +74,7 @@ def test_yaml_provides_every_setting_and_flags_override_keys() -> None:
 def test_settings_classes_hold_no_defaults() -> None:
     import dataclasses
 
-    import quantize_int8
+    from pixelserve.build import quantize_int8
 
     for cls in (EngineSettings, quantize_int8.QuantizeSettings):
         defaulted = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
@@ -111,18 +106,18 @@ def test_settings_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_repository_config_gives_the_profile_max_batch() -> None:
-    config = triton_plan_config.read_config(CLASSIFIER / "config.pbtxt")
+    config = model_config.read_config(CLASSIFIER / "config.pbtxt")
     assert triton_plan_config.max_batch_size(config) == config.max_batch_size >= 1
 
 
 def test_plan_config_keeps_batching_and_labels_and_takes_io_from_engine() -> None:
     from tritonclient.grpc import model_config_pb2 as pb2
 
-    base = triton_plan_config.parse_config(ORT_FLAVOUR_CONFIG)
+    base = model_config.parse_config(ORT_FLAVOUR_CONFIG)
     tensors = [ENGINE_IO[0], EngineTensor("logits", False, "HALF", (-1, 1000))]
     text = triton_plan_config.plan_config_text(base, tensors, ["built by a test"])
     assert text.startswith("# built by a test\n")
-    config = triton_plan_config.parse_config(text)
+    config = model_config.parse_config(text)
     assert config.platform == "tensorrt_plan" and config.backend == ""
     assert config.max_batch_size == 32
     assert config.dynamic_batching.max_queue_delay_microseconds == 2000
@@ -136,22 +131,22 @@ def test_plan_config_keeps_batching_and_labels_and_takes_io_from_engine() -> Non
 
 @pytest.mark.parametrize("flavour", ["onnxruntime", "tensorrt"])
 def test_plan_config_honours_the_classifier_contract(flavour: str) -> None:
-    import classifier_config
+    from pixelserve.build import classifier_config
 
-    base = triton_plan_config.parse_config(classifier_config.render_config(flavour))
+    base = model_config.parse_config(classifier_config.render_config(flavour))
     text = triton_plan_config.plan_config_text(base, ENGINE_IO)
     assert classifier_config.contract_problems(text, "tensorrt") == []
     assert "dims: [3, 224, 224]" in text
 
 
 def test_plan_config_rejects_renamed_io_and_static_batch() -> None:
-    base = triton_plan_config.parse_config(ORT_FLAVOUR_CONFIG)
+    base = model_config.parse_config(ORT_FLAVOUR_CONFIG)
     with pytest.raises(ValueError, match="differ from the config"):
         triton_plan_config.plan_config_text(base, [ENGINE_IO[0], EngineTensor("output", False, "FLOAT", (-1, 1000))])
     with pytest.raises(ValueError, match="dynamic batch"):
         triton_plan_config.plan_config_text(base, [EngineTensor("pixels", True, "FLOAT", (8, 3, 224, 224)), ENGINE_IO[1]])
     with pytest.raises(ValueError, match="max_batch_size"):
-        triton_plan_config.max_batch_size(triton_plan_config.parse_config('name: "x" max_batch_size: 0'))
+        triton_plan_config.max_batch_size(model_config.parse_config('name: "x" max_batch_size: 0'))
 
 
 # --- failing fast without TensorRT or a GPU -------------------------------------------------------
@@ -162,7 +157,7 @@ def test_build_engine_fails_fast_naming_what_is_missing() -> None:
     config = CLASSIFIER / "config.pbtxt"
     before = hashlib.sha256(config.read_bytes()).hexdigest()
     result = subprocess.run(
-        [sys.executable, str(BUILD_ENGINE)], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
+        [sys.executable, "-m", "pixelserve.build.build_engine"], capture_output=True, text=True, timeout=120, check=False, cwd=REPO
     )
     assert result.returncode == 2, result.stderr
     for problem in MISSING:
@@ -180,7 +175,7 @@ def test_build_engine_fails_fast_naming_what_is_missing() -> None:
 @pytest.fixture(scope="module")
 def int8_onnx(fp32_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Q/DQ model calibrated on a small set of views (the shipped settings otherwise)."""
-    import quantize_int8
+    from pixelserve.build import quantize_int8
 
     output = tmp_path_factory.mktemp("int8") / "model.qdq.onnx"
     status = quantize_int8.main([
@@ -208,14 +203,14 @@ def _model_dir(tmp_path: Path, max_batch_size: int | None = None) -> Path:
     shutil.copy(CLASSIFIER / "labels.txt", model_dir / "labels.txt")
     config = (CLASSIFIER / "config.pbtxt").read_text(encoding="utf-8")
     if max_batch_size is not None:
-        parsed = triton_plan_config.parse_config(config)
+        parsed = model_config.parse_config(config)
         config = config.replace(f"max_batch_size: {parsed.max_batch_size}", f"max_batch_size: {max_batch_size}")
     (model_dir / "config.pbtxt").write_text(config, encoding="utf-8")
     return model_dir
 
 
 def _build(model_dir: Path, fp32: Path, int8: Path | None, *flags: str) -> None:
-    import build_engine
+    from pixelserve.build import build_engine
 
     status = build_engine.main([
         "--model-dir", str(model_dir), "--fp32-onnx", str(fp32), "--int8-onnx", str(int8 or fp32),
@@ -233,7 +228,7 @@ def _load_like_triton(model_dir: Path) -> tuple[Any, Any]:
     import tensorrt as trt
     from tritonclient.grpc import model_config_pb2
 
-    config = triton_plan_config.read_config(model_dir / "config.pbtxt")
+    config = model_config.read_config(model_dir / "config.pbtxt")
     assert config.platform == "tensorrt_plan"
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine((model_dir / "1" / "model.plan").read_bytes())

@@ -8,19 +8,14 @@ Tolerances (logits of EfficientNet-Lite0 on real photos, whose logits have a spr
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import HAS_GPU, MODEL_REPOSITORY, REPO_ROOT
+from conftest import HAS_GPU, MODEL_REPOSITORY
 
-sys.path.insert(0, str(REPO_ROOT / "build"))  # build/ is a folder of scripts (see README)
-import classifier_config  # noqa: E402
-import export_onnx  # noqa: E402
-import reference_images  # noqa: E402
-
-from model_runtime.torch_classifier import batch_buckets, load_network, save_weights  # noqa: E402
+from pixelserve.build import classifier_config, export_onnx, reference_images
+from pixelserve.runtime.torch_classifier import batch_buckets, load_network, save_weights
 
 SHIPPED_WEIGHTS = MODEL_REPOSITORY / "classifier" / "1" / "model.pt"
 WEIGHTS_ROUNDING_MAX_ABS = 0.05
@@ -93,7 +88,7 @@ def test_weights_file_of_another_format_is_refused(tmp_path):
 def gpu_classifier(weights):
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
-    from model_runtime.torch_classifier import TorchCudaClassifier
+    from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
     return TorchCudaClassifier(str(weights), 0, max_batch_size=32)
 
@@ -143,7 +138,7 @@ def torch_flavour_server(weights):
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    from triton_local import LocalTritonServer
+    from pixelserve.triton_local import LocalTritonServer
 
     config = text_format.Parse(classifier_config.render_config("torch"), model_config_pb2.ModelConfig())
     server = LocalTritonServer([MODEL_REPOSITORY], extra_args=["--model-control-mode=explicit",

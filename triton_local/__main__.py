@@ -1,4 +1,4 @@
-"""``python -m triton_local``: serve a model repository on a local tritonserver until interrupted."""
+"""``python -m pixelserve.triton_local`` (or ``pixelserve-server``): serve a model repository on a local tritonserver until interrupted."""
 from __future__ import annotations
 
 import argparse

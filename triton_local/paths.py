@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import site
 import sys
 import sysconfig
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytriton_root() -> Path:
@@ -50,18 +47,19 @@ def libpython_dir() -> Path:
     return Path(sysconfig.get_config_var("LIBDIR"))
 
 
-def project_python_path() -> list[str]:
-    """Import roots the Python-backend models need: PYTHONPATH entries, this repo, this environment's site-packages.
+def base_python() -> Path:
+    """The base interpreter behind this one (itself, unless this is a virtual environment)."""
+    return Path(getattr(sys, "_base_executable", None) or sys.executable)
 
-    The stub ignores PYTHONPATH and only sees its base interpreter's site-packages, so the models put
-    these on ``sys.path`` themselves, from the ``PIXELSERVE_PYTHONPATH`` variable.
-    """
-    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    entries.append(str(REPO_ROOT))
-    entries += [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    entries += site.getsitepackages()
-    seen: list[str] = []
-    for entry in entries:
-        if entry not in seen:
-            seen.append(entry)
-    return seen
+
+def import_roots() -> list[str]:
+    """This interpreter's import path beyond the standard library: PYTHONPATH entries and site directories, in order."""
+    stdlib = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")}
+    roots = []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry) or entry in roots:
+            continue
+        if entry in stdlib or os.path.basename(entry) == "lib-dynload":
+            continue
+        roots.append(entry)
+    return roots

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
+import site
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Sequence
 from . import paths
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
+# The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
 DEFAULT_BACKEND_CONFIG = (
     "python,shm-default-byte-size=67108864",
     "python,shm-growth-byte-size=16777216",
@@ -38,14 +42,45 @@ def make_backend_dir(root: Path) -> Path:
     return root
 
 
-def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the server: its libraries, this interpreter's libpython, the models' import roots."""
+def make_python_env(root: Path) -> Path:
+    """A virtual environment at ``root`` for the Python-backend stub that imports what this interpreter imports.
+
+    The stub runs an isolated interpreter: it ignores PYTHONPATH and takes its prefix (and so its
+    site-packages) from the first ``python3`` on PATH. This environment's ``python3`` is the base
+    interpreter this one runs on, and its one ``.pth`` file lists this interpreter's import roots in
+    order: PYTHONPATH entries as plain lines, site directories through ``site.addsitedir`` so that
+    their own ``.pth`` files (the editable install of this project among them) take effect too.
+    Put ``root/bin`` first on the server's PATH. Returns ``root``.
+    """
+    base = paths.base_python()
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    site_dir = root / "lib" / version / "site-packages"
+    site_dir.mkdir(parents=True, exist_ok=True)
+    (root / "pyvenv.cfg").write_text(
+        f"home = {base.parent}\ninclude-system-site-packages = false\nversion = {platform.python_version()}\n"
+    )
+    for name in ("python3", version):
+        link = root / "bin" / name
+        if not link.is_symlink():
+            link.symlink_to(base)
+    site_dirs = set(site.getsitepackages())
+    lines = ["# Written by pixelserve.triton_local: the import path of the interpreter that started the server."]
+    for entry in paths.import_roots():
+        lines.append(f"import site; site.addsitedir({entry!r})" if entry in site_dirs else entry)
+    (site_dir / "pixelserve-import-path.pth").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def server_environment(base: dict[str, str] | None = None, python_env: Path | None = None) -> dict[str, str]:
+    """Environment for the server: its libraries, this interpreter's libpython, the stub's ``python_env``."""
     env = dict(os.environ if base is None else base)
     libs = [str(paths.bundled_libs_dir()), str(paths.libpython_dir())]
     if env.get("LD_LIBRARY_PATH"):
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
-    env["PIXELSERVE_PYTHONPATH"] = os.pathsep.join(paths.project_python_path())
+    if python_env is not None:
+        env["PATH"] = os.pathsep.join(filter(None, [str(python_env / "bin"), env.get("PATH")]))
     env.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "pixelserve-numba-cache"))
     return env
 
@@ -72,7 +107,7 @@ class LocalTritonServer:
         self.extra_args = list(extra_args)
         self._workdir = Path(tempfile.mkdtemp(prefix="pixelserve-triton-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "tritonserver.log"
-        self._env = server_environment(env)
+        self._base_env = env
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,16 +149,18 @@ class LocalTritonServer:
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         """Start the server and wait until it and all its models are ready."""
+        self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
+        env = server_environment(self._base_env, make_python_env(self._workdir / "python-env"))
         log = open(self.log_path, "wb")
         self._process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
         self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Block until the server reports ready; raise with the log tail if it exits or times out."""
+        """Block until the server reports ready; stop it and raise with the log tail if it exits or times out."""
         import urllib.error
         import urllib.request
 
@@ -131,7 +168,9 @@ class LocalTritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}")
+                message = f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}"
+                self.stop()
+                raise RuntimeError(message)
             try:
                 with urllib.request.urlopen(ready_url, timeout=2) as response:
                     if response.status == 200:
@@ -139,8 +178,9 @@ class LocalTritonServer:
             except (urllib.error.URLError, OSError):  # not listening, or not ready yet
                 pass
             time.sleep(0.25)
+        message = f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}"
         self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(message)
 
     def log_tail(self, lines: int = 60) -> str:
         """The last lines of the server log."""
@@ -154,7 +194,7 @@ class LocalTritonServer:
         return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server (SIGINT, then SIGKILL) and remove its scratch directory."""
+        """Stop the server (SIGINT, then SIGKILL) and remove its scratch directory (with the log, unless given one)."""
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGINT)
             try:
@@ -162,7 +202,7 @@ class LocalTritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
-        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalTritonServer":
         return self.start()

@@ -1,24 +1,20 @@
-import os, sys
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
+"""Triton Python-backend model `classifier`: normalised [N, 3, 224, 224] pixels -> ImageNet logits.
 
-# Triton Python-backend model `classifier`: normalised [N, 3, 224, 224] pixels -> ImageNet logits.
-#
-# The `runtime` parameter of config.pbtxt picks the engine: `onnxruntime` (model.onnx, CPU, any host)
-# or `torch` (model.pt, FP16 CUDA graphs on the instance's GPU). All requests of one execute() call run
-# as one batch; each request gets its own response, in order.
+The `runtime` parameter of config.pbtxt picks the engine: `onnxruntime` (model.onnx, CPU, any host)
+or `torch` (model.pt, FP16 CUDA graphs on the instance's GPU). All requests of one execute() call run
+as one batch; each request gets its own response, in order.
+"""
+import json
+import os
 
-import json  # noqa: E402
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from model_runtime.phases import PhaseTimer  # noqa: E402
+from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "pixels", "logits"
 ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
-BUILD_HINT = "run `python build/build_classifier.py --flavour {runtime}`"
+BUILD_HINT = "run `python -m pixelserve.build.build_classifier --flavour {runtime}`"
 
 
 def _parameter(config: dict, key: str, default: str) -> str:
@@ -36,11 +32,11 @@ def _engine(args: dict, config: dict):
     if runtime == "torch":
         if args["model_instance_kind"] != "GPU":
             raise pb_utils.TritonModelException("runtime torch needs a KIND_GPU instance")
-        from model_runtime.torch_classifier import TorchCudaClassifier
+        from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
         dims = tuple(pb_utils.get_input_config_by_name(config, INPUT)["dims"])
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"], dims)
-    from model_runtime.onnxruntime_classifier import OnnxRuntimeClassifier
+    from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(_parameter(config, "intra_op_num_threads", "0")))
 

@@ -1,18 +1,12 @@
 """Triton Python-backend model `preprocess`: ragged batch of uint8 HWC images -> normalised CHW batch."""
+import json
 import os
-import sys
 
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from kernels_numba import ImageError, PreprocessSpec, check_image  # noqa: E402
-from model_runtime.phases import PhaseTimer  # noqa: E402
+from pixelserve.kernels import ImageError, PreprocessSpec, check_image
+from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "images", "pixels"
 # Set to 1 to charge queued GPU work to the phase that queued it (profiling; adds a sync per phase).
@@ -46,13 +40,14 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.spec = spec_from_model_config(config)
         if args["model_instance_kind"] == "GPU":
-            from kernels_numba.serving import CudaRunner
+            from pixelserve.kernels.serving import CudaRunner
 
             pin = _parameters(config).get("pin_input_memory", "true").lower() == "true"
-            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), pin_shared_memory=pin,
+            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), config["max_batch_size"],
+                                     pin_shared_memory=pin,
                                      log=lambda message: pb_utils.Logger.log_info(f"preprocess: {message}"))
         else:
-            from kernels_numba.serving import CpuRunner
+            from pixelserve.kernels.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
         self.runner.warm_up()  # compile now, not on the first request

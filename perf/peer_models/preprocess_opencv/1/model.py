@@ -1,14 +1,7 @@
 """Benchmark peer: OpenCV on the CPU, per image: resize shorter side to 256 (INTER_AREA) + crop + normalise."""
-import os
-import sys
-
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import cv2
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -1,13 +1,6 @@
 """Benchmark peer: torch on the GPU, per image: Resize(256, antialias) + CenterCrop(224) + Normalize."""
-import os
-import sys
-
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH
-
-import torch  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import torch
+import triton_python_backend_utils as pb_utils
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

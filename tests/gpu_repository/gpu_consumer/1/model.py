@@ -1,13 +1,6 @@
 """Test model: where did `pixels` arrive (is_cpu), and its per-image sum computed where it lies."""
-import os
-import sys
-
-for _p in reversed(os.environ.get("PIXELSERVE_PYTHONPATH", "").split(os.pathsep)):
-    if _p and _p not in sys.path:
-        sys.path.insert(0, _p)  # the stub ignores PYTHONPATH; see README "How the models find their packages"
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
