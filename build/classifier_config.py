@@ -42,7 +42,9 @@ _RUNTIME: dict[str, dict[str, Any]] = {
         "kind": "KIND_GPU",
         # No delay: batches form from the queue under load (measured in perf/results/h100/issue9-run2).
         "queue_delay_us": 0,
-        "parameters": {"runtime": "torch"},
+        # Inputs stay where the preprocess step left them (the GPU); without this the Python backend
+        # copies every GPU input to the host first.
+        "parameters": {"runtime": "torch", "FORCE_CPU_ONLY_INPUT_TENSORS": "no"},
     },
     "tensorrt": {
         "runtime": ("platform", "tensorrt_plan"),

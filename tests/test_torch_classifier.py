@@ -171,3 +171,12 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
         assert int(scores.argmax()) in expected, name
     stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
     assert int(stats["execution_count"]) >= len(reference_images.EXPECTED_TOP1)
+    # The hand-off from preprocess stays on the GPU: the classifier counted no host input.
+    import urllib.request
+
+    with urllib.request.urlopen(torch_flavour_server.metrics_url, timeout=5) as response:
+        metrics = response.read().decode()
+    on = {where: sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                     if line.startswith("pixelserve_phase_calls_total{") and 'model="classifier"' in line
+                     and f'phase="inputs_on_{where}"' in line) for where in ("gpu", "host")}
+    assert on["gpu"] >= len(reference_images.EXPECTED_TOP1) and on["host"] == 0, on

@@ -55,7 +55,9 @@ class TritonPythonModel:
     def _pixels(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
         if tensor.is_cpu():
+            self.timer.count("inputs_on_host", 1)
             return tensor.as_numpy()
+        self.timer.count("inputs_on_gpu", 1)
         return self.engine.from_dlpack(tensor.to_dlpack())
 
     def _output(self, logits):
