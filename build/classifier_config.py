@@ -100,6 +100,9 @@ def ensemble_config() -> Any:
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
         step.input_map.update(inputs)
         step.output_map.update(outputs)
+    # Identical requests (same image bytes) are answered from Triton's response cache without running
+    # either step; the cache's size is a server setting (RESPONSE_CACHE_CONFIG in pixelserve.triton_local).
+    config.response_cache.enable = True
     return config
 
 

@@ -193,7 +193,8 @@ def serving(config: perf_config.RunConfig, url: str | None):
     # Relative paths in a config file are relative to the repository root.
     repositories = [REPO_ROOT / "model_repository"] + [REPO_ROOT / r for r in config.extra_repositories]
     print(f"starting tritonserver on {', '.join(map(str, repositories))} ...", flush=True)
-    with LocalTritonServer(repositories, extra_args=config.server_args) as server:
+    # No response cache: perf_analyzer repeats a few inputs, and the run measures compute, not cache lookups.
+    with LocalTritonServer(repositories, extra_args=config.server_args, response_cache=False) as server:
         print(f"server ready (log: {server.log_path})", flush=True)
         yield server.grpc_url if config.protocol == "grpc" else server.http_url
 

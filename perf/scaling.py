@@ -205,7 +205,7 @@ def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout
     from pixelserve.triton_local import LocalTritonServer
 
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": step.devices}
-    server = LocalTritonServer([step.repository], extra_args=step.config.server_args, env=env,
+    server = LocalTritonServer([step.repository], extra_args=step.config.server_args, env=env, response_cache=False,
                                log_path=workdir / f"server-{step.gpus}gpu.log")  # fmt: skip
     print(f"\n== {step.gpus} GPU(s): starting tritonserver (CUDA_VISIBLE_DEVICES={step.devices}) ...", flush=True)
     try:

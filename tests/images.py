@@ -1,12 +1,16 @@
 """Test images: real photographs shipped with scikit-image, and fresh random ones of odd sizes."""
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 
 from pixelserve.build.reference_images import PHOTO_NAMES, load_photo as photo
 
-__all__ = ["PHOTO_NAMES", "photo", "photo_at", "random_image"]
+__all__ = ["PHOTO_NAMES", "photo", "photo_at", "random_image", "uncached"]
+
+_STAMPS = itertools.count(1)
 
 
 def photo_at(name: str, height: int, width: int) -> np.ndarray:
@@ -19,3 +23,13 @@ def photo_at(name: str, height: int, width: int) -> np.ndarray:
 def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Fresh uniform random HWC uint8 image."""
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def uncached(image: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` whose first pixel holds a running number, so it differs from every other image this
+    function returned in the test session: the server's response cache (on the ensemble) has no answer for
+    it, and the models really run."""
+    stamp = next(_STAMPS)
+    copy = image.copy()
+    copy[0, 0, :] = (stamp & 255, (stamp >> 8) & 255, 1 + (stamp >> 16))  # the last channel never repeats 0
+    return copy

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MODEL_REPOSITORY, ensure_classifier_built
+
 from pixelserve.perf import make_inputs, perf_config, perf_csv, run_perf
 
 PERF_DIR = Path(__file__).resolve().parent.parent / "perf"
@@ -77,9 +79,23 @@ def _success_counts(url: str, models: list[str]) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture(scope="module")
+def benchmark_server():
+    """The shipped repository served as run_perf serves it: without the response cache, which would answer
+    perf_analyzer's repeated inputs (and which perf_analyzer 2.51 cannot account for in an ensemble:
+    "Server side statistics compute counts must be the same")."""
+    from pixelserve.triton_local import LocalTritonServer
+
+    ensure_classifier_built()
+    server = LocalTritonServer([MODEL_REPOSITORY], response_cache=False)
+    server.start(timeout=300)
+    yield server
+    server.stop()
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("shared_memory", ["none", "system"])
-def test_perf_analyzer_measures_the_ensemble(triton_server, tmp_path, shared_memory):
+def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, shared_memory):
     """A short real perf_analyzer run over gRPC; the server's statistics must count what it sent."""
     config = perf_config.config_from_dict(
         {"model": "image_classifier", "protocol": "grpc", "concurrency": "1:2", "shared_memory": [shared_memory],
@@ -89,10 +105,10 @@ def test_perf_analyzer_measures_the_ensemble(triton_server, tmp_path, shared_mem
     images = make_inputs.make_images([(224, 224), (240, 320), (300, 451)], ["chelsea", "coffee", "rocket"])
     input_file = make_inputs.write_input_data(tmp_path / "inputs.json", images, encoding="b64")
     models = ["image_classifier", "preprocess", "classifier"]
-    before = _success_counts(triton_server.grpc_url, models)
+    before = _success_counts(benchmark_server.grpc_url, models)
 
     csv_path = tmp_path / "pa.csv"
-    args = run_perf.perf_analyzer_args(config, triton_server.grpc_url, input_file, shared_memory, "1:2", csv_path)
+    args = run_perf.perf_analyzer_args(config, benchmark_server.grpc_url, input_file, shared_memory, "1:2", csv_path)
     status, output, command = run_perf.run_perf_analyzer(args)
 
     assert status == 0, f"{command}\n{output[-3000:]}"
@@ -101,6 +117,6 @@ def test_perf_analyzer_measures_the_ensemble(triton_server, tmp_path, shared_mem
     assert all(row["throughput_infer_s"] > 0 and row["p99_ms"] > 0 for row in rows)
     measured = sum(int(n) for n in re.findall(r"Request count: (\d+)", output))
     assert measured > 0
-    after = _success_counts(triton_server.grpc_url, models)
+    after = _success_counts(benchmark_server.grpc_url, models)
     for model in models:  # the ensemble and both of its steps ran every measured request (and warm-up ones)
         assert after[model] - before[model] >= measured, (model, before, after, measured)

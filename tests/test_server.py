@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import MODEL_REPOSITORY
-from images import PHOTO_NAMES, photo, photo_at
+from images import PHOTO_NAMES, photo, photo_at, uncached
 
 from pixelserve.build.reference_images import EXPECTED_TOP1
 from pixelserve.kernels import PreprocessSpec
@@ -118,7 +118,7 @@ def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logi
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     sizes = [(2160, 3840), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
-    images = [photo_at(PHOTO_NAMES[i % len(PHOTO_NAMES)], h, w) for i, (h, w) in enumerate(sizes * 2)]
+    images = [uncached(photo_at(PHOTO_NAMES[i % len(PHOTO_NAMES)], h, w)) for i, (h, w) in enumerate(sizes * 2)]
     inputs = []
     for image in images:
         inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
@@ -182,7 +182,7 @@ def test_bad_request_in_a_batch_does_not_fail_its_neighbours(triton_server):
     import queue
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    good = [photo_at("chelsea", 2160, 3840)] + [photo_at("coffee", 720, 1280)] * 6
+    good = [uncached(photo_at("chelsea", 2160, 3840))] + [uncached(photo_at("coffee", 720, 1280)) for _ in range(6)]
     bad = np.zeros((0, 5, 3), np.uint8)
     images = good[:4] + [bad] + good[4:]
     before = _model_stats(client, "preprocess")

@@ -1,7 +1,8 @@
 """``pixelserve-tritonserver``: exec the ``tritonserver`` on PATH with the project's Python-backend settings.
 
 The Triton container's entry point (docker/Dockerfile), so that the container and the local server
-(``LocalTritonServer``) size the Python backend's shared memory from the one DEFAULT_BACKEND_CONFIG.
+(``LocalTritonServer``) size the Python backend's shared memory from the one DEFAULT_BACKEND_CONFIG and the response
+cache from RESPONSE_CACHE_CONFIG.
 """
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import os
 import sys
 from typing import Sequence
 
-from .server import DEFAULT_BACKEND_CONFIG
+from .server import DEFAULT_BACKEND_CONFIG, RESPONSE_CACHE_CONFIG
 
 
 def command(args: Sequence[str]) -> list[str]:
     """The tritonserver command line: the project's backend settings, then ``args``."""
-    return ["tritonserver", *(f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG), *args]
+    settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
+    return ["tritonserver", *settings, f"--cache-config={RESPONSE_CACHE_CONFIG}", *args]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

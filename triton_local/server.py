@@ -22,6 +22,10 @@ DEFAULT_BACKEND_CONFIG = (
     "python,shm-default-byte-size=67108864",
     "python,shm-growth-byte-size=16777216",
 )
+# Triton's response cache, in server memory: the one place for its size. Models opt in with
+# `response_cache { enable: true }` (the image_classifier ensemble does: build/classifier_config.py).
+# An entry costs about the response (4 KB of FP32 scores) plus the key; 256 MiB holds ~60,000 answers.
+RESPONSE_CACHE_CONFIG = "local,size=268435456"
 
 
 def free_port() -> int:
@@ -98,6 +102,7 @@ class LocalTritonServer:
         log_path: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         address: str = "127.0.0.1",
+        response_cache: bool = True,
     ) -> None:
         self.address = address
         self.model_repositories = [Path(r).resolve() for r in model_repositories]
@@ -108,6 +113,7 @@ class LocalTritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="pixelserve-triton-"))
         self.log_path = Path(log_path) if log_path else self._workdir / "tritonserver.log"
         self._base_env = env
+        self.response_cache = response_cache
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,6 +151,8 @@ class LocalTritonServer:
             "--allow-metrics=true",
         ]
         cmd += [f"--backend-config={c}" for c in DEFAULT_BACKEND_CONFIG]
+        if self.response_cache:
+            cmd.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
         return cmd + self.extra_args
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
