@@ -7,21 +7,27 @@ from .spec import PreprocessSpec
 
 
 class ImageError(ValueError):
-    """An input image the preprocessing cannot accept."""
+    """An input image the preprocessing cannot accept; ``reason`` is a short fixed word for metrics
+    (dtype, rank, channels, empty, oversized)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_image(shape: tuple[int, ...], dtype: np.dtype, spec: PreprocessSpec) -> None:
     """Raise ImageError unless (shape, dtype) is a non-empty HWC uint8 image with 3 channels within the size limit."""
     if np.dtype(dtype) != np.uint8:
-        raise ImageError(f"image dtype must be uint8, got {np.dtype(dtype).name}")
+        raise ImageError(f"image dtype must be uint8, got {np.dtype(dtype).name}", "dtype")
     if len(shape) != 3:
-        raise ImageError(f"image must have rank 3 (height, width, channels), got rank {len(shape)} shape {list(shape)}")
+        raise ImageError(f"image must have rank 3 (height, width, channels), got rank {len(shape)} shape {list(shape)}", "rank")
     height, width, channels = shape
     if channels != 3:
-        raise ImageError(f"image must have 3 channels ({spec.input_order}), got {channels}")
+        raise ImageError(f"image must have 3 channels ({spec.input_order}), got {channels}", "channels")
     if height == 0 or width == 0:
-        raise ImageError(f"image is empty: {height}x{width}")
+        raise ImageError(f"image is empty: {height}x{width}", "empty")
     if max(height, width) > spec.max_image_side:
         raise ImageError(
-            f"image {height}x{width} exceeds the maximum side of {spec.max_image_side} pixels (parameter max_image_side)"
+            f"image {height}x{width} exceeds the maximum side of {spec.max_image_side} pixels (parameter max_image_side)",
+            "oversized",
         )

@@ -3,32 +3,35 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
+
+from .counters import CounterFamily
 
 METRIC_NAME = "pixelserve_phase_seconds_total"
 COUNT_NAME = "pixelserve_phase_calls_total"
+STAGE_METRIC_NAME = "pixelserve_stage_seconds_total"
 
 
 class PhaseTimer:
     """Wall-clock seconds and calls per named phase of ``execute``, flushed to Triton's metrics endpoint.
 
+    ``stages`` (optional) maps phase names onto coarser stages (e.g. copy_in, kernel, hand_off), whose
+    seconds are exported as ``pixelserve_stage_seconds_total{model,stage}``; unmapped phases only count
+    in the per-phase counters.
     ``sync`` (profiling only) is called at the end of every phase so that queued GPU work is charged to
     the phase that queued it; in normal serving it is None and a phase costs two ``perf_counter`` calls.
     """
 
-    def __init__(self, model: str, metric_family=None, sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, model: str, metric_family=None, sync: Callable[[], None] | None = None,
+                 stages: Mapping[str, str] | None = None) -> None:
         self.model = model
         self.sync = sync
-        self._seconds: dict[str, float] = {}
-        self._calls: dict[str, int] = {}
-        self._metrics: dict[str, tuple] = {}
-        self._families = None
-        if metric_family is not None:  # pb_utils.MetricFamily inside Triton
-            counter = metric_family.COUNTER
-            self._families = (
-                metric_family(name=METRIC_NAME, description="Seconds spent in each phase of execute()", kind=counter),
-                metric_family(name=COUNT_NAME, description="Times each phase of execute() ran", kind=counter),
-            )
+        self.stages = dict(stages or {})
+        self._seconds = CounterFamily(metric_family, METRIC_NAME, "Seconds spent in each phase of execute()", ("model", "phase"))
+        self._calls = CounterFamily(metric_family, COUNT_NAME, "Times each phase of execute() ran", ("model", "phase"))
+        self._stage_seconds = CounterFamily(
+            metric_family if self.stages else None, STAGE_METRIC_NAME,
+            "Seconds spent in each stage of execute() (phases grouped)", ("model", "stage"))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -39,28 +42,24 @@ class PhaseTimer:
         finally:
             if self.sync is not None:
                 self.sync()
-            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - start
-            self._calls[name] = self._calls.get(name, 0) + 1
+            seconds = time.perf_counter() - start
+            self._seconds.add(seconds, self.model, name)
+            self._calls.add(1, self.model, name)
+            if name in self.stages:
+                self._stage_seconds.add(seconds, self.model, self.stages[name])
 
     def count(self, name: str, calls: int) -> None:
         """Add ``calls`` occurrences of an event that takes no time of its own (e.g. images copied one way)."""
         if calls:
-            self._seconds[name] = self._seconds.get(name, 0.0)
-            self._calls[name] = self._calls.get(name, 0) + calls
+            self._seconds.add(0.0, self.model, name)
+            self._calls.add(calls, self.model, name)
 
     def totals(self) -> dict[str, tuple[float, int]]:
         """Seconds and calls per phase since the last flush."""
-        return {name: (self._seconds[name], self._calls[name]) for name in self._seconds}
+        calls = {phase: n for (_, phase), n in self._calls.pending().items()}
+        return {phase: (seconds, int(calls[phase])) for (_, phase), seconds in self._seconds.pending().items()}
 
     def flush(self) -> None:
         """Add the accumulated totals to the Prometheus counters and start again from zero."""
-        if self._families is not None:
-            for name, (seconds, calls) in self.totals().items():
-                if name not in self._metrics:
-                    labels = {"model": self.model, "phase": name}
-                    self._metrics[name] = (self._families[0].Metric(labels=labels), self._families[1].Metric(labels=labels))
-                seconds_metric, calls_metric = self._metrics[name]
-                seconds_metric.increment(seconds)
-                calls_metric.increment(calls)
-        self._seconds.clear()
-        self._calls.clear()
+        for family in (self._seconds, self._calls, self._stage_seconds):
+            family.flush()

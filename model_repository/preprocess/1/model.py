@@ -6,6 +6,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pixelserve.kernels import ImageError, PreprocessSpec, check_image
+from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
 from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "images", "pixels"
@@ -52,7 +53,8 @@ class TritonPythonModel:
             self.runner = CpuRunner(self.spec)
         self.runner.warm_up()  # compile now, not on the first request
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
-        self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync)
+        self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES)
+        self.image_metrics = ImageMetrics(pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
 
     def execute(self, requests):
@@ -64,6 +66,7 @@ class TritonPythonModel:
                 try:
                     batch = self._request_images(request)
                 except ImageError as exc:
+                    self.image_metrics.rejected(exc.reason)
                     responses[index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"input '{INPUT}': {exc}", pb_utils.TritonError.INVALID_ARG)
                     )
@@ -77,13 +80,16 @@ class TritonPythonModel:
                     for index, start, count in owners:
                         responses[index] = pb_utils.InferenceResponse(
                             output_tensors=[self._output(outputs[start:start + count])])
+                self.image_metrics.accepted(image.shape for image in images)
             except Exception as exc:  # a failure of the whole batch still answers every request
                 pb_utils.Logger.log_error(f"preprocess failed: {exc!r}")
+                self.image_metrics.failed(len(images))
                 for index, _, _ in owners:
                     responses[index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"preprocess failed: {exc}")
                     )
         timer.flush()
+        self.image_metrics.flush()
         return responses
 
     def _request_images(self, request):
@@ -91,7 +97,7 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
         batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
         if batch.ndim != 4:
-            raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}")
+            raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}", "rank")
         dtype = _numpy_dtype(batch)
         for image in batch:
             check_image(tuple(image.shape), dtype, self.spec)

@@ -1,0 +1,32 @@
+"""Read a Prometheus text exposition (Triton's /metrics) into {(name, labels): value} for tests."""
+from __future__ import annotations
+
+import re
+import urllib.request
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample line of ``text``; comments and blank lines are skipped."""
+    samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            name, labels, value = match.groups()
+            samples[(name, frozenset(_LABEL.findall(labels or "")))] = float(value)
+    return samples
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return parse(response.read().decode())
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    """The sample ``name`` whose labels include ``labels`` (0 when absent: counters appear on first use)."""
+    wanted = set(labels.items())
+    found = [v for (n, have), v in samples.items() if n == name and wanted <= have]
+    assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
+    return found[0] if found else 0.0
