@@ -14,6 +14,7 @@ from .errors import ImageReadError, ModelNotReady, ServerUnreachable
 from .files import expand_path
 from .images import load_image
 from .report import JsonReport, PlainReport
+from .batch import SHARED_MEMORY
 from .transport import DEFAULT_URLS, PROTOCOLS
 
 __all__ = ["main", "build_parser"]  # the Python API is the package itself (pixelserve.client)
@@ -29,6 +30,13 @@ EPILOG = f"""\
 Each image is sent as its own request, [1, H, W, 3] uint8 RGB, decoded here (EXIF orientation applied).
 Folders are searched recursively for image files (by extension; hidden entries skipped).
 Scores are the model's logits.
+
+Batch jobs (--output FILE): requests go over asyncio gRPC (--url is the gRPC port, default
+localhost:8001), at most --concurrency in flight; each answer is appended to FILE as it arrives (JSONL,
+or CSV when FILE ends in .csv), in completion order; --resume skips the files FILE already answered
+and appends. A progress bar (images/s, ETA) is drawn on stderr when it is a terminal, unless --quiet;
+a summary (counts, failures by reason, throughput, latency p50/p90/p99) ends the job. Unavailable
+server or full queue: retried --retries times with exponential backoff; bad input and timeouts: not.
 
 --json prints one list: {{"file", "predictions": [{{"index", "label", "score"}}]}} per input,
 in input order; inputs that failed have "predictions": [] and an "error" message.
@@ -52,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="http", help="default: %(default)s")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--list", dest="list_file", metavar="FILE", help="a file naming one input path per line")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: http; grpc with --output")
     parser.add_argument(
         "--url",
         help=f"server host:port (default: {DEFAULT_URLS['http']} for http, {DEFAULT_URLS['grpc']} for grpc)",
@@ -68,14 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help="per request and connection (default: %(default)g)",
     )
+    batch = parser.add_argument_group("batch jobs")
+    batch.add_argument("--output", metavar="FILE", help="stream results to FILE (.jsonl or .csv): batch mode")
+    batch.add_argument("--resume", action="store_true", help="continue the job of --output FILE, skipping answered files")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
+                       help="tries after a transient error (default: %(default)s)")
+    batch.add_argument("--shared-memory", choices=SHARED_MEMORY, default="none",
+                       help="send images through shared memory (server on this host; cuda needs a GPU)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.paths and not args.list_file:
+        parser.error("name at least one PATH or a --list FILE")
+    if args.output is None and (args.resume or args.shared_memory != "none"):
+        parser.error("--resume and --shared-memory belong to batch jobs (--output FILE)")
+    if args.output is not None and args.protocol == "http":
+        parser.error("batch jobs (--output) use gRPC")
+    args.protocol = args.protocol or ("grpc" if args.output else "http")
     try:
-        return run(args)
+        return run_batch(args) if args.output else run(args)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
@@ -92,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with ImageClassifierClient(args.url, args.protocol, args.model, args.timeout, args.concurrency) as client:
             client.check_ready()
-            for outcome in client.classify_many(_inputs(args.paths), args.top_k, load=_load):
+            for outcome in client.classify_many(_inputs(args.paths, args.list_file), args.top_k, load=_load):
                 if not outcome.ok:
                     failures += 1
                     _error(f"{outcome.item}: {_reason(outcome)}")
@@ -108,8 +133,46 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _inputs(paths: Sequence[str]) -> list[Path]:
-    """Every file to classify, in command-line order; a folder without images stands for itself."""
+def run_batch(args: argparse.Namespace) -> int:
+    """A batch job (--output): stream results to the file, show progress, print the summary."""
+    from .batch import BatchOptions, ResultFile, classify_files
+    from .progress import progress_bar
+
+    files = _inputs(args.paths, args.list_file)
+    try:
+        output = ResultFile(args.output, resume=args.resume)
+    except FileExistsError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    options = BatchOptions(url=args.url or DEFAULT_URLS["grpc"], model=args.model, top_k=args.top_k,
+                           concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                           shared_memory=args.shared_memory)  # fmt: skip
+    todo = sum(str(f) not in output.answered for f in files)
+    try:
+        with progress_bar(todo, enabled=not args.quiet and sys.stderr.isatty()) as advance:
+            def on_result(result) -> None:
+                output.write(result)
+                advance()
+
+            summary = classify_files(files, options, on_result, skip=output.answered)
+    except ServerUnreachable as exc:
+        _error(f"{exc} (results so far are in {args.output}; continue with --resume)")
+        return EXIT_UNREACHABLE
+    except ModelNotReady as exc:
+        _error(str(exc))
+        return EXIT_MODEL_NOT_READY
+    finally:
+        output.close()
+    print(summary.text(), flush=True)
+    return EXIT_SOME_FAILED if summary.failures else EXIT_OK
+
+
+def _inputs(paths: Sequence[str], list_file: str | None = None) -> list[Path]:
+    """Every file to classify, in command-line order, then those of the list file; a folder without images
+    stands for itself."""
+    if list_file:
+        lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+        paths = [*paths, *(line.strip() for line in lines if line.strip() and not line.startswith("#"))]
     files: list[Path] = []
     for path in paths:
         files += expand_path(path) or [Path(path)]
@@ -130,6 +193,12 @@ def _reason(outcome: Outcome[Path]) -> str:
 def _error(message: str) -> None:
     sys.stdout.flush()  # keep the order of results and errors on a shared terminal
     print(f"pixelserve-classify: {message}", file=sys.stderr, flush=True)
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0: {text!r}")
+    return int(text)
 
 
 def _positive(kind: type):

@@ -1,0 +1,238 @@
+"""Batch jobs of pixelserve-classify (--output) against the real tritonserver: streaming results, resume,
+summary, retries only for transient errors, and shared-memory regions that never outlive the job."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from conftest import HAS_GPU
+from images import photo_at
+
+from pixelserve.client import batch
+from pixelserve.client.classify import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, main
+
+pytestmark = pytest.mark.server
+CAT_INDICES = range(281, 286)
+ESPRESSO = 967
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory) -> Path:
+    """A folder of 10 photos of several sizes (cats and espressos), one text file posing as a JPEG, and
+    one image larger than the server accepts."""
+    root = tmp_path_factory.mktemp("job")
+    sizes = [(240, 320), (480, 640), (300, 451), (720, 1280), (600, 400)]
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(photo_at("chelsea", h, w)).save(root / f"cat{i}.png")
+        Image.fromarray(photo_at("coffee", h, w)).save(root / f"coffee{i}.jpg", quality=90)
+    (root / "broken.jpg").write_text("not an image\n")
+    Image.fromarray(np.zeros((8200, 2, 3), np.uint8)).save(root / "too_tall.png")
+    return root
+
+
+def expected_top1(name: str) -> range:
+    return CAT_INDICES if name.startswith("cat") else range(ESPRESSO, ESPRESSO + 1)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def our_regions(server) -> list[str]:
+    """System shared-memory regions registered on the server by batch jobs, and their files in /dev/shm."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    status = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+    registered = [name for name in status if name.startswith("pixelserve-")]
+    files = [f for f in os.listdir("/dev/shm") if f.startswith(f"pixelserve-")]
+    return registered + files
+
+
+def test_batch_job_streams_results_and_summarises(triton_server, job, tmp_path, capsys):
+    output = tmp_path / "results.jsonl"
+    code = main([str(job), "--output", str(output), "--url", triton_server.grpc_url, "--concurrency", "3",
+                 "--top-k", "3", "--quiet"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == EXIT_SOME_FAILED, err
+    records = {Path(r["file"]).name: r for r in read_jsonl(output)}
+    assert len(records) == 12
+    for name, record in records.items():
+        if name in ("broken.jpg", "too_tall.png"):
+            continue
+        assert "error" not in record, record
+        assert len(record["predictions"]) == 3 and record["predictions"][0]["index"] in expected_top1(name), record
+        assert record["latency_ms"] > 0 and record["attempts"] == 1
+    assert records["broken.jpg"]["reason"] == "unreadable"
+    assert records["too_tall.png"]["reason"] == "rejected" and "maximum side" in records["too_tall.png"]["error"]
+    assert records["too_tall.png"]["attempts"] == 1  # bad input is not retried
+    assert "12 inputs: 10 classified, 2 failed, 0 skipped" in out
+    assert "failures: " in out and "unreadable 1" in out and "rejected 1" in out
+    assert "throughput: " in out and "latency: p50 " in out and "p99 " in out
+    assert "\x1b[" not in err  # --quiet (and no terminal): no progress bar
+
+
+def _successes(server) -> int:
+    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics("image_classifier", as_json=True)
+    return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))
+
+
+def test_resume_skips_answered_files_and_repairs_a_cut_line(triton_server, job, tmp_path, capsys):
+    output = tmp_path / "results.csv"
+    files = sorted(str(p) for p in job.glob("c*"))  # the 10 photos
+    list_file = tmp_path / "inputs.txt"
+    list_file.write_text("\n".join(files[:4]) + "\n")
+    assert main(["--list", str(list_file), "--output", str(output), "--url", triton_server.grpc_url, "--quiet"]) == EXIT_OK
+    with open(output, "a") as stream:
+        stream.write(f"{files[5]},true,,,1.0")  # a job killed mid-line: no newline; must not count as answered
+    list_file.write_text("# the whole job\n" + "\n".join(files) + "\n")
+    capsys.readouterr()
+    before = _successes(triton_server)
+    code = main(["--list", str(list_file), "--output", str(output), "--resume", "--url", triton_server.grpc_url, "--quiet"])
+    out, _ = capsys.readouterr()
+    assert code == EXIT_OK
+    assert _successes(triton_server) - before == 6  # only the unanswered files were sent
+    assert "10 inputs: 6 classified, 0 failed, 4 skipped" in out
+    rows = list(csv.DictReader(output.open()))
+    assert sorted(row["file"] for row in rows) == files  # each file once, the cut line gone
+    assert all(row["ok"] == "true" and int(row["top1_index"]) in expected_top1(Path(row["file"]).name) for row in rows)
+
+
+def test_existing_output_is_not_overwritten_without_resume(triton_server, job, tmp_path, capsys):
+    output = tmp_path / "results.jsonl"
+    output.write_text('{"file": "x"}\n')
+    assert main([str(job / "cat0.png"), "--output", str(output), "--url", triton_server.grpc_url]) == 2
+    assert "--resume" in capsys.readouterr().err and output.read_text() == '{"file": "x"}\n'
+
+
+def test_timeouts_are_failures_not_retried(triton_server, job, tmp_path):
+    summary = batch.classify_files([job / "cat3.png"], batch.BatchOptions(url=triton_server.grpc_url, timeout=0.001))
+    assert dict(summary.failures) == {"timeout": 1} and summary.retries == 0
+
+
+class FlakyServer:
+    """An aio client whose first ``failures`` infer calls fail with ``status`` (real tritonclient exceptions)."""
+
+    def __init__(self, failures: int, status: str) -> None:
+        self.failures, self.status, self.calls = failures, status, 0
+
+    async def infer(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise InferenceServerException("simulated", status=self.status)
+        return self
+
+    def as_numpy(self, name):
+        return np.array([b"9.5:285:Egyptian_cat"])
+
+    async def is_server_live(self, **kwargs):
+        return True
+
+
+@pytest.mark.parametrize("status, failures, calls, reason", [
+    ("StatusCode.UNAVAILABLE", 2, 3, ""),  # transient, recovered within 3 retries
+    ("StatusCode.RESOURCE_EXHAUSTED", 9, 4, "overloaded"),  # transient, retries run out: 1 + 3 tries
+    ("StatusCode.INVALID_ARGUMENT", 9, 1, "rejected"),  # bad input: never retried
+    ("StatusCode.INTERNAL", 9, 1, "server_error"),
+])  # fmt: skip
+def test_retries_only_transient_errors_with_backoff(status, failures, calls, reason):
+    server = FlakyServer(failures, status)
+    options = batch.BatchOptions(retries=3, backoff=0.01)
+    start = time.perf_counter()
+    result = asyncio.run(batch._infer_with_retries("x.png", np.zeros((1, 2, 2, 3), np.uint8), 0, server, options, None))
+    assert server.calls == calls and result.attempts == calls and result.reason == reason
+    if calls > 1:  # backoff: 0.01 * (1 + 2 + ...) s, each scaled by a jitter in [0.5, 1]
+        assert time.perf_counter() - start >= 0.5 * 0.01 * (2 ** (calls - 1) - 1)
+
+
+def test_system_shared_memory_regions_are_reused_and_released(triton_server, job, tmp_path, capsys):
+    output = tmp_path / "results.jsonl"
+    code = main([str(job), "--output", str(output), "--url", triton_server.grpc_url, "--shared-memory", "system",
+                 "--concurrency", "2", "--quiet"])  # fmt: skip
+    assert code == EXIT_SOME_FAILED
+    records = {Path(r["file"]).name: r for r in read_jsonl(output)}
+    assert records["cat3.png"]["predictions"][0]["index"] in CAT_INDICES
+    assert records["too_tall.png"]["reason"] == "rejected"
+    assert our_regions(triton_server) == []
+
+
+def test_regions_are_released_when_the_job_fails(triton_server, job):
+    def explode(result):
+        raise RuntimeError("disk full")
+
+    options = batch.BatchOptions(url=triton_server.grpc_url, shared_memory="system", concurrency=2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        batch.classify_files(sorted(job.glob("c*")), options, on_result=explode)
+    assert our_regions(triton_server) == []
+
+
+def test_ctrl_c_stops_the_job_keeps_results_and_releases_regions(triton_server, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    Image.fromarray(skimage.data.chelsea()).save(folder / "cat.png")
+    for i in range(80):
+        os.link(folder / "cat.png", folder / f"cat{i:03d}.png")
+    output = tmp_path / "results.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pixelserve.client.classify", str(folder), "--output", str(output), "--url",
+         triton_server.grpc_url, "--shared-memory", "system", "--concurrency", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 3):
+        time.sleep(0.1)
+    registered = our_regions(triton_server)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert len(registered) >= 1  # the job was using shared memory when interrupted
+    assert process.returncode == EXIT_INTERRUPTED, err
+    records = read_jsonl(output)  # every line written is whole
+    assert 3 <= len(records) < 81 and all(r["predictions"][0]["index"] in CAT_INDICES for r in records)
+    assert our_regions(triton_server) == []
+
+
+@pytest.mark.gpu
+def test_cuda_shared_memory_regions_are_released(triton_server, job):
+    options = batch.BatchOptions(url=triton_server.grpc_url, shared_memory="cuda", concurrency=2)
+    summary = batch.classify_files(sorted(job.glob("c*")), options)
+    assert summary.ok == 10
+    status = grpcclient.InferenceServerClient(triton_server.grpc_url).get_cuda_shared_memory_status(as_json=True)
+    assert not [name for name in status.get("regions", {}) if name.startswith("pixelserve-")]
+    assert HAS_GPU
+
+
+def test_progress_bar_on_a_terminal_only(triton_server, job, tmp_path):
+    """stderr a terminal (a pseudo-terminal here): the bar shows done/total and images/s; --quiet: no bar."""
+    import pty
+
+    for quiet, expect_bar in ((False, True), (True, False)):
+        primary, secondary = pty.openpty()
+        output = tmp_path / f"results-{quiet}.jsonl"
+        args = [sys.executable, "-m", "pixelserve.client.classify", str(job / "cat0.png"), str(job / "cat1.png"),
+                "--output", str(output), "--url", triton_server.grpc_url] + (["--quiet"] if quiet else [])  # fmt: skip
+        process = subprocess.run(args, stdout=subprocess.PIPE, stderr=secondary, timeout=120, text=True)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the writer is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(primary)
+        assert process.returncode == EXIT_OK
+        assert ("2/2" in seen.decode(errors="replace") and b"images/s" in seen) == expect_bar, seen[-500:]
+        assert "2 inputs: 2 classified" in process.stdout
