@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# Prometheus and promtool (Debian's package) for the monitoring tests; they skip, saying why, without them.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+      >/dev/null || echo "setup.sh: could not install prometheus; its tests will skip" >&2
+  else
+    echo "setup.sh: prometheus/promtool missing (apt-get install prometheus as root); their tests will skip" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -10,12 +10,13 @@ import os
 import sys
 from typing import Sequence
 
-from .server import DEFAULT_BACKEND_CONFIG, RESPONSE_CACHE_CONFIG
+from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG
 
 
 def command(args: Sequence[str]) -> list[str]:
     """The tritonserver command line: the project's backend settings, then ``args``."""
     settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
+    settings += [f"--metrics-config={setting}" for setting in METRICS_CONFIG]
     return ["tritonserver", *settings, f"--cache-config={RESPONSE_CACHE_CONFIG}", *args]
 
 

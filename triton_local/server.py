@@ -26,6 +26,9 @@ DEFAULT_BACKEND_CONFIG = (
 # `response_cache { enable: true }` (the image_classifier ensemble does: build/classifier_config.py).
 # An entry costs about the response (4 KB of FP32 scores) plus the key; 256 MiB holds ~60,000 answers.
 RESPONSE_CACHE_CONFIG = "local,size=268435456"
+# Latency summaries (nv_inference_queue_summary_us{quantile=...} etc.): the queue-time p99 alert and the
+# dashboard's percentiles read them (deploy/prometheus, deploy/grafana).
+METRICS_CONFIG = ("summary_latencies=true",)
 
 
 def free_port() -> int:
@@ -151,6 +154,7 @@ class LocalTritonServer:
             "--allow-metrics=true",
         ]
         cmd += [f"--backend-config={c}" for c in DEFAULT_BACKEND_CONFIG]
+        cmd += [f"--metrics-config={c}" for c in METRICS_CONFIG]
         if self.response_cache:
             cmd.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
         return cmd + self.extra_args
