@@ -74,9 +74,10 @@ def _wait_for(base: str, expr: str, accept, timeout: float = 60.0) -> float | No
     raise AssertionError(f"{expr}: last value {value} after {timeout:.0f} s")
 
 
-@pytest.fixture
-def prometheus(triton_server, tmp_path):
+@pytest.fixture(scope="module")
+def prometheus(triton_server, tmp_path_factory):
     """A real Prometheus on the shipped config and rules, scraping the test server every second."""
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     metrics = urllib.parse.urlsplit(triton_server.metrics_url)
@@ -145,3 +146,18 @@ def test_local_server_and_container_export_latency_summaries():
     wanted = "--metrics-config=summary_latencies=true"  # the queue-time p99 alert reads these summaries
     assert wanted in LocalTritonServer([REPO_ROOT / "model_repository"]).command()
     assert wanted in launch.command([])
+
+
+@needs_prometheus
+@pytest.mark.server
+def test_dashboard_queries_run_in_prometheus(prometheus):
+    """Every PromQL query of the Grafana dashboard parses and evaluates in the real Prometheus."""
+    import urllib.error
+
+    from dashboard import load, queries
+
+    for title, expr in queries(load()):
+        try:
+            _query(prometheus, expr)
+        except urllib.error.HTTPError as exc:  # 400: a PromQL error, named in the body
+            raise AssertionError(f"panel {title!r}: {expr}\n{exc.read().decode()}") from None
