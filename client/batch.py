@@ -27,6 +27,7 @@ from .images import as_request_batch, load_image
 from .predictions import Prediction, parse_classifications
 
 SHARED_MEMORY = ("none", "system", "cuda")
+READY_TIMEOUT = 10.0  # seconds
 # gRPC codes worth another try: the server is (re)starting or its queue is full. Everything else is final.
 TRANSIENT_CODES = {"StatusCode.UNAVAILABLE": "unavailable", "StatusCode.RESOURCE_EXHAUSTED": "overloaded"}
 FINAL_CODES = {"StatusCode.INVALID_ARGUMENT": "rejected", "StatusCode.DEADLINE_EXCEEDED": "timeout"}
@@ -277,7 +278,8 @@ def classify_files(
 
 
 def _check_ready(options: BatchOptions) -> None:
-    with ImageClassifierClient(options.url, "grpc", options.model, options.timeout) as client:
+    # The request timeout bounds inference; asking for readiness gets at least READY_TIMEOUT.
+    with ImageClassifierClient(options.url, "grpc", options.model, max(options.timeout, READY_TIMEOUT)) as client:
         client.check_ready()
 
 

@@ -30,3 +30,9 @@ def value(samples: dict, name: str, **labels: str) -> float:
     found = [v for (n, have), v in samples.items() if n == name and wanted <= have]
     assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
     return found[0] if found else 0.0
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """The sum of every series ``name`` whose labels include ``labels`` (PromQL's ``sum(name{labels})``)."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)

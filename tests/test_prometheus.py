@@ -111,10 +111,9 @@ def prometheus(triton_server, tmp_path_factory):
 @needs_prometheus
 @pytest.mark.server
 def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
+    from prometheus_text import scrape, total
+
     assert _wait_for(prometheus, 'up{job="triton"}', lambda v: v == 1) == 1
-    ok = 'sum(pixelserve_preprocess_images_total{job="triton", outcome="ok"})'
-    success = 'sum(nv_inference_request_success{job="triton", model="image_classifier"})'
-    stage = 'sum(pixelserve_stage_seconds_total{job="triton", model="preprocess", stage="kernel"})'
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
 
     def send(images) -> None:
@@ -123,12 +122,23 @@ def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
             inp.set_data_from_numpy(image[None])
             client.infer("image_classifier", [inp])
 
-    send([uncached(photo_at("coffee", 240, 320))])  # so that every series exists before the baseline
-    before = {expr: _wait_for(prometheus, expr, lambda v: v > 0) for expr in (ok, success, stage)}
+    send([uncached(photo_at("coffee", 240, 320))])  # so that every series below exists
+    counters = {  # PromQL -> (metric, labels) to read the same sum straight from the server
+        'sum(pixelserve_preprocess_images_total{job="triton", outcome="ok"})':
+            ("pixelserve_preprocess_images_total", {"outcome": "ok"}),
+        'sum(nv_inference_request_success{job="triton", model="image_classifier"})':
+            ("nv_inference_request_success", {"model": "image_classifier"}),
+    }  # fmt: skip
+    stage = 'sum(pixelserve_stage_seconds_total{job="triton", model="preprocess", stage="kernel"})'
+    samples = scrape(triton_server.metrics_url)
+    before = {expr: total(samples, name, **labels) for expr, (name, labels) in counters.items()}
+    for expr, value in before.items():  # Prometheus has caught up with the server
+        assert _wait_for(prometheus, expr, lambda v, value=value: v >= value) == value, expr
+    stage_before = _wait_for(prometheus, stage, lambda v: v > 0)
     send([uncached(photo_at("chelsea", 300, 400)) for _ in range(5)])
-    assert _wait_for(prometheus, ok, lambda v: v >= before[ok] + 5) == before[ok] + 5
-    assert _wait_for(prometheus, success, lambda v: v >= before[success] + 5) == before[success] + 5
-    assert _wait_for(prometheus, stage, lambda v: v > before[stage]) > before[stage]
+    for expr, value in before.items():  # and sees exactly the five new images
+        assert _wait_for(prometheus, expr, lambda v, value=value: v >= value + 5) == value + 5, expr
+    assert _wait_for(prometheus, stage, lambda v: v > stage_before) > stage_before
     # Triton's queue-time summary (which the p99 alert reads) is exported, and the rules are loaded.
     assert _query(prometheus, 'nv_inference_queue_summary_us{job="triton", model="preprocess", quantile="0.99"}') is not None
     with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as response:
