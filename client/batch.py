@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from .predictions import Prediction, parse_classifications
 
 SHARED_MEMORY = ("none", "system", "cuda")
 READY_TIMEOUT = 10.0  # seconds
+UNREGISTER_WAIT = 30.0  # seconds a region may stay "in use" by a request the server is finishing
 # gRPC codes worth another try: the server is (re)starting or its queue is full. Everything else is final.
 TRANSIENT_CODES = {"StatusCode.UNAVAILABLE": "unavailable", "StatusCode.RESOURCE_EXHAUSTED": "overloaded"}
 FINAL_CODES = {"StatusCode.INVALID_ARGUMENT": "rejected", "StatusCode.DEADLINE_EXCEEDED": "timeout"}
@@ -204,20 +206,32 @@ class SharedMemoryPool:
         self._shm.set_shared_memory_region(region[0], [batch])  # same call in both modules
         return self.name(slot), batch.nbytes
 
-    def _release(self, slot: int) -> None:
+    def _release(self, slot: int, wait: float = UNREGISTER_WAIT) -> None:
+        """Unregister the slot's region (the server refuses while a request still reads it: try again for up
+        to ``wait`` seconds), then destroy it here."""
+        from tritonclient.utils import InferenceServerException
+
         region, self._regions[slot] = self._regions[slot], None
         if region is None:
             return
+        unregister = (self._client.unregister_cuda_shared_memory if self.kind == "cuda"
+                      else self._client.unregister_system_shared_memory)  # fmt: skip
+        deadline = time.monotonic() + wait
         try:
-            if self.kind == "cuda":
-                self._client.unregister_cuda_shared_memory(self.name(slot))
-            else:
-                self._client.unregister_system_shared_memory(self.name(slot))
+            while True:
+                try:
+                    unregister(self.name(slot))
+                    break
+                except InferenceServerException as exc:
+                    if "in use" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
         finally:
             self._shm.destroy_shared_memory_region(region[0])
 
-    def close(self) -> None:
-        """Unregister and destroy every region (each one, even if another fails), then close the client."""
+    def close(self) -> list[Exception]:
+        """Unregister and destroy every region (each one, even if another fails), close the client, and
+        return what failed."""
         errors = []
         for slot in range(len(self._regions)):
             try:
@@ -225,8 +239,7 @@ class SharedMemoryPool:
             except Exception as exc:  # keep releasing the others
                 errors.append(exc)
         self._client.close()
-        if errors:
-            raise errors[0]
+        return errors
 
 
 @dataclass
@@ -270,10 +283,14 @@ def classify_files(
             on_result(result)
 
         asyncio.run(_run(todo, options, pool, record))
+    except BaseException:
+        if pool is not None:
+            pool.close()  # best effort; the error that stopped the job is the one to report
+        raise
     finally:
         summary.seconds = time.perf_counter() - start
-        if pool is not None:
-            pool.close()
+    if pool is not None and (errors := pool.close()):
+        raise errors[0]
     return summary
 
 
@@ -290,8 +307,9 @@ async def _run(files: list[str], options: BatchOptions, pool: SharedMemoryPool |
     queue: asyncio.Queue[str] = asyncio.Queue()
     for name in files:
         queue.put_nowait(name)
+    inflight: set[asyncio.Future] = set()  # infer calls, shielded from the workers' cancellation
     async with aioclient.InferenceServerClient(options.url) as client:
-        workers = [asyncio.create_task(_worker(slot, queue, client, options, pool, record))
+        workers = [asyncio.create_task(_worker(slot, queue, client, options, pool, record, inflight))
                    for slot in range(min(options.concurrency, max(len(files), 1)))]  # fmt: skip
         try:
             await asyncio.gather(*workers)
@@ -299,9 +317,13 @@ async def _run(files: list[str], options: BatchOptions, pool: SharedMemoryPool |
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            # On an error or Ctrl-C, let the requests already sent finish (their timeout bounds the wait):
+            # the server may still be reading their shared-memory regions, which are released next.
+            if inflight:
+                await asyncio.wait(inflight, timeout=options.timeout)
 
 
-async def _worker(slot, queue, client, options: BatchOptions, pool, record) -> None:
+async def _worker(slot, queue, client, options: BatchOptions, pool, record, inflight: set) -> None:
     loop = asyncio.get_running_loop()
     while not queue.empty():
         name = queue.get_nowait()
@@ -313,10 +335,10 @@ async def _worker(slot, queue, client, options: BatchOptions, pool, record) -> N
         except InvalidImage as exc:
             record(Result(name, reason="invalid_image", error=str(exc)))
             continue
-        record(await _infer_with_retries(name, batch, slot, client, options, pool))
+        record(await _infer_with_retries(name, batch, slot, client, options, pool, inflight))
 
 
-async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, pool) -> Result:
+async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, pool, inflight: set) -> Result:
     import tritonclient.grpc.aio as aioclient
     from tritonclient.utils import InferenceServerException
 
@@ -330,8 +352,11 @@ async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, 
         output = aioclient.InferRequestedOutput(OUTPUT_NAME, class_count=options.top_k)
         start = time.perf_counter()
         try:
-            response = await client.infer(options.model, [infer_input], outputs=[output],
-                                          client_timeout=options.timeout)
+            call = asyncio.ensure_future(client.infer(options.model, [infer_input], outputs=[output],
+                                                      client_timeout=options.timeout))  # fmt: skip
+            inflight.add(call)
+            call.add_done_callback(functools.partial(_forget, inflight))
+            response = await asyncio.shield(call)
         except InferenceServerException as exc:
             status, message = str(exc.status() or ""), exc.message() or str(exc)
             reason = TRANSIENT_CODES.get(status) or FINAL_CODES.get(status) or "server_error"
@@ -346,6 +371,14 @@ async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, 
         predictions = tuple(parse_classifications(np.asarray(response.as_numpy(OUTPUT_NAME)).ravel()))
         return Result(name, predictions, latency_ms=latency, attempts=attempt)
     raise AssertionError("unreachable")
+
+
+def _forget(inflight: set, call: asyncio.Future) -> None:
+    """Done callback of an infer call: drop it from the in-flight set and mark its outcome as seen (a call
+    whose worker was cancelled is awaited by nobody, and asyncio would log its error)."""
+    inflight.discard(call)
+    if not call.cancelled():
+        call.exception()
 
 
 async def _server_live(client, options: BatchOptions) -> bool:
