@@ -32,8 +32,11 @@ def test_wrappers_run_the_real_binaries(tmp_path):
 @pytest.mark.server
 @pytest.mark.skipif(not model_analyzer.DEFAULT_MODEL_ANALYZER.exists(),
                     reason="Model Analyzer not installed (scripts/setup_model_analyzer.sh)")
-def test_small_search_profiles_preprocess(tmp_path):
+def test_small_search_profiles_preprocess(tmp_path, monkeypatch):
     ensure_classifier_built()
+    # conftest turns on numba's CUDA simulator on hosts without a GPU; Model Analyzer would take it for a GPU
+    # and look for DCGM.
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
     config = yaml.safe_load(model_analyzer.DEFAULT_CONFIG.read_text())
     search = config["profile_models"]["preprocess"]
     search["model_config_parameters"] = {"instance_group": [{"count": [1, 2], "kind": "KIND_AUTO"}]}
