@@ -85,7 +85,7 @@ if [[ $stages == *ensemble* ]]; then
     if [[ $stages == *scaling* ]]; then
   echo "=== scaling: image_classifier on 1..N GPUs of this machine"
   python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
-    --per-gpu "${PER_GPU:-preprocess=8,classifier=3}" --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
+    ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
     --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
