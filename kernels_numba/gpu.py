@@ -6,7 +6,6 @@ from typing import Sequence
 import numpy as np
 from numba import config, cuda
 
-from .host_pinning import SharedMemoryPinner
 from .phase_timing import NULL_TIMER
 from .geometry import PARAM_COLUMNS, batch_params, max_row_count, row_buffer_size
 from .packing import packed_size
@@ -86,12 +85,8 @@ class CudaPreprocessor:
     sized for ``max_images`` (the serving runner passes the model's max_batch_size) and grow if need be.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 1, input_bytes: int = 1 << 24,
-                 pin_shared_memory: bool = False, log=None) -> None:
+    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 1, input_bytes: int = 1 << 24) -> None:
         self.spec = spec
-        # Serving: inputs in the Python backend's shared memory are registered and DMA'd from where they are.
-        use_pinner = pin_shared_memory and not config.ENABLE_CUDASIM
-        self._pinner = SharedMemoryPinner(self._register_host, log=log) if use_pinner else None
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
@@ -138,11 +133,6 @@ class CudaPreprocessor:
         else:
             _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
 
-    def _register_host(self, start: int, size: int):
-        drv = self._driver()
-        error = drv.cuMemHostRegister(start, size, drv.CU_MEMHOSTREGISTER_PORTABLE)[0]
-        return None if int(error) == 0 else error
-
     def synchronize(self) -> None:
         """Wait for everything queued on this preprocessor's stream."""
         self.stream.synchronize()
@@ -151,9 +141,9 @@ class CudaPreprocessor:
     def _stage(self, images: Sequence) -> dict[str, int]:
         """Queue the copies that put every image, back to back, into the device input buffer.
 
-        Returns how many images went each way: from the GPU, directly from page-locked host memory, or
-        through the pinned staging buffer."""
-        counts = {"images_from_gpu": 0, "images_h2d_direct": 0, "images_h2d_staged": 0}
+        Returns how many images came from the GPU and how many from the host (through the pinned staging
+        buffer: the Python backend hands host inputs to the model in ordinary pageable memory)."""
+        counts = {"images_from_gpu": 0, "images_h2d_staged": 0}
         start = 0
         dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
@@ -164,9 +154,6 @@ class CudaPreprocessor:
                     self._copy(dev_base + start, _device_pointer(img), size, "d2d")
                 else:
                     self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
-            elif self._pinner is not None and img.flags.c_contiguous and self._pinner.pinned(img.ctypes.data, size):
-                counts["images_h2d_direct"] += 1
-                self._copy(dev_base + start, img.ctypes.data, size, "h2d")
             else:
                 counts["images_h2d_staged"] += 1
                 staged = self._host_src[start:start + size]

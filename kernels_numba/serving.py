@@ -60,8 +60,7 @@ class CudaRunner:
 
     on_gpu = True
 
-    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1,
-                 pin_shared_memory: bool = True, log=None) -> None:
+    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1) -> None:
         from numba import cuda
 
         from .gpu import CudaPreprocessor
@@ -72,7 +71,7 @@ class CudaRunner:
         self._library, self._module = _device_array_library()
         if self._library == "cupy":
             self._module.cuda.Device(device_id).use()
-        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size, pin_shared_memory=pin_shared_memory, log=log)
+        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size)
 
     def warm_up(self) -> None:
         """Compile the kernel for this GPU and size the buffers before the first request."""

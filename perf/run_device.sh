@@ -84,16 +84,16 @@ if [[ $stages == *ensemble* ]]; then
     fi
     IFS=':' read -r name model points <<< "$step"
     profile "$name" "$model" "$points"
-    if [[ $stages == *scaling* ]]; then
-  echo "=== scaling: image_classifier on 1..N GPUs of this machine"
-  python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
-    ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
-    --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
-fi
-tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
+    tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
+fi
+if [[ $stages == *scaling* ]]; then
+  echo "=== scaling: image_classifier on 1..N GPUs of this machine"
+  python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
+    ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
+    --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .

@@ -206,9 +206,11 @@ def test_scaling_dry_run_plans_and_validates_8_gpus(capsys):
     out = capsys.readouterr().out
     for n, devices, concurrency in ((1, "0", 32), (2, "0,1", 64), (4, "0,1,2,3", 128), (8, "0,1,2,3,4,5,6,7", 256)):
         assert f"== {n} GPU(s): CUDA_VISIBLE_DEVICES={devices}, concurrency {concurrency}" in out
-        assert "validated: preprocess: " + ", ".join(f"GPU {g} x{PER_GPU['preprocess']}" for g in range(n)) in out
+        # The validated line names every placed model (the classifier too where it runs on the GPU).
+        validated = out.split(f"== {n} GPU(s)")[1].split("validated: ")[1].splitlines()[0]
+        assert "preprocess: " + ", ".join(f"GPU {g} x{PER_GPU['preprocess']}" for g in range(n)) in validated
         assert f"--concurrency-range {concurrency} --shared-memory cuda" in out
-    assert out.count("kind: KIND_GPU") == 1 + 2 + 4 + 8
+    assert out.count("kind: KIND_GPU") == (1 if _classifier_on_host() else 2) * (1 + 2 + 4 + 8)
     assert "gpus: [7]" in out and "--size 1080x1920" in out and "--load-model=preprocess" in out
 
 
