@@ -1,0 +1,23 @@
+"""Configs that Triton needs as files beside the product (benchmark peers, floor probes, test models) must
+serve the same batch size as the product: the one max_batch_size, in model_repository/preprocess/config.pbtxt."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pixelserve.build import classifier_config, model_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COPIES = sorted(p for folder in ("perf", "tests") for p in (REPO_ROOT / folder).rglob("config.pbtxt"))
+
+
+def test_there_are_configs_to_check():
+    assert len(COPIES) >= 8
+
+
+@pytest.mark.parametrize("path", COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_batch_size_is_the_repository_one(path):
+    assert model_config.read_config(path).max_batch_size == classifier_config.max_batch_size(), (
+        f"{path.relative_to(REPO_ROOT)}: max_batch_size differs from model_repository/preprocess/config.pbtxt"
+    )
