@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 METRIC_NAME = "pixelserve_phase_seconds_total"
 COUNT_NAME = "pixelserve_phase_calls_total"
@@ -16,13 +16,13 @@ class PhaseTimer:
     the phase that queued it; in normal serving it is None and a phase costs two ``perf_counter`` calls.
     """
 
-    def __init__(self, model: str, metric_family=None, sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, model: str, metric_family: Any = None, sync: Callable[[], None] | None = None) -> None:
         self.model = model
         self.sync = sync
         self._seconds: dict[str, float] = {}
         self._calls: dict[str, int] = {}
-        self._metrics: dict[str, tuple] = {}
-        self._families = None
+        self._metrics: dict[str, tuple[Any, Any]] = {}  # pb_utils.Metric: seconds, calls
+        self._families: tuple[Any, Any] | None = None
         if metric_family is not None:  # pb_utils.MetricFamily inside Triton
             counter = metric_family.COUNTER
             self._families = (
