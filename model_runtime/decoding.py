@@ -11,6 +11,7 @@ import io
 import warnings
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 FORMATS = ("JPEG", "PNG")
@@ -43,7 +44,7 @@ def _open(data: bytes, max_side: int) -> Image.Image:
     return image
 
 
-def _rgb(image: Image.Image) -> np.ndarray:
+def _rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
     """HWC uint8 RGB of a loaded image of any supported mode (alpha dropped, 16 bits scaled to 8)."""
     if image.mode in SIXTEEN_BIT_MODES:
         grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)  # 16-bit grey: keep the high byte
@@ -54,7 +55,7 @@ def _rgb(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., :3])
 
 
-def decode_image(data: bytes, max_side: int) -> np.ndarray:
+def decode_image(data: bytes, max_side: int) -> npt.NDArray[np.uint8]:
     """Decode JPEG or PNG bytes into an HWC uint8 RGB array, EXIF orientation applied.
 
     Raises DecodeError naming the problem for empty, non-image, truncated, corrupt or oversized input.
