@@ -152,11 +152,16 @@ def write_config(flavour: str, model_dir: Path) -> Path:
 
 
 def write_ensemble(model_dir: Path) -> Path:
-    """Write the generated image_classifier config.pbtxt beside the classifier in `model_dir`'s repository."""
-    path = model_dir.parent / classifier_config.ENSEMBLE_NAME / "config.pbtxt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(classifier_config.render_ensemble())
-    return path
+    """Write the generated ensemble configs (raw and encoded) beside the classifier in `model_dir`'s repository.
+
+    Returns the raw ensemble's config path."""
+    paths = []
+    for name, encoded in ((classifier_config.ENSEMBLE_NAME, False), (classifier_config.ENCODED_ENSEMBLE_NAME, True)):
+        path = model_dir.parent / name / "config.pbtxt"
+        (path.parent / "1").mkdir(parents=True, exist_ok=True)
+        path.write_text(classifier_config.render_ensemble(encoded))
+        paths.append(path)
+    return paths[0]
 
 
 def build_plan(onnx_path: Path, model_dir: Path) -> Path:

@@ -1,4 +1,6 @@
 """Image preprocessing kernels (resize + normalise + HWC->CHW) for CUDA (numba.cuda) and the CPU (numba njit)."""
+from typing import Any
+
 from .cpu import preprocess_cpu
 from .spec import PreprocessSpec
 from .validation import ImageError, check_image
@@ -6,7 +8,7 @@ from .validation import ImageError, check_image
 __all__ = ["PreprocessSpec", "preprocess_cpu", "ImageError", "check_image"]  # + preprocess_cuda, on demand
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The CUDA path is imported on demand so that CPU-only hosts never initialise numba.cuda.
     if name == "preprocess_cuda":
         from .gpu import preprocess_cuda

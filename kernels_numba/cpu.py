@@ -6,6 +6,7 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from .arrays import Norm, Output, Params, Pixels, Rows
 from .geometry import batch_params, max_row_count, row_buffer_size
 from .packing import pack_images
 from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
@@ -13,7 +14,7 @@ from .spec import PreprocessSpec
 
 
 @numba.njit(parallel=True, cache=True)
-def _bilinear(src, params, norm, swap_rb, out):
+def _bilinear(src: Pixels, params: Params, norm: Norm, swap_rb: bool, out: Output) -> None:
     n_images, _, out_h, out_w = out.shape
     for row in numba.prange(n_images * out_h):
         n = row // out_h
@@ -23,7 +24,7 @@ def _bilinear(src, params, norm, swap_rb, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _antialias_rows(src, params, rows, out_w, max_rows):
+def _antialias_rows(src: Pixels, params: Params, rows: Rows, out_w: int, max_rows: int) -> None:
     for i in numba.prange(params.shape[0] * max_rows):
         n = i // max_rows
         r = i - n * max_rows
@@ -32,7 +33,7 @@ def _antialias_rows(src, params, rows, out_w, max_rows):
 
 
 @numba.njit(parallel=True, cache=True)
-def _antialias_columns(rows, params, norm, swap_rb, out):
+def _antialias_columns(rows: Rows, params: Params, norm: Norm, swap_rb: bool, out: Output) -> None:
     n_images, _, out_h, out_w = out.shape
     for row in numba.prange(n_images * out_h):
         n = row // out_h
@@ -41,7 +42,7 @@ def _antialias_columns(rows, params, norm, swap_rb, out):
             filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox)
 
 
-def preprocess_cpu(images: Sequence[np.ndarray], spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+def preprocess_cpu(images: Sequence[Pixels], spec: PreprocessSpec, out: Output | None = None) -> Output:
     """Preprocess HWC uint8 images of any sizes into one [N, 3, H, W] batch on the CPU."""
     if out is None:
         out = np.empty((len(images), 3, spec.out_height, spec.out_width), spec.numpy_dtype)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .arrays import Params
 from .pixel_math import (
     HEIGHT, OFFSET_X, OFFSET_Y, PARAM_COLUMNS, ROW_COUNT, ROW_LO, ROWS_START, SCALE_X, SCALE_Y, START, WIDTH, X0, X1, Y0,
     Y1, antialias_window,
@@ -29,7 +30,7 @@ def letterbox_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, 
     return new_h, new_w
 
 
-def image_params(height: int, width: int, start: int, spec: PreprocessSpec, row: np.ndarray) -> None:
+def image_params(height: int, width: int, start: int, spec: PreprocessSpec, row: Params) -> None:
     """Fill one parameter row for an image of height x width stored at byte ``start`` of the packed input.
 
     An output pixel (oy, ox) inside the window [Y0, Y1) x [X0, X1) samples the source around
@@ -57,7 +58,7 @@ def image_params(height: int, width: int, start: int, spec: PreprocessSpec, row:
         row[[Y0, Y1, X0, X1]] = top, top + new_h, left, left + new_w
 
 
-def source_rows(row: np.ndarray) -> tuple[int, int]:
+def source_rows(row: Params) -> tuple[int, int]:
     """(first, end) of the source rows the antialias filter reads for the output rows in the window."""
     first = antialias_window(row[Y0], row[Y0], row[SCALE_Y], row[OFFSET_Y], int(row[HEIGHT]))[0]
     end = antialias_window(row[Y1] - 1, row[Y0], row[SCALE_Y], row[OFFSET_Y], int(row[HEIGHT]))[1]
@@ -65,7 +66,7 @@ def source_rows(row: np.ndarray) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _placed_at_zero(height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
+def _placed_at_zero(height: int, width: int, spec: PreprocessSpec) -> Params:
     """The parameter row of a height x width image stored at offset 0 (traffic repeats a few camera sizes)."""
     row = np.empty(PARAM_COLUMNS, np.float64)
     image_params(height, width, 0, spec, row)
@@ -76,7 +77,7 @@ def _placed_at_zero(height: int, width: int, spec: PreprocessSpec) -> np.ndarray
     return row
 
 
-def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec) -> np.ndarray:
+def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec) -> Params:
     """float64 [N, PARAM_COLUMNS] parameter rows for HWC images of the given shapes, packed back to back."""
     params = np.empty((len(shapes), PARAM_COLUMNS), np.float64)
     start = rows_start = 0
@@ -92,7 +93,7 @@ def batch_params(shapes: Sequence[tuple[int, ...]], spec: PreprocessSpec) -> np.
     return params
 
 
-def row_buffer_size(params: np.ndarray, spec: PreprocessSpec) -> int:
+def row_buffer_size(params: Params, spec: PreprocessSpec) -> int:
     """float32 elements the antialiased path's row buffer needs for these parameter rows."""
     if len(params) == 0 or not spec.antialias:
         return 0
@@ -100,6 +101,6 @@ def row_buffer_size(params: np.ndarray, spec: PreprocessSpec) -> int:
     return int(last[ROWS_START] + last[ROW_COUNT] * spec.out_width * 3)
 
 
-def max_row_count(params: np.ndarray) -> int:
+def max_row_count(params: Params) -> int:
     """The most source rows any image of the batch needs filtered (antialiased path)."""
     return int(params[:, ROW_COUNT].max()) if len(params) else 0

@@ -1,37 +1,38 @@
 """CUDA path: the shared per-pixel math in one launch over every output pixel of a ragged batch."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from numba import config, cuda
 
-from .host_pinning import SharedMemoryPinner
-from .phase_timing import NULL_TIMER
-from .geometry import PARAM_COLUMNS, batch_params, max_row_count, row_buffer_size
+from .arrays import CudaArray, CudaStream, Image
+from .phase_timing import NULL_TIMER, Timer
+from .geometry import batch_params, max_row_count, row_buffer_size
 from .packing import packed_size
-from .pixel_math import filter_column_pixel, filter_row_pixel, write_output_pixel
+from .pixel_math import PARAM_COLUMNS, filter_column_pixel, filter_row_pixel, write_output_pixel
 from .spec import PreprocessSpec
 
 BLOCK = (32, 8, 1)
 
 
-@cuda.jit(cache=True)
-def _bilinear(src, params, norm, swap_rb, out):
+# numba.cuda has no type information (see build/mypy.ini), so its decorator leaves the kernels untyped.
+@cuda.jit(cache=True)  # type: ignore[untyped-decorator]
+def _bilinear(src: CudaArray, params: CudaArray, norm: CudaArray, swap_rb: bool, out: CudaArray) -> None:
     ox, oy, n = cuda.grid(3)
     if n < out.shape[0] and oy < out.shape[2] and ox < out.shape[3]:
         write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox)
 
 
-@cuda.jit(cache=True)
-def _antialias_rows(src, params, rows, out_w):
+@cuda.jit(cache=True)  # type: ignore[untyped-decorator]
+def _antialias_rows(src: CudaArray, params: CudaArray, rows: CudaArray, out_w: int) -> None:
     ox, r, n = cuda.grid(3)
     if n < params.shape[0] and ox < out_w:
         filter_row_pixel(src, params, rows, out_w, n, r, ox)
 
 
-@cuda.jit(cache=True)
-def _antialias_columns(rows, params, norm, swap_rb, out):
+@cuda.jit(cache=True)  # type: ignore[untyped-decorator]
+def _antialias_columns(rows: CudaArray, params: CudaArray, norm: CudaArray, swap_rb: bool, out: CudaArray) -> None:
     ox, oy, n = cuda.grid(3)
     if n < out.shape[0] and oy < out.shape[2] and ox < out.shape[3]:
         filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox)
@@ -51,21 +52,22 @@ def row_bucket(rows: int) -> int:
     return 1 << max(0, rows - 1).bit_length()
 
 
-def _is_device_array(obj) -> bool:
+def _is_device_array(obj: Image) -> bool:
     return not isinstance(obj, np.ndarray)  # host images are numpy; anything else is a CUDA array
 
 
-def _device_pointer(array) -> int:
+def _device_pointer(array: CudaArray) -> int:
     if hasattr(array, "data_ptr"):  # torch: much cheaper than building its __cuda_array_interface__
-        return array.data_ptr()
-    return array.__cuda_array_interface__["data"][0]
+        return array.data_ptr()  # type: ignore[no-any-return]
+    return array.__cuda_array_interface__["data"][0]  # type: ignore[no-any-return]
 
 
-def _nbytes(array) -> int:
-    return int(np.prod(array.shape)) * (array.element_size() if hasattr(array, "element_size") else array.dtype.itemsize)
+def _nbytes(array: CudaArray) -> int:
+    itemsize: int = array.element_size() if hasattr(array, "element_size") else array.dtype.itemsize
+    return int(np.prod(array.shape)) * itemsize
 
 
-def _check(result):
+def _check(result: Any) -> Any:
     """Unpack a cuda.bindings driver call result, raising on an error code."""
     error, *values = result if isinstance(result, tuple) else (result,)
     if int(error) != 0:
@@ -86,17 +88,14 @@ class CudaPreprocessor:
     sized for ``max_images`` (the serving runner passes the model's max_batch_size) and grow if need be.
     """
 
-    def __init__(self, spec: PreprocessSpec, stream=None, max_images: int = 1, input_bytes: int = 1 << 24,
-                 pin_shared_memory: bool = False, log=None) -> None:
+    def __init__(self, spec: PreprocessSpec, stream: CudaStream | None = None, max_images: int = 1,
+                 input_bytes: int = 1 << 24) -> None:
         self.spec = spec
-        # Serving: inputs in the Python backend's shared memory are registered and DMA'd from where they are.
-        use_pinner = pin_shared_memory and not config.ENABLE_CUDASIM
-        self._pinner = SharedMemoryPinner(self._register_host, log=log) if use_pinner else None
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
-        self._use_driver = not config.ENABLE_CUDASIM
-        self._graphs: dict[int, object] = {}
+        self._use_driver = not config.ENABLE_CUDASIM  # type: ignore[attr-defined]  # set from the environment at import
+        self._graphs: dict[tuple[int, int], Any] = {}  # (images, row bucket) -> CUgraphExec
         self._allocate(max_images, input_bytes)
 
     # -- buffers -------------------------------------------------------------------------------
@@ -126,7 +125,7 @@ class CudaPreprocessor:
         handle = self.stream.handle
         return int(handle.value or 0) if hasattr(handle, "value") else int(handle)
 
-    def _driver(self):
+    def _driver(self) -> Any:
         from cuda.bindings import driver
 
         return driver
@@ -138,22 +137,17 @@ class CudaPreprocessor:
         else:
             _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
 
-    def _register_host(self, start: int, size: int):
-        drv = self._driver()
-        error = drv.cuMemHostRegister(start, size, drv.CU_MEMHOSTREGISTER_PORTABLE)[0]
-        return None if int(error) == 0 else error
-
     def synchronize(self) -> None:
         """Wait for everything queued on this preprocessor's stream."""
         self.stream.synchronize()
 
     # -- the work --------------------------------------------------------------------------------------
-    def _stage(self, images: Sequence) -> dict[str, int]:
+    def _stage(self, images: Sequence[Image]) -> dict[str, int]:
         """Queue the copies that put every image, back to back, into the device input buffer.
 
-        Returns how many images went each way: from the GPU, directly from page-locked host memory, or
-        through the pinned staging buffer."""
-        counts = {"images_from_gpu": 0, "images_h2d_direct": 0, "images_h2d_staged": 0}
+        Returns how many images came from the GPU and how many from the host (through the pinned staging
+        buffer: the Python backend hands host inputs to the model in ordinary pageable memory)."""
+        counts = {"images_from_gpu": 0, "images_h2d_staged": 0}
         start = 0
         dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
@@ -164,9 +158,6 @@ class CudaPreprocessor:
                     self._copy(dev_base + start, _device_pointer(img), size, "d2d")
                 else:
                     self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
-            elif self._pinner is not None and img.flags.c_contiguous and self._pinner.pinned(img.ctypes.data, size):
-                counts["images_h2d_direct"] += 1
-                self._copy(dev_base + start, img.ctypes.data, size, "h2d")
             else:
                 counts["images_h2d_staged"] += 1
                 staged = self._host_src[start:start + size]
@@ -178,7 +169,7 @@ class CudaPreprocessor:
             start += size
         return counts
 
-    def _launch_kernels(self, n: int, rows: int, out) -> None:
+    def _launch_kernels(self, n: int, rows: int, out: CudaArray) -> None:
         """Queue the kernels for n staged images: one bilinear pass, or the two antialias passes."""
         params, stream = self._dev_params[:n], self.stream
         if self.spec.antialias:
@@ -189,14 +180,14 @@ class CudaPreprocessor:
         else:
             _bilinear[launch_grid(n, self.spec), BLOCK, stream](self._dev_src, params, self._norm, self._swap_rb, out)
 
-    def _graph(self, n: int, rows: int):
+    def _graph(self, n: int, rows: int) -> Any:
         """The executable graph (parameter upload + kernels into the internal output) for n images."""
         graph_exec = self._graphs.get((n, rows))
         if graph_exec is not None:
             return graph_exec
         drv = self._driver()
 
-        def upload_params():
+        def upload_params() -> None:
             self._copy(self._dev_params.device_ctypes_pointer.value, self._host_params.ctypes.data,
                        n * PARAM_COLUMNS * 8, "h2d")
 
@@ -213,7 +204,7 @@ class CudaPreprocessor:
         self._graphs[(n, rows)] = graph_exec
         return graph_exec
 
-    def launch(self, n: int, out) -> None:
+    def launch(self, n: int, out: CudaArray) -> None:
         """Queue the kernels on the first ``n`` images staged by the last ``run``, writing ``out``."""
         rows = row_bucket(max_row_count(self._host_params[:n])) if self.spec.antialias else 0
         if not self._use_driver:
@@ -223,7 +214,7 @@ class CudaPreprocessor:
         _check(self._driver().cuGraphLaunch(self._graph(n, rows), self._stream_handle))
         self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
-    def run(self, images: Sequence, out, timer=NULL_TIMER) -> None:
+    def run(self, images: Sequence[Image], out: CudaArray, timer: Timer = NULL_TIMER) -> None:
         """Queue preprocessing of HWC uint8 images (host numpy or C-contiguous CUDA arrays) into ``out`` [N, 3, H, W]."""
         n = len(images)
         if n == 0:
@@ -243,7 +234,8 @@ class CudaPreprocessor:
             self.launch(n, out)
 
 
-def preprocess_cuda(images: Sequence, spec: PreprocessSpec, out=None, stream=None):
+def preprocess_cuda(images: Sequence[Image], spec: PreprocessSpec, out: CudaArray | None = None,
+                    stream: CudaStream | None = None) -> CudaArray:
     """Preprocess HWC uint8 images of any sizes (host or device) into one [N, 3, H, W] device batch.
 
     ``out`` may be any C-contiguous CUDA array (numba device array, CuPy, torch) of the right shape and

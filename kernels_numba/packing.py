@@ -5,13 +5,15 @@ from typing import Sequence
 
 import numpy as np
 
+from .arrays import Image, Pixels
 
-def packed_size(images: Sequence) -> int:
+
+def packed_size(images: Sequence[Image]) -> int:
     """Bytes the HWC uint8 images (host or device arrays) take back to back."""
     return sum(int(np.prod(img.shape)) for img in images)
 
 
-def pack_images(images: Sequence[np.ndarray]) -> np.ndarray:
+def pack_images(images: Sequence[Pixels]) -> Pixels:
     """Copy HWC uint8 images back to back into one flat uint8 buffer."""
     flat = np.empty(packed_size(images), np.uint8)
     start = 0

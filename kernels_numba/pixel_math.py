@@ -5,8 +5,12 @@ code alike (and as plain Python under the CUDA simulator). Tap positions are com
 (a 4000-pixel axis needs more than float32's 24 bits for exact weights); pixel sums run in float32.
 The antialiased path is separable (rows, then columns), as PIL computes it.
 """
+from __future__ import annotations
+
 import numpy as np
 from numba.extending import register_jitable
+
+from .arrays import Norm, Output, Params, Pixels, Rows
 
 # Columns of the per-image parameter row that geometry.py fills (float64; offsets stay exact below 2**53
 # bytes). ROWS_START, ROW_LO and ROW_COUNT place the image's horizontally filtered rows (antialiased path)
@@ -18,7 +22,7 @@ NORM_SCALE, NORM_BIAS, NORM_PAD = range(3)
 
 
 @register_jitable
-def bilinear_taps(o, window_start, scale, offset, size):
+def bilinear_taps(o: int, window_start: float, scale: float, offset: float, size: int) -> tuple[int, int, np.float32]:
     """Clamped source coordinate of output index ``o`` (half-pixel centres): (lower tap, upper tap, weight)."""
     s = (o - window_start + 0.5) * scale + offset - 0.5
     if s < 0.0:
@@ -31,7 +35,8 @@ def bilinear_taps(o, window_start, scale, offset, size):
 
 
 @register_jitable
-def antialias_window(o, window_start, scale, offset, size):
+def antialias_window(o: float, window_start: float, scale: float, offset: float,
+                     size: int) -> tuple[int, int, float, float]:
     """PIL's bilinear (triangle) filter window for output index ``o``: (first tap, end, centre, 1/support).
 
     Like PIL, the window is clipped to the image and the weights are renormalised over what remains."""
@@ -47,14 +52,15 @@ def antialias_window(o, window_start, scale, offset, size):
 
 
 @register_jitable
-def triangle_weight(distance, inv_support):
+def triangle_weight(distance: np.float32, inv_support: np.float32) -> np.float32:
     """Weight of a tap at ``distance`` (float32, in source pixels) from the filter centre."""
     w = np.float32(1.0) - abs(distance) * inv_support
     return w if w > np.float32(0.0) else np.float32(0.0)
 
 
 @register_jitable
-def store_pixel(out, n, oy, ox, v0, v1, v2, norm, swap_rb):
+def store_pixel(out: Output, n: int, oy: int, ox: int, v0: np.float32, v1: np.float32, v2: np.float32, norm: Norm,
+                swap_rb: bool) -> None:
     """Normalise the three input-order channel values and store them as RGB planes."""
     if swap_rb:
         v0, v2 = v2, v0
@@ -64,7 +70,8 @@ def store_pixel(out, n, oy, ox, v0, v1, v2, norm, swap_rb):
 
 
 @register_jitable
-def write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox):
+def write_output_pixel(src: Pixels, params: Params, norm: Norm, swap_rb: bool, out: Output, n: int, oy: int,
+                       ox: int) -> None:
     """Compute output pixel (oy, ox) of image n: padding, or 4-tap bilinear (no antialias)."""
     g = params[n]
     if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
@@ -85,7 +92,8 @@ def write_output_pixel(src, params, norm, swap_rb, out, n, oy, ox):
 
 
 @register_jitable
-def blend_taps(src, p00, p01, p10, p11, fx, fy):
+def blend_taps(src: Pixels, p00: int, p01: int, p10: int, p11: int, fx: np.float32,
+               fy: np.float32) -> tuple[np.float32, np.float32, np.float32]:
     """Bilinear blend of the 4 taps for each of the 3 channels."""
     c0 = lerp2(src, p00, p01, p10, p11, fx, fy, 0)
     c1 = lerp2(src, p00, p01, p10, p11, fx, fy, 1)
@@ -94,7 +102,7 @@ def blend_taps(src, p00, p01, p10, p11, fx, fy):
 
 
 @register_jitable
-def lerp2(src, p00, p01, p10, p11, fx, fy, c):
+def lerp2(src: Pixels, p00: int, p01: int, p10: int, p11: int, fx: np.float32, fy: np.float32, c: int) -> np.float32:
     """Bilinear blend of channel c."""
     v00 = np.float32(src[p00 + c])
     v01 = np.float32(src[p01 + c])
@@ -109,7 +117,7 @@ def lerp2(src, p00, p01, p10, p11, fx, fy, c):
 # ---- (into a float32 buffer of rows x output width x 3), then a vertical pass that writes the output.
 
 @register_jitable
-def filter_row_pixel(src, params, rows, out_w, n, r, ox):
+def filter_row_pixel(src: Pixels, params: Params, rows: Rows, out_w: int, n: int, r: int, ox: int) -> None:
     """Horizontal pass: source row ROW_LO + r of image n filtered at output column ox, 3 channels into ``rows``."""
     g = params[n]
     if r >= g[ROW_COUNT] or ox < g[X0] or ox >= g[X1]:
@@ -136,7 +144,8 @@ def filter_row_pixel(src, params, rows, out_w, n, r, ox):
 
 
 @register_jitable
-def filter_column_pixel(rows, params, norm, swap_rb, out, n, oy, ox):
+def filter_column_pixel(rows: Rows, params: Params, norm: Norm, swap_rb: bool, out: Output, n: int, oy: int,
+                        ox: int) -> None:
     """Vertical pass: output pixel (oy, ox) of image n from the horizontally filtered rows (or padding)."""
     g = params[n]
     if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:

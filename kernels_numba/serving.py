@@ -1,16 +1,17 @@
 """Runners that the `preprocess` model drives: one per device kind, same interface."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .arrays import CudaArray, Image, Output, Pixels
 from .cpu import preprocess_cpu
-from .phase_timing import NULL_TIMER
+from .phase_timing import NULL_TIMER, Timer
 from .spec import PreprocessSpec
 
 
-def _warm_up_images() -> list[np.ndarray]:
+def _warm_up_images() -> list[Pixels]:
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (37, 53, 3), np.uint8), rng.integers(0, 256, (64, 48, 3), np.uint8)]
 
@@ -30,19 +31,20 @@ class CpuRunner:
     def synchronize(self) -> None:
         """Nothing to wait for: the CPU path is synchronous."""
 
-    def from_dlpack(self, capsule):
+    def from_dlpack(self, capsule: object) -> Pixels:
         """A host copy of a tensor that arrived on the GPU."""
         library, module = _device_array_library()
         device_array = module.from_dlpack(capsule)
-        return module.asnumpy(device_array) if library == "cupy" else device_array.cpu().numpy()
+        host: Pixels = module.asnumpy(device_array) if library == "cupy" else device_array.cpu().numpy()
+        return host
 
-    def run(self, images: Sequence[np.ndarray], timer=NULL_TIMER) -> np.ndarray:
+    def run(self, images: Sequence[Pixels], timer: Timer = NULL_TIMER) -> Output:
         """[N, 3, H, W] batch of the given HWC uint8 images."""
         with timer.phase("kernel"):
             return preprocess_cpu(images, self.spec)
 
 
-def _device_array_library():
+def _device_array_library() -> tuple[str, Any]:
     """CuPy when installed (the light DLPack exporter), else torch: the output tensors must export DLPack,
     which numba's own device arrays do not."""
     try:
@@ -60,8 +62,7 @@ class CudaRunner:
 
     on_gpu = True
 
-    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1,
-                 pin_shared_memory: bool = True, log=None) -> None:
+    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1) -> None:
         from numba import cuda
 
         from .gpu import CudaPreprocessor
@@ -72,24 +73,24 @@ class CudaRunner:
         self._library, self._module = _device_array_library()
         if self._library == "cupy":
             self._module.cuda.Device(device_id).use()
-        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size, pin_shared_memory=pin_shared_memory, log=log)
+        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size)
 
     def warm_up(self) -> None:
         """Compile the kernel for this GPU and size the buffers before the first request."""
         self.run(_warm_up_images())
 
-    def from_dlpack(self, capsule):
+    def from_dlpack(self, capsule: object) -> CudaArray:
         """A device view of a tensor that arrived on the GPU (no copy)."""
         return self._module.from_dlpack(capsule)
 
-    def _empty(self, n: int):
+    def _empty(self, n: int) -> CudaArray:
         shape = (n, 3, self.spec.out_height, self.spec.out_width)
         if self._library == "cupy":
             return self._module.empty(shape, self.spec.numpy_dtype)
         dtype = getattr(self._module, np.dtype(self.spec.numpy_dtype).name)
         return self._module.empty(shape, dtype=dtype, device=f"cuda:{self.device_id}")
 
-    def run(self, images: Sequence, timer=NULL_TIMER):
+    def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER) -> CudaArray:
         """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return."""
         out = self._empty(len(images))
         self._preprocessor.run(images, out, timer)

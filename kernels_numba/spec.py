@@ -7,6 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .arrays import Norm
+
 RESIZE_MODES = ("stretch", "shorter_side_crop", "letterbox")
 CHANNEL_ORDERS = ("RGB", "BGR")
 OUTPUT_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -64,12 +66,13 @@ class PreprocessSpec:
         """The numpy dtype of the output tensor."""
         return OUTPUT_DTYPES[self.output_dtype]
 
-    def normalisation(self) -> np.ndarray:
+    def normalisation(self) -> Norm:
         """float32 [3, 3] per output channel: scale, bias (out = pixel * scale + bias), normalised pad pixel."""
         std = np.asarray(self.std, np.float64)
         mean = np.asarray(self.mean, np.float64)
         scale, bias = 1.0 / (255.0 * std), -mean / std
-        return np.stack([scale, bias, self.pad_value * scale + bias]).astype(np.float32)
+        table: Norm = np.stack([scale, bias, self.pad_value * scale + bias]).astype(np.float32)  # Any to numpy's stubs
+        return table
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, object]) -> "PreprocessSpec":

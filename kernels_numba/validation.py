@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .spec import PreprocessSpec
 
@@ -15,7 +16,7 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def check_image(shape: tuple[int, ...], dtype: np.dtype, spec: PreprocessSpec) -> None:
+def check_image(shape: tuple[int, ...], dtype: npt.DTypeLike, spec: PreprocessSpec) -> None:
     """Raise ImageError unless (shape, dtype) is a non-empty HWC uint8 image with 3 channels within the size limit."""
     if np.dtype(dtype) != np.uint8:
         raise ImageError(f"image dtype must be uint8, got {np.dtype(dtype).name}", "dtype")

@@ -5,16 +5,18 @@ in the model process and sent once per ``execute`` (``flush``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class CounterFamily:
     """One counter family (a name, a description, fixed label names) and its buffered increments."""
 
-    def __init__(self, metric_family, name: str, description: str, label_names: tuple[str, ...]) -> None:
+    def __init__(self, metric_family: Any, name: str, description: str, label_names: tuple[str, ...]) -> None:
         self.name = name
         self.label_names = label_names
         self._family = None if metric_family is None else metric_family(
             name=name, description=description, kind=metric_family.COUNTER)
-        self._metrics: dict[tuple[str, ...], object] = {}
+        self._metrics: dict[tuple[str, ...], Any] = {}  # pb_utils.Metric by label values
         self._pending: dict[tuple[str, ...], float] = {}
 
     def add(self, value: float, *labels: str) -> None:

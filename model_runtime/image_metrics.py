@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from .counters import CounterFamily
 
@@ -39,7 +39,7 @@ def size_bucket(height: int, width: int) -> str:
 class ImageMetrics:
     """Counts images by outcome and size in one ``execute``; ``flush`` sends them to Triton."""
 
-    def __init__(self, metric_family=None) -> None:
+    def __init__(self, metric_family: Any = None) -> None:
         self._images = CounterFamily(metric_family, IMAGES_NAME, "Images given to preprocess, by outcome and reason",
                                      ("outcome", "reason"))
         self._sizes = CounterFamily(metric_family, SIZE_NAME, "Accepted images by input size bucket", ("size",))
@@ -65,5 +65,6 @@ class ImageMetrics:
         return {family.name: family.pending() for family in (self._images, self._sizes, self._pixels)}
 
     def flush(self) -> None:
+        """Send what was counted to Triton and start again from zero."""
         for family in (self._images, self._sizes, self._pixels):
             family.flush()

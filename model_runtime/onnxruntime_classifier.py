@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
@@ -28,13 +29,14 @@ class OnnxRuntimeClassifier:
                 f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}] (prepare it with build/prepare_onnx.py)"
             )
 
-    def from_dlpack(self, capsule) -> np.ndarray:
+    def from_dlpack(self, capsule: object) -> npt.NDArray[np.float32]:
         """A host copy of a batch that arrived on the GPU."""
         import torch
 
-        return torch.from_dlpack(capsule).cpu().numpy()
+        return torch.from_dlpack(capsule).cpu().numpy()  # type: ignore[attr-defined]  # not in torch.__all__
 
-    def run(self, batches: Sequence[np.ndarray]) -> np.ndarray:
+    def run(self, batches: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
         """float32 logits [N, classes] of the concatenated float32 [n, 3, H, W] batches."""
         stacked = batches[0] if len(batches) == 1 else np.concatenate(batches)
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(stacked, np.float32)})[0]
+        inputs = {INPUT_NAME: np.ascontiguousarray(stacked, np.float32)}
+        return self.session.run([OUTPUT_NAME], inputs)[0]  # type: ignore[no-any-return]  # onnxruntime is untyped

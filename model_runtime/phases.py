@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .counters import CounterFamily
 
@@ -22,7 +22,7 @@ class PhaseTimer:
     the phase that queued it; in normal serving it is None and a phase costs two ``perf_counter`` calls.
     """
 
-    def __init__(self, model: str, metric_family=None, sync: Callable[[], None] | None = None,
+    def __init__(self, model: str, metric_family: Any = None, sync: Callable[[], None] | None = None,
                  stages: Mapping[str, str] | None = None) -> None:
         self.model = model
         self.sync = sync

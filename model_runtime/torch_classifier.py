@@ -7,7 +7,10 @@ input, replays the smallest bucket that holds them and returns a copy of the log
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_FORMAT = "pixelserve-torch-classifier-1"
 
@@ -21,14 +24,14 @@ def batch_buckets(max_batch_size: int) -> list[int]:
     return sizes + [max_batch_size]
 
 
-def build_network(arch: str):
+def build_network(arch: str) -> torch.nn.Module:
     """The float32 torch module of ``arch`` (random weights)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_name(arch)
+    return EfficientNet.from_name(arch)  # type: ignore[no-any-return]  # efficientnet_lite_pytorch is untyped
 
 
-def save_weights(model, arch: str, path: str) -> None:
+def save_weights(model: torch.nn.Module, arch: str, path: str) -> None:
     """Write ``model``'s weights in FP16 (the precision it is served in) with the name of its architecture."""
     import torch
 
@@ -36,7 +39,7 @@ def save_weights(model, arch: str, path: str) -> None:
     torch.save({"format": WEIGHTS_FORMAT, "arch": arch, "state_dict": state}, path)
 
 
-def load_network(path: str):
+def load_network(path: str) -> torch.nn.Module:
     """The module stored by ``save_weights``, in float32 on the CPU, eval mode."""
     import torch
 
@@ -53,8 +56,8 @@ class TorchCudaClassifier:
 
     on_gpu = True
 
-    def __init__(self, weights_path: str, device_id: int, max_batch_size: int, input_shape=(3, 224, 224),
-                 channels_last: bool = True) -> None:
+    def __init__(self, weights_path: str, device_id: int, max_batch_size: int,
+                 input_shape: tuple[int, ...] = (3, 224, 224), channels_last: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -62,16 +65,18 @@ class TorchCudaClassifier:
         self.device = torch.device("cuda", device_id)
         torch.cuda.set_device(self.device)
         torch.backends.cudnn.benchmark = True
-        self.model = load_network(weights_path).half().to(self.device, memory_format=self.memory_format)
-        self.stream = torch.cuda.Stream(self.device)
+        # Module.to takes memory_format (it forwards to Tensor.to); torch's overloads of it leave it out.
+        self.model = load_network(weights_path).half().to(  # type: ignore[call-overload]
+            self.device, memory_format=self.memory_format)
+        self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         self.buckets = batch_buckets(max_batch_size)
         self.static_in = torch.zeros((max_batch_size, *input_shape), dtype=torch.float32, device=self.device)
-        self._graphs: dict[int, tuple] = {}
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._capture()
 
-    def _forward(self, batch: int):
+    def _forward(self, batch: int) -> torch.Tensor:
         x = self.static_in[:batch].to(self.torch.float16).contiguous(memory_format=self.memory_format)
-        return self.model(x).float()
+        return self.model(x).float()  # type: ignore[no-any-return]  # torch types Module.__call__ as Any
 
     def _capture(self) -> None:
         torch = self.torch
@@ -88,14 +93,14 @@ class TorchCudaClassifier:
                 self._graphs[batch] = (graph, out)
         self.stream.synchronize()
 
-    def from_dlpack(self, capsule):
+    def from_dlpack(self, capsule: object) -> torch.Tensor:
         """A device view of a batch that arrived on the GPU (no copy)."""
-        return self.torch.from_dlpack(capsule)
+        return self.torch.from_dlpack(capsule)  # type: ignore[attr-defined]  # not in torch.__all__
 
     def _bucket(self, n: int) -> int:
         return next(b for b in self.buckets if b >= n)
 
-    def run(self, batches: Sequence):
+    def run(self, batches: Sequence[Any]) -> torch.Tensor:
         """float32 logits [N, classes] on the GPU for the concatenated [n, 3, H, W] batches (host or device)."""
         torch = self.torch
         total = sum(int(b.shape[0]) for b in batches)
@@ -125,7 +130,7 @@ class TorchCudaClassifier:
         """Median GPU seconds of one replay of the graph for ``batch`` (CUDA events; for benchmarks)."""
         torch = self.torch
         graph, _ = self._graphs[batch]
-        times = []
+        times: list[float] = []
         with torch.cuda.stream(self.stream):
             for _ in range(repeats):
                 start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -136,7 +141,7 @@ class TorchCudaClassifier:
                 times.append(start.elapsed_time(stop) / 1e3)
         return sorted(times)[len(times) // 2]
 
-    def _replay(self, n: int):
+    def _replay(self, n: int) -> torch.Tensor:
         graph, out = self._graphs[self._bucket(n)]
         graph.replay()
         return out[:n].clone()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 DEFAULT_SIZE = (1080, 1920)
 # A spread of camera-like sizes, portrait and landscape, for a ragged-batch workload.
 MIXED_SIZES = ((480, 640), (720, 1280), (1080, 1920), (1920, 1080), (600, 800), (1080, 1080))
-ENCODINGS = ("flat", "b64")
+ENCODINGS = ("flat", "b64", "jpeg")
+JPEG_QUALITY = 90
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -58,8 +60,21 @@ def make_images(sizes: list[tuple[int, int]], photos: list[str], count: int | No
     return [resized_photo(photos[i % len(photos)], *sizes[i % len(sizes)]) for i in range(count)]
 
 
+def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """The image as a JPEG file's bytes, as a camera or a client would hold it."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} image as JPEG")
+    return encoded.tobytes()
+
+
 def tensor_entry(image: np.ndarray, encoding: str = "flat") -> dict:
-    """One tensor of perf_analyzer input data: content plus the shape without the batch dimension."""
+    """One tensor of perf_analyzer input data: content plus the shape without the batch dimension.
+
+    ``jpeg`` is for the encoded ensemble: a one-element BYTES tensor holding the JPEG file."""
+    if encoding == "jpeg":
+        data = jpeg_bytes(image)  # perf_analyzer sends b64 content as the serialized BYTES tensor: length + bytes
+        return {"content": {"b64": base64.b64encode(struct.pack("<I", len(data)) + data).decode("ascii")}, "shape": [1]}
     if encoding == "flat":
         content: object = image.ravel().tolist()
     elif encoding == "b64":
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated skimage.data photo names")
     parser.add_argument("--count", type=int, help="number of entries (default: max(#sizes, #photos))")
     parser.add_argument("--input-name", default="images")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="flat", help="flat list of values, or base64 bytes")
+    parser.add_argument("--encoding", choices=ENCODINGS, default="flat", help="flat list of values, base64 bytes, or JPEG files (for image_classifier_encoded)")
     args = parser.parse_args(argv)
     sizes = list(MIXED_SIZES) if args.mixed else (args.size or [DEFAULT_SIZE])
     images = make_images(sizes, [p for p in args.photos.split(",") if p], args.count)

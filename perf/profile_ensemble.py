@@ -131,6 +131,13 @@ def render(points: list[dict]) -> str:
             lines += ["", "| model.py phase | us per execute() | calls |", "|---|---|---|"]
             for (model, phase), (us, calls) in sorted(p["phases"].items()):
                 lines.append(f"| {model}: {phase} | {us:.0f} | {calls:.0f} |")
+            lines += ["", "| model | compute infer us/req | in model.py phases us/execute | the rest: the stub around execute() |",
+                      "|---|---|---|---|"]
+            for model, d in sorted(p["stages"].items()):
+                timed = sum(us for (m, _), (us, _) in p["phases"].items() if m == model)
+                if timed and d["compute_infer_count"]:
+                    infer = d["compute_infer_ns"] / d["compute_infer_count"] / 1e3
+                    lines.append(f"| {model} | {infer:.0f} | {timed:.0f} | {infer - timed:.0f} |")
         lines += ["", f"`{p['command']}`", ""]
     return "\n".join(lines)
 

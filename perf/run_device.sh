@@ -60,8 +60,10 @@ if [[ $stages == *served* ]]; then
 fi
 if [[ $stages == *ensemble* ]]; then
   echo "=== ensemble profile: image_classifier vs the all-torch peer vs the floor models"
-  # One GPU (PROFILE_GPUS, default the first) so that the profile is a one-GPU figure on any machine.
-  CUDA_VISIBLE_DEVICES="${PROFILE_GPUS:-0}" python3 -m pixelserve.triton_local --model-repository model_repository \
+  # One GPU (the first) so that the profile is a one-GPU figure on any machine; the repository as a GPU host
+  # deploys it: instances placed by build/place_instances.py from build/placement.yaml.
+  rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -3
+  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --model-repository /tmp/placed-repo \
     --model-repository perf/peer_models --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
@@ -82,16 +84,16 @@ if [[ $stages == *ensemble* ]]; then
     fi
     IFS=':' read -r name model points <<< "$step"
     profile "$name" "$model" "$points"
-    if [[ $stages == *scaling* ]]; then
-  echo "=== scaling: image_classifier on 1..N GPUs of this machine"
-  python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
-    --per-gpu "${PER_GPU:-preprocess=8,classifier=3}" --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
-    --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
-fi
-tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
+    tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
+fi
+if [[ $stages == *scaling* ]]; then
+  echo "=== scaling: image_classifier on 1..N GPUs of this machine"
+  python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
+    ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
+    --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .

@@ -125,6 +125,14 @@ def test_dockerfile_copies_existing_paths_that_the_ignore_file_lets_through():
             assert source.rstrip("/") in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
 
 
+def test_dockerfile_copies_every_package_folder_it_installs():
+    """`pip install ./src` in the image must find every folder pyproject.toml maps into `pixelserve`."""
+    copied = {shlex.split(arguments)[-1].rstrip("/") for keyword, arguments in dockerfile_instructions()
+              if keyword == "COPY"}  # fmt: skip
+    folders = _pyproject()["tool"]["setuptools"]["package-dir"].values()
+    assert {f"src/{folder}" for folder in folders} <= copied
+
+
 def _pyproject() -> dict:
     import tomllib
 

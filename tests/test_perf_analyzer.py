@@ -24,13 +24,30 @@ SAMPLE_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Re
 
 def test_input_data_flat_and_b64_hold_the_photo(tmp_path):
     image = make_inputs.resized_photo("chelsea", 30, 40)
-    for encoding in make_inputs.ENCODINGS:
+    for encoding in ("flat", "b64"):
         path = make_inputs.write_input_data(tmp_path / f"{encoding}.json", [image], encoding=encoding)
         entry = json.loads(path.read_text())["data"][0]["images"]
         assert entry["shape"] == [30, 40, 3]  # no batch dimension: perf_analyzer adds it
         content = entry["content"]
         raw = base64.b64decode(content["b64"]) if encoding == "b64" else bytes(content)
         np.testing.assert_array_equal(np.frombuffer(raw, np.uint8).reshape(30, 40, 3), image)
+
+
+def test_input_data_jpeg_is_one_serialized_bytes_element_holding_the_file(tmp_path):
+    import io
+    import struct
+
+    from PIL import Image
+
+    image = make_inputs.resized_photo("coffee", 120, 160)
+    path = make_inputs.write_input_data(tmp_path / "jpeg.json", [image], encoding="jpeg")
+    entry = json.loads(path.read_text())["data"][0]["images"]
+    assert entry["shape"] == [1]
+    raw = base64.b64decode(entry["content"]["b64"])
+    (length,) = struct.unpack("<I", raw[:4])  # perf_analyzer sends b64 BYTES content as the serialized tensor
+    assert length == len(raw) - 4
+    decoded = np.asarray(Image.open(io.BytesIO(raw[4:])))
+    assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image).mean() < 6  # JPEG q90, 4:2:0 chroma
 
 
 def test_make_images_cycles_sizes_and_real_photos():
@@ -94,17 +111,19 @@ def benchmark_server():
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("shared_memory", ["none", "system"])
-def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, shared_memory):
+@pytest.mark.parametrize("model, shared_memory", [("image_classifier", "none"), ("image_classifier", "system"),
+                                                  ("image_classifier_encoded", "none")])
+def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, model, shared_memory):
     """A short real perf_analyzer run over gRPC; the server's statistics must count what it sent."""
     config = perf_config.config_from_dict(
-        {"model": "image_classifier", "protocol": "grpc", "concurrency": "1:2", "shared_memory": [shared_memory],
+        {"model": model, "protocol": "grpc", "concurrency": "1:2", "shared_memory": [shared_memory],
          # a shared 2-core CI host is noisy: loose stability, few trials, short windows
          "measurement_interval_ms": 1500, "stability_percentage": 50, "max_trials": 6}
     )  # fmt: skip
     images = make_inputs.make_images([(224, 224), (240, 320), (300, 451)], ["chelsea", "coffee", "rocket"])
-    input_file = make_inputs.write_input_data(tmp_path / "inputs.json", images, encoding="b64")
-    models = ["image_classifier", "preprocess", "classifier"]
+    encoded = model == "image_classifier_encoded"
+    input_file = make_inputs.write_input_data(tmp_path / "inputs.json", images, encoding="jpeg" if encoded else "b64")
+    models = [model, *(["decode"] if encoded else []), "preprocess", "classifier"]
     before = _success_counts(benchmark_server.grpc_url, models)
 
     csv_path = tmp_path / "pa.csv"

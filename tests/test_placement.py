@@ -47,7 +47,7 @@ def test_placement_for_n_gpus_is_one_group_per_gpu(placed, n):
     placements = place_instances.validate_placement(repo, n)
     assert placements["preprocess"] == {gpu: PER_GPU["preprocess"] for gpu in range(n)}
     groups = _parse(repo / "preprocess" / "config.pbtxt").instance_group
-    assert [(g.kind, g.count, list(g.gpus)) for g in groups] == [(KIND_GPU, 4, [gpu]) for gpu in range(n)]
+    assert [(g.kind, g.count, list(g.gpus)) for g in groups] == [(KIND_GPU, PER_GPU["preprocess"], [gpu]) for gpu in range(n)]
 
 
 @pytest.mark.parametrize("n", [1, 8])
@@ -59,7 +59,7 @@ def test_only_the_instance_group_changes(placed, n):
         after.ClearField("instance_group")
         assert after == before, model
     header = (repo / "preprocess" / "config.pbtxt").read_text().splitlines()[0]
-    assert header == f"# Written by pixelserve.build.place_instances: 4 instance(s) per GPU on GPU {', '.join(map(str, range(n)))}."
+    assert header == f"# Written by pixelserve.build.place_instances: {PER_GPU['preprocess']} instance(s) per GPU on GPU {', '.join(map(str, range(n)))}."
     for model in ("classifier", "image_classifier"):  # a host model and the ensemble are not touched at all
         if model == "image_classifier" or _classifier_on_host():
             assert (repo / model / "config.pbtxt").read_bytes() == (MODEL_REPOSITORY / model / "config.pbtxt").read_bytes()
@@ -97,7 +97,7 @@ def test_tensorrt_classifier_is_placed_one_per_gpu(tmp_path):
     (repo / "classifier" / "config.pbtxt").write_text(classifier_config.render_config("tensorrt"))
     results = place_instances.place_repository(repo, [0, 1, 2, 3], PER_GPU)
     assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True}
-    assert place_instances.validate_placement(repo, 4)["classifier"] == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert place_instances.validate_placement(repo, 4)["classifier"] == {gpu: PER_GPU["classifier"] for gpu in range(4)}
     assert classifier_config.contract_problems((repo / "classifier" / "config.pbtxt").read_text(), "tensorrt") == []
 
 
@@ -112,7 +112,7 @@ def test_onnxruntime_classifier_is_left_alone_with_a_message(tmp_path):
 def test_command_line_in_place_and_output(tmp_path, capsys):
     repo = place_instances.copy_repository(MODEL_REPOSITORY, tmp_path / "repo")
     assert place_instances.main(["--gpu-count", "2", "--repository", str(repo)]) == 0
-    assert place_instances.validate_placement(repo, 2)["preprocess"] == {0: 4, 1: 4}
+    assert place_instances.validate_placement(repo, 2)["preprocess"] == {0: PER_GPU["preprocess"], 1: PER_GPU["preprocess"]}
     out = tmp_path / "out"
     argv = ["--gpus", "1,3", "--per-gpu", "preprocess=2", "--repository", str(MODEL_REPOSITORY), "--output", str(out)]
     assert place_instances.main(argv) == 0
@@ -163,7 +163,7 @@ def test_validation_catches_bad_placements(placed, tmp_path):
     model_config.write_config(config, twice, [])
     with pytest.raises(place_instances.PlacementError) as caught:
         place_instances.validate_placement(repo, 1)
-    assert "GPU 0 appears in more than one" in str(caught.value) and "has 2 instance(s), expected 4" in str(caught.value)
+    assert "GPU 0 appears in more than one" in str(caught.value) and f"has 2 instance(s), expected {PER_GPU['preprocess']}" in str(caught.value)
     config.write_text("name: [broken")
     with pytest.raises(place_instances.PlacementError, match="preprocess: not a valid config.pbtxt"):
         place_instances.validate_placement(repo, 1)
@@ -198,7 +198,7 @@ def test_gpu_server_loads_the_placement(placed):
         client = grpcclient.InferenceServerClient(server.grpc_url)
         assert client.is_model_ready("preprocess")
         groups = client.get_model_config("preprocess", as_json=True)["config"]["instance_group"]
-    assert [(g["kind"], g["count"], [int(x) for x in g["gpus"]]) for g in groups] == [("KIND_GPU", 4, [0])]
+    assert [(g["kind"], g["count"], [int(x) for x in g["gpus"]]) for g in groups] == [("KIND_GPU", PER_GPU["preprocess"], [0])]
 
 
 def test_scaling_dry_run_plans_and_validates_8_gpus(capsys):
@@ -206,9 +206,11 @@ def test_scaling_dry_run_plans_and_validates_8_gpus(capsys):
     out = capsys.readouterr().out
     for n, devices, concurrency in ((1, "0", 32), (2, "0,1", 64), (4, "0,1,2,3", 128), (8, "0,1,2,3,4,5,6,7", 256)):
         assert f"== {n} GPU(s): CUDA_VISIBLE_DEVICES={devices}, concurrency {concurrency}" in out
-        assert "validated: preprocess: " + ", ".join(f"GPU {g} x4" for g in range(n)) in out
+        # The validated line names every placed model (the classifier too where it runs on the GPU).
+        validated = out.split(f"== {n} GPU(s)")[1].split("validated: ")[1].splitlines()[0]
+        assert "preprocess: " + ", ".join(f"GPU {g} x{PER_GPU['preprocess']}" for g in range(n)) in validated
         assert f"--concurrency-range {concurrency} --shared-memory cuda" in out
-    assert out.count("kind: KIND_GPU") == 1 + 2 + 4 + 8
+    assert out.count("kind: KIND_GPU") == (1 if _classifier_on_host() else 2) * (1 + 2 + 4 + 8)
     assert "gpus: [7]" in out and "--size 1080x1920" in out and "--load-model=preprocess" in out
 
 

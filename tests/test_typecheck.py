@@ -1,13 +1,17 @@
-"""mypy checks the TensorRT build scripts against the TensorRT Python API stubs (tensorrt-stubs)."""
+"""mypy (strict) checks the shipped packages pixelserve.kernels and pixelserve.runtime, and the TensorRT build
+scripts against the TensorRT Python API stubs (tensorrt-stubs)."""
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TYPECHECK = REPO / "build" / "typecheck.py"
+MYPY_INI = REPO / "build" / "mypy.ini"
+CHECKED_PACKAGES = ("pixelserve.kernels", "pixelserve.runtime")
 
 MISUSE = '''"""Deliberate misuse of the TensorRT API."""
 import tensorrt as trt
@@ -20,6 +24,17 @@ def misuse(engine: trt.ICudaEngine, logger: trt.ILogger) -> int:
     return engine.num_io_tensor
 '''
 
+KERNELS_MISUSE = '''"""Deliberate misuse of the preprocessing package."""
+from pixelserve.kernels import preprocess_cpu
+from pixelserve.kernels.pixel_math import bilinear_taps
+
+
+def misuse() -> None:
+    """Wrong argument types, for a plain function and for one under numba's @register_jitable."""
+    preprocess_cpu([], "224x224")
+    bilinear_taps(0, 0.0, 1.0, 0.0, "224")
+'''
+
 
 def _typecheck(*files: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -27,11 +42,24 @@ def _typecheck(*files: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_build_scripts_pass_mypy_strict_with_tensorrt_stubs() -> None:
+def test_shipped_packages_and_build_scripts_pass_mypy_strict() -> None:
     result = _typecheck()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tensorrt-stubs" in result.stdout
     assert "Success: no issues found" in result.stdout
+
+
+def test_shipped_packages_are_checked_without_exemptions() -> None:
+    # The default run names each package, and no section of mypy.ini relaxes the check for our own code.
+    from pixelserve.build.typecheck import DEFAULT_TARGETS
+
+    targets = list(zip(DEFAULT_TARGETS[::2], DEFAULT_TARGETS[1::2]))
+    for package in CHECKED_PACKAGES:
+        assert ("-p", package) in targets
+    config = configparser.ConfigParser()
+    config.read(MYPY_INI, encoding="utf-8")
+    own = [section for section in config.sections() if "pixelserve" in section]
+    assert own == [], f"mypy.ini relaxes the check for {own}"
 
 
 def test_stubs_are_in_effect_and_catch_api_misuse(tmp_path: Path) -> None:
@@ -43,3 +71,13 @@ def test_stubs_are_in_effect_and_catch_api_misuse(tmp_path: Path) -> None:
     assert 'Argument 1 to "create_network" of "Builder" has incompatible type "str"' in result.stdout
     assert 'Argument 1 to "get_tensor_shape" of "ICudaEngine" has incompatible type "int"' in result.stdout
     assert '"ICudaEngine" has no attribute "num_io_tensor"' in result.stdout
+
+
+def test_kernel_signatures_are_in_effect(tmp_path: Path) -> None:
+    # The package resolves to its typed sources (not Any), and numba's decorators keep the signatures.
+    bad = tmp_path / "kernels_misuse.py"
+    bad.write_text(KERNELS_MISUSE, encoding="utf-8")
+    result = _typecheck(str(bad))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'Argument 2 to "preprocess_cpu" has incompatible type "str"; expected "PreprocessSpec"' in result.stdout
+    assert 'Argument 5 to "bilinear_taps" has incompatible type "str"; expected "int"' in result.stdout

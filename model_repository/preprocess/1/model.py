@@ -43,10 +43,7 @@ class TritonPythonModel:
         if args["model_instance_kind"] == "GPU":
             from pixelserve.kernels.serving import CudaRunner
 
-            pin = _parameters(config).get("pin_input_memory", "true").lower() == "true"
-            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), config["max_batch_size"],
-                                     pin_shared_memory=pin,
-                                     log=lambda message: pb_utils.Logger.log_info(f"preprocess: {message}"))
+            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), config["max_batch_size"])
         else:
             from pixelserve.kernels.serving import CpuRunner
 

@@ -1,0 +1,71 @@
+"""Encoded images (JPEG, PNG) in, HWC uint8 RGB out, on the CPU with PIL.
+
+PIL is the decoder because it reads the header before any pixel memory is allocated (so an oversized
+image is refused first), applies EXIF orientation, converts CMYK JPEGs (Adobe-inverted included) and
+palette/grey/16-bit PNGs, and is the reference the preprocessing is trained against; its decoders
+release the GIL, so the decode model runs a request batch on several threads.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+class DecodeError(ValueError):
+    """Bytes that cannot become an image; the message says why."""
+
+
+def _open(data: bytes, max_side: int) -> Image.Image:
+    if len(data) == 0:
+        raise DecodeError("encoded image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    except UnidentifiedImageError:
+        raise DecodeError(f"not a JPEG or PNG image ({len(data)} bytes, starting {data[:8].hex()})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"image refused before decoding: {exc}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise DecodeError(f"image header declares an empty image ({width}x{height})")
+    if max(width, height) > max_side:
+        raise DecodeError(
+            f"image header declares {height}x{width}, above the maximum side of {max_side} pixels "
+            "(refused before decoding)"
+        )
+    return image
+
+
+def _rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
+    """HWC uint8 RGB of a loaded image of any supported mode (alpha dropped, 16 bits scaled to 8)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)  # 16-bit grey: keep the high byte
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if image.mode != "RGB":
+        image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB")
+    pixels = np.asarray(image)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def decode_image(data: bytes, max_side: int) -> npt.NDArray[np.uint8]:
+    """Decode JPEG or PNG bytes into an HWC uint8 RGB array, EXIF orientation applied.
+
+    Raises DecodeError naming the problem for empty, non-image, truncated, corrupt or oversized input.
+    """
+    image = _open(bytes(data), max_side)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _rgb(image)
+    except DecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoders report corrupt data with these
+        raise DecodeError(f"undecodable {image.format} image: {exc}") from None

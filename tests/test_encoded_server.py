@@ -1,0 +1,72 @@
+"""The encoded ensemble (image_classifier_encoded: JPEG/PNG bytes -> decode -> preprocess -> classifier) on a
+real tritonserver serving the shipped repository."""
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from images import PHOTO_NAMES, photo
+
+pytestmark = pytest.mark.server
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _encoded_input(grpcclient, data: bytes):
+    tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
+    return tensor
+
+
+def _raw_input(grpcclient, image: np.ndarray):
+    tensor = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
+    tensor.set_data_from_numpy(image[None])
+    return tensor
+
+
+@pytest.mark.parametrize("name", PHOTO_NAMES)
+def test_encoded_top1_matches_the_raw_ensemble(triton_server, name):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    jpeg = _jpeg(photo(name))
+    encoded = client.infer("image_classifier_encoded", [_encoded_input(grpcclient, jpeg)]).as_numpy("predictions")[0]
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # the same pixels, decoded by the client
+    raw = client.infer("image_classifier", [_raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
+    assert int(encoded.argmax()) == int(raw.argmax())
+    np.testing.assert_allclose(encoded, raw, atol=1e-4)  # same pixels, same path from there on
+
+
+def test_bad_bytes_fail_alone_while_their_neighbours_are_answered(triton_server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    good = _jpeg(photo("coffee"))
+    bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
+    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
+    jobs = [("good", good)] * 6 + list(bad.items()) + [("good", good)] * 6
+
+    def send(job):
+        name, data = job
+        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+        try:
+            return name, client.infer("image_classifier_encoded", [_encoded_input(grpcclient, data)]).as_numpy("predictions")
+        except InferenceServerException as exc:
+            return name, exc
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(send, jobs))
+    for name, result in results:
+        if name == "good":
+            assert isinstance(result, np.ndarray) and int(result[0].argmax()) == 967  # espresso
+        else:
+            assert isinstance(result, InferenceServerException), name
+            assert expected[name] in result.message() and "input 'encoded'" in result.message(), result.message()
