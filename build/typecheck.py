@@ -29,6 +29,7 @@ REPO_ROOT = BUILD_DIR.parent
 DEFAULT_TARGETS = (
     "-p", "pixelserve.kernels",
     "-p", "pixelserve.runtime",
+    "-p", "pixelserve.client",
     "-m", "pixelserve.build.build_engine",
     "-m", "pixelserve.build.quantize_int8",
     "-m", "pixelserve.build.typecheck",

@@ -18,9 +18,10 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .classifier import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME, ImageClassifierClient
 from .errors import ImageReadError, InvalidImage, ServerUnreachable
@@ -60,7 +61,7 @@ class Summary:
     total: int = 0
     skipped: int = 0
     ok: int = 0
-    failures: Counter = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -186,7 +187,7 @@ class SharedMemoryPool:
     def name(self, slot: int) -> str:
         return f"{self.prefix}-{slot}"
 
-    def put(self, slot: int, batch: np.ndarray) -> tuple[str, int]:
+    def put(self, slot: int, batch: npt.NDArray[np.uint8]) -> tuple[str, int]:
         """Copy ``batch`` into the slot's region (growing it if needed); return (region name, byte size)."""
         region = self._regions[slot]
         if region is None or region[1] < batch.nbytes:
@@ -307,7 +308,7 @@ async def _run(files: list[str], options: BatchOptions, pool: SharedMemoryPool |
     queue: asyncio.Queue[str] = asyncio.Queue()
     for name in files:
         queue.put_nowait(name)
-    inflight: set[asyncio.Future] = set()  # infer calls, shielded from the workers' cancellation
+    inflight: set[asyncio.Future[Any]] = set()  # infer calls, shielded from the workers' cancellation
     async with aioclient.InferenceServerClient(options.url) as client:
         workers = [asyncio.create_task(_worker(slot, queue, client, options, pool, record, inflight))
                    for slot in range(min(options.concurrency, max(len(files), 1)))]  # fmt: skip
@@ -323,7 +324,8 @@ async def _run(files: list[str], options: BatchOptions, pool: SharedMemoryPool |
                 await asyncio.wait(inflight, timeout=options.timeout)
 
 
-async def _worker(slot, queue, client, options: BatchOptions, pool, record, inflight: set) -> None:
+async def _worker(slot: int, queue: asyncio.Queue[str], client: Any, options: BatchOptions, pool: SharedMemoryPool | None,
+                  record: Callable[[Result], None], inflight: set[asyncio.Future[Any]]) -> None:
     loop = asyncio.get_running_loop()
     while not queue.empty():
         name = queue.get_nowait()
@@ -338,7 +340,8 @@ async def _worker(slot, queue, client, options: BatchOptions, pool, record, infl
         record(await _infer_with_retries(name, batch, slot, client, options, pool, inflight))
 
 
-async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, pool, inflight: set) -> Result:
+async def _infer_with_retries(name: str, batch: npt.NDArray[np.uint8], slot: int, client: Any, options: BatchOptions,
+                             pool: SharedMemoryPool | None, inflight: set[asyncio.Future[Any]]) -> Result:
     import tritonclient.grpc.aio as aioclient
     from tritonclient.utils import InferenceServerException
 
@@ -373,7 +376,7 @@ async def _infer_with_retries(name, batch, slot, client, options: BatchOptions, 
     raise AssertionError("unreachable")
 
 
-def _forget(inflight: set, call: asyncio.Future) -> None:
+def _forget(inflight: set[asyncio.Future[Any]], call: asyncio.Future[Any]) -> None:
     """Done callback of an infer call: drop it from the in-flight set and mark its outcome as seen (a call
     whose worker was cancelled is awaited by nobody, and asyncio would log its error)."""
     inflight.discard(call)
@@ -381,7 +384,7 @@ def _forget(inflight: set, call: asyncio.Future) -> None:
         call.exception()
 
 
-async def _server_live(client, options: BatchOptions) -> bool:
+async def _server_live(client: Any, options: BatchOptions) -> bool:
     try:
         return bool(await client.is_server_live(client_timeout=options.timeout))
     except Exception:

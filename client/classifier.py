@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterable, Iterator, TypeVar, cast
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InferenceFailed, ItemError, ModelNotReady
 from .images import as_request_batch
@@ -73,7 +74,7 @@ class ImageClassifierClient:
             detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"
         raise ModelNotReady(self.model, self.url, self.endpoint.display, detail)
 
-    def classify(self, image: np.ndarray, top_k: int = 5) -> list[Prediction]:
+    def classify(self, image: npt.NDArray[Any], top_k: int = 5) -> list[Prediction]:
         """Top-``top_k`` predictions for one HxWx3 uint8 RGB image, best first."""
         return self._parse(self._submit(image, top_k).result())
 
@@ -81,7 +82,7 @@ class ImageClassifierClient:
         self,
         items: Iterable[T],
         top_k: int = 5,
-        load: Callable[[T], np.ndarray] | None = None,
+        load: Callable[[T], npt.NDArray[Any]] | None = None,
     ) -> Iterator[Outcome[T]]:
         """Classify many images with up to ``concurrency`` requests in flight, yielding outcomes in input order.
 
@@ -112,14 +113,14 @@ class ImageClassifierClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _submit(self, image: np.ndarray, top_k: int) -> Pending:
+    def _submit(self, image: npt.NDArray[Any], top_k: int) -> Pending:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         return self._transport.submit(self.model, {INPUT_NAME: as_request_batch(image)}, OUTPUT_NAME, top_k)
 
-    def _start(self, item: T, top_k: int, load: Callable[[T], np.ndarray] | None) -> Pending | ItemError:
+    def _start(self, item: T, top_k: int, load: Callable[[T], npt.NDArray[Any]] | None) -> Pending | ItemError:
         try:
-            return self._submit(load(item) if load is not None else cast(np.ndarray, item), top_k)
+            return self._submit(load(item) if load is not None else cast(npt.NDArray[Any], item), top_k)
         except ItemError as exc:
             return exc
 
@@ -132,7 +133,7 @@ class ImageClassifierClient:
             return Outcome(item, error=exc)
 
     @staticmethod
-    def _parse(output: np.ndarray | None) -> list[Prediction]:
+    def _parse(output: npt.NDArray[Any] | None) -> list[Prediction]:
         if output is None:
             raise InferenceFailed(f"the answer has no {OUTPUT_NAME!r} output")
         try:

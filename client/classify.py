@@ -5,9 +5,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from .classifier import DEFAULT_MODEL, DEFAULT_TIMEOUT, ImageClassifierClient, Outcome
 from .errors import ImageReadError, ModelNotReady, ServerUnreachable
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     """A batch job (--output): stream results to the file, show progress, print the summary."""
-    from .batch import BatchOptions, ResultFile, classify_files
+    from .batch import BatchOptions, Result, ResultFile, classify_files
     from .progress import progress_bar
 
     files = _inputs(args.paths, args.list_file)
@@ -150,7 +151,7 @@ def run_batch(args: argparse.Namespace) -> int:
     todo = sum(str(f) not in output.answered for f in files)
     try:
         with progress_bar(todo, enabled=not args.quiet and sys.stderr.isatty()) as advance:
-            def on_result(result) -> None:
+            def on_result(result: Result) -> None:
                 output.write(result)
                 advance()
 
@@ -179,7 +180,7 @@ def _inputs(paths: Sequence[str], list_file: str | None = None) -> list[Path]:
     return files
 
 
-def _load(path: Path) -> np.ndarray:
+def _load(path: Path) -> npt.NDArray[np.uint8]:
     if path.is_dir():
         raise ImageReadError(str(path), "no image files in this folder")
     return load_image(path)
@@ -201,8 +202,11 @@ def _non_negative_int(text: str) -> int:
     return int(text)
 
 
-def _positive(kind: type):
-    def convert(text: str):
+Number = TypeVar("Number", int, float)
+
+
+def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    def convert(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError, InvalidImage
@@ -12,7 +14,7 @@ from .errors import ImageReadError, InvalidImage
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     """Decode an image file to an HxWx3 uint8 RGB array, upright per its EXIF orientation.
 
     Only the first frame of animations is used; transparent pixels are composited over white.
@@ -39,7 +41,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError(name, f"cannot decode image: {exc}") from None
 
 
-def to_rgb_array(img: Image.Image) -> np.ndarray:
+def to_rgb_array(img: Image.Image) -> npt.NDArray[np.uint8]:
     """Convert a PIL image of any mode to an HxWx3 uint8 RGB array."""
     if img.mode in _SIXTEEN_BIT_MODES:
         # convert("RGB") would clip 16-bit values at 255 instead of scaling them
@@ -52,7 +54,7 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def as_request_batch(image: np.ndarray) -> np.ndarray:
+def as_request_batch(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """Check that ``image`` is HxWx3 uint8 and return it as a batch of one, [1, H, W, 3]."""
     array = np.asarray(image)
     if array.dtype != np.uint8:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from .errors import ClientError, InferenceFailed, ItemError, RequestTimedOut, ServerUnreachable
@@ -14,6 +15,8 @@ PROTOCOLS = ("http", "grpc")
 DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
 PROTOCOL_NAMES = {"http": "HTTP", "grpc": "gRPC"}
 _SCHEMES = {"http://": False, "grpc://": False, "https://": True, "grpcs://": True}
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,10 @@ def parse_endpoint(url: str | None, protocol: str) -> Endpoint:
 class Pending:
     """A request in flight; ``result()`` waits for its output array or raises a ClientError."""
 
-    def __init__(self, wait: Callable[[], np.ndarray], cancel: Callable[[], object]) -> None:
+    def __init__(self, wait: Callable[[], npt.NDArray[Any]], cancel: Callable[[], object]) -> None:
         self._wait, self._cancel = wait, cancel
 
-    def result(self) -> np.ndarray:
+    def result(self) -> npt.NDArray[Any]:
         """The requested output, once the server has answered."""
         return self._wait()
 
@@ -77,7 +80,7 @@ class Transport:
             states[entry["name"]] = f"{state} ({entry['reason']})" if entry.get("reason") else state
         return states
 
-    def submit(self, model: str, inputs: dict[str, np.ndarray], output: str, class_count: int) -> Pending:
+    def submit(self, model: str, inputs: dict[str, npt.NDArray[Any]], output: str, class_count: int) -> Pending:
         """Send one inference request asking for the top ``class_count`` classes of ``output``."""
         raise NotImplementedError
 
@@ -85,7 +88,7 @@ class Transport:
         """Release the connection."""
         self._client.close()
 
-    def _call(self, fn: Callable[[], object]):
+    def _call(self, fn: Callable[[], R]) -> R:
         """Run a server-level query; any failure of it means the server cannot be used."""
         try:
             return fn()
@@ -98,7 +101,7 @@ class Transport:
     def _model_ready(self, model: str) -> bool:
         raise NotImplementedError
 
-    def _repository_index(self) -> list[dict]:
+    def _repository_index(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
 
@@ -121,22 +124,23 @@ class HttpTransport(Transport):
             endpoint.address, concurrency=concurrency, connection_timeout=timeout, network_timeout=timeout, ssl=endpoint.ssl
         )
 
-    def submit(self, model: str, inputs: dict[str, np.ndarray], output: str, class_count: int) -> Pending:
+    def submit(self, model: str, inputs: dict[str, npt.NDArray[Any]], output: str, class_count: int) -> Pending:
         infer_inputs = [_infer_input(self._module, name, array) for name, array in inputs.items()]
         outputs = [self._module.InferRequestedOutput(output, class_count=class_count)]
 
         # Not the client's async_infer: gevent prints a traceback for every failed greenlet, so the
         # greenlet here returns its exception instead of raising it.
-        def run() -> np.ndarray | BaseException:
+        def run() -> npt.NDArray[Any] | BaseException:
             try:
-                return self._client.infer(model, infer_inputs, outputs=outputs).as_numpy(output)
+                response = self._client.infer(model, infer_inputs, outputs=outputs)
+                return response.as_numpy(output)  # type: ignore[no-any-return]  # tritonclient is untyped
             except Exception as exc:
                 return exc
 
         greenlet = self._spawn(run)
 
-        def wait() -> np.ndarray:
-            value = greenlet.get()
+        def wait() -> npt.NDArray[Any]:
+            value: npt.NDArray[Any] | BaseException = greenlet.get()
             if isinstance(value, BaseException):
                 raise translate_error(value, self.endpoint, self.timeout)
             return value
@@ -144,10 +148,10 @@ class HttpTransport(Transport):
         return Pending(wait, lambda: greenlet.kill(block=False))
 
     def _model_ready(self, model: str) -> bool:
-        return self._client.is_model_ready(model)
+        return self._client.is_model_ready(model)  # type: ignore[no-any-return]  # tritonclient is untyped
 
-    def _repository_index(self) -> list[dict]:
-        return self._client.get_model_repository_index()
+    def _repository_index(self) -> list[dict[str, Any]]:
+        return self._client.get_model_repository_index()  # type: ignore[no-any-return]  # tritonclient is untyped
 
 
 class GrpcTransport(Transport):
@@ -160,12 +164,12 @@ class GrpcTransport(Transport):
         self._module = grpcclient
         self._client = grpcclient.InferenceServerClient(endpoint.address, ssl=endpoint.ssl)
 
-    def submit(self, model: str, inputs: dict[str, np.ndarray], output: str, class_count: int) -> Pending:
+    def submit(self, model: str, inputs: dict[str, npt.NDArray[Any]], output: str, class_count: int) -> Pending:
         infer_inputs = [_infer_input(self._module, name, array) for name, array in inputs.items()]
         outputs = [self._module.InferRequestedOutput(output, class_count=class_count)]
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[npt.NDArray[Any]] = concurrent.futures.Future()
 
-        def done(result, error) -> None:  # runs on a gRPC thread
+        def done(result: Any, error: BaseException | None) -> None:  # runs on a gRPC thread
             try:
                 if error is not None:
                     raise error
@@ -179,7 +183,7 @@ class GrpcTransport(Transport):
             future.set_exception(exc)
             call = None
 
-        def wait() -> np.ndarray:
+        def wait() -> npt.NDArray[Any]:
             try:
                 return future.result()
             except Exception as exc:
@@ -188,10 +192,11 @@ class GrpcTransport(Transport):
         return Pending(wait, lambda: call is not None and call.cancel())
 
     def _model_ready(self, model: str) -> bool:
-        return self._client.is_model_ready(model, client_timeout=self.timeout)
+        return self._client.is_model_ready(model, client_timeout=self.timeout)  # type: ignore[no-any-return]  # tritonclient is untyped
 
-    def _repository_index(self) -> list[dict]:
-        return self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout).get("models", [])
+    def _repository_index(self) -> list[dict[str, Any]]:
+        index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout)
+        return index.get("models", [])  # type: ignore[no-any-return]  # tritonclient is untyped
 
 
 def open_transport(endpoint: Endpoint, timeout: float, concurrency: int = 1) -> Transport:
@@ -222,7 +227,7 @@ def translate_error(exc: BaseException, endpoint: Endpoint, timeout: float) -> C
     return InferenceFailed(f"unexpected answer from the server ({type(exc).__name__}: {exc})")
 
 
-def _infer_input(module, name: str, array: np.ndarray):
+def _infer_input(module: Any, name: str, array: npt.NDArray[Any]) -> Any:
     infer_input = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
     infer_input.set_data_from_numpy(array)
     return infer_input

@@ -1,5 +1,5 @@
-"""mypy (strict) checks the shipped packages pixelserve.kernels and pixelserve.runtime, and the TensorRT build
-scripts against the TensorRT Python API stubs (tensorrt-stubs)."""
+"""mypy (strict) checks the shipped packages pixelserve.kernels, pixelserve.runtime and pixelserve.client, and the
+TensorRT build scripts against the TensorRT Python API stubs (tensorrt-stubs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TYPECHECK = REPO / "build" / "typecheck.py"
 MYPY_INI = REPO / "build" / "mypy.ini"
-CHECKED_PACKAGES = ("pixelserve.kernels", "pixelserve.runtime")
+CHECKED_PACKAGES = ("pixelserve.kernels", "pixelserve.runtime", "pixelserve.client")
 
 MISUSE = '''"""Deliberate misuse of the TensorRT API."""
 import tensorrt as trt
