@@ -10,11 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import paths
+from . import access, paths
+from .health import PROBE_MODEL, Unhealthy, probe
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
 # The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
@@ -22,6 +25,56 @@ DEFAULT_BACKEND_CONFIG = (
     "python,shm-default-byte-size=67108864",
     "python,shm-growth-byte-size=16777216",
 )
+
+
+# The Python backend's per-model shared-memory regions; an abnormal exit leaves them behind (64 MiB each here).
+SHM_DIR = Path("/dev/shm")
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _mapped_shm_files() -> set[str]:
+    """/dev/shm files some live process (that this user may inspect) has mapped."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's process
+            continue
+        mapped.update(line.split(None, 5)[5] for line in text.splitlines() if str(SHM_DIR) in line and len(line.split(None, 5)) == 6)
+    return mapped
+
+
+def clean_stale_shm_regions(min_age_s: float = 5.0) -> list[str]:
+    """Remove this user's Python-backend regions that no live process maps (left by a dead server); return their names.
+
+    Regions younger than ``min_age_s`` are kept: a starting server creates its region a moment before mapping it.
+    """
+    mapped = _mapped_shm_files()
+    removed = []
+    for region in SHM_DIR.glob(SHM_REGION_PREFIX + "*"):
+        try:
+            info = region.stat()
+            if info.st_uid != os.getuid() or str(region) in mapped or time.time() - info.st_mtime < min_age_s:
+                continue
+            region.unlink()
+            removed.append(region.name)
+        except OSError:
+            continue
+    return removed
+
+
+@dataclass
+class Restart:
+    """One recovery by the supervisor: why, when the death was seen and when the service answered again."""
+
+    reason: str
+    detected: float  # time.monotonic()
+    recovered: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """From the death being seen to the first good probe answer."""
+        return None if self.recovered is None else self.recovered - self.detected
 
 
 def free_port() -> int:
@@ -86,7 +139,14 @@ def server_environment(base: dict[str, str] | None = None, python_env: Path | No
 
 
 class LocalTritonServer:
-    """A tritonserver child process serving one or more model repositories on loopback ports."""
+    """A tritonserver child process serving one or more model repositories on loopback ports.
+
+    The model-repository, shared-memory, logging and trace APIs are always behind ``admin_key``
+    (``access.py``; ``admin_headers`` is what a client passes). With ``supervise=True`` a watchdog thread
+    probes ``health_model`` with a real inference every ``probe_interval`` seconds and restarts the
+    server (same ports, same key) when it has exited, when a stub is dead, or after
+    ``probe_failures`` failed probes in a row; ``restarts`` records each recovery.
+    """
 
     def __init__(
         self,
@@ -98,8 +158,22 @@ class LocalTritonServer:
         log_path: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         address: str = "127.0.0.1",
+        admin_key: str | None = None,
+        supervise: bool = False,
+        health_model: str = PROBE_MODEL,
+        probe_interval: float = 1.0,
+        probe_failures: int = 3,
     ) -> None:
         self.address = address
+        self.admin_key = access.admin_key(admin_key)
+        self.supervise = supervise
+        self.health_model = health_model
+        self.probe_interval = probe_interval
+        self.probe_failures = probe_failures
+        self.restarts: list[Restart] = []
+        self._watchdog: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()
         self.model_repositories = [Path(r).resolve() for r in model_repositories]
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -113,6 +187,11 @@ class LocalTritonServer:
     @property
     def _client_host(self) -> str:
         return "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """tritonclient ``headers=`` that open the restricted APIs of this server."""
+        return access.admin_headers(self.admin_key)
 
     @property
     def http_url(self) -> str:
@@ -145,19 +224,87 @@ class LocalTritonServer:
             "--allow-metrics=true",
         ]
         cmd += [f"--backend-config={c}" for c in DEFAULT_BACKEND_CONFIG]
+        cmd += access.restricted_api_args(self.admin_key)
         return cmd + self.extra_args
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
-        """Start the server and wait until it and all its models are ready."""
+        """Start the server (after removing stale shared-memory regions) and wait until it and all its models are ready."""
+        self._stopping.clear()
+        self._launch(timeout)
+        if self.supervise and (self._watchdog is None or not self._watchdog.is_alive()):
+            self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
+            self._watchdog.start()
+        return self
+
+    def _launch(self, timeout: float, log_mode: str = "wb") -> None:
         self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
+        clean_stale_shm_regions()
         env = server_environment(self._base_env, make_python_env(self._workdir / "python-env"))
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, log_mode)
         self._process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
         self.wait_ready(timeout)
-        return self
+
+    def check_health(self, timeout: float = 5.0) -> None:
+        """Raise Unhealthy unless the server runs and answers a real inference through ``health_model``."""
+        if not self.is_running():
+            raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})")
+        probe(self.http_url, self.health_model, timeout)
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        """Block until the health probe passes; return the seconds waited (TimeoutError with the last failure)."""
+        start = time.monotonic()
+        last = "never probed"
+        while time.monotonic() - start < timeout:
+            try:
+                with self._lock:  # not while the watchdog is in the middle of a restart
+                    self.check_health()
+                return time.monotonic() - start
+            except Unhealthy as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"not healthy after {timeout:.0f} s: {last}")
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stopping.wait(self.probe_interval):
+            try:
+                self.check_health()
+                failures = 0
+                continue
+            except Unhealthy as exc:
+                reason = str(exc)
+            failures += 1
+            dead = not self.is_running() or "not healthy" in reason  # server gone, or a stub gone
+            if (dead or failures >= self.probe_failures) and not self._stopping.is_set():
+                self.restart(reason)
+                failures = 0
+
+    def restart(self, reason: str, timeout: float = 180.0) -> Restart:
+        """Kill the server and its stubs, clean their shared memory, start again on the same ports; wait for a good probe."""
+        record = Restart(reason, time.monotonic())
+        with self._lock:
+            self._kill()
+            with open(self.log_path, "ab") as log:
+                log.write(f"\n=== pixelserve watchdog: restarting tritonserver: {reason}\n".encode())
+            self._launch(timeout, log_mode="ab")
+        self.wait_healthy(timeout)
+        record.recovered = time.monotonic()
+        self.restarts.append(record)
+        return record
+
+    def _kill(self) -> None:
+        """SIGKILL the server's process group (its stubs with it) and reap it."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        if self._process is not None:
+            self._process.wait()
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)  # stubs left behind by a server that died alone
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the server reports ready; stop it and raise with the log tail if it exits or times out."""
@@ -189,12 +336,20 @@ class LocalTritonServer:
         except OSError:
             return "(no log)"
 
+    def supervising(self) -> bool:
+        """Whether the watchdog thread is alive (it may be between a kill and a restart)."""
+        return self._watchdog is not None and self._watchdog.is_alive()
+
     def is_running(self) -> bool:
         """Whether the server process is still alive."""
         return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (SIGINT, then SIGKILL) and remove its scratch directory (with the log, unless given one)."""
+        self._stopping.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout)
+            self._watchdog = None
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGINT)
             try:
@@ -202,6 +357,7 @@ class LocalTritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
+        clean_stale_shm_regions()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalTritonServer":
