@@ -1,9 +1,9 @@
 """Image preprocessing kernels (resize + normalise + HWC->CHW) for CUDA (numba.cuda) and the CPU (numba njit)."""
 from .cpu import preprocess_cpu
 from .spec import PreprocessSpec
-from .validation import ImageError, check_image
+from .validation import ImageError, check_batch_shape, check_image
 
-__all__ = ["PreprocessSpec", "preprocess_cpu", "ImageError", "check_image"]  # + preprocess_cuda, on demand
+__all__ = ["PreprocessSpec", "preprocess_cpu", "ImageError", "check_batch_shape", "check_image"]  # + preprocess_cuda, on demand
 
 
 def __getattr__(name: str):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.kernels import ImageError, PreprocessSpec, check_image
+from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
 from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "images", "pixels"
@@ -39,6 +39,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.spec = spec_from_model_config(config)
+        self.max_batch = config["max_batch_size"]
         if args["model_instance_kind"] == "GPU":
             from pixelserve.kernels.serving import CudaRunner
 
@@ -89,6 +90,7 @@ class TritonPythonModel:
     def _request_images(self, request):
         """The images of one request (leading dim = images in the request), each checked."""
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+        check_batch_shape(tensor.shape(), self.spec, self.max_batch)  # before any view of the data is made
         batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
         if batch.ndim != 4:
             raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}")
