@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +41,8 @@ INT64 = 1 << 64
 
 # Requests that kill Triton 2.51 (or its Python-backend stub) before any of our code runs, with what fixes them.
 TRITON_CRASHERS = {
-    "stub_overflow": "shape whose int64 element count wraps to the payload size, or with negative dims (gRPC): "
+    "stub_overflow": "shape whose int64 element count wraps to the payload size (or to 0, JSON), or with negative "
+                     "dims (gRPC): "
                      "Triton accepts it, the 2.51 Python-backend stub builds a numpy array of the true shape while "
                      "loading the request and aborts (ValueError: array is too big / negative dimensions). "
                      "No fixing release verified here; the watchdog restarts the server.",
@@ -112,7 +112,10 @@ class Case:
             sent = len(self.json_data or [])
         else:
             sent = len(self.payload)
-        if self.datatype == "UINT8" and numpy_rejects(self.shape) and elements == sent:
+        # JSON: a count that wraps to 0 skips 2.51's check of 'data' against the shape (seen: [2, 2^62, 2^62, 3]
+        # with 192 values killed the stub).
+        passes_size_check = elements == sent or (self.transport == "http_json" and elements == 0)
+        if self.datatype == "UINT8" and numpy_rejects(self.shape) and passes_size_check:
             return "stub_overflow"
         return None
 
@@ -126,8 +129,10 @@ NEGATIVE = [-1, -3, -8, -(1 << 63)]
 @st.composite
 def images_strategy(draw):
     count = draw(st.sampled_from([1, 1, 1, 2, 3]))
-    height = draw(st.one_of(st.integers(1, 48), st.sampled_from([1, 2, 7, 224, 231, 300, 479])))
-    width = draw(st.one_of(st.integers(1, 48), st.sampled_from([1, 3, 224, 333, 640])))
+    height = draw(st.one_of(st.integers(1, 48), st.sampled_from([1, 2, 7, 224, 231, 300])))
+    width = draw(st.one_of(st.integers(1, 48), st.sampled_from([1, 3, 224, 333])))
+    if height * width > 48 * 48:
+        count = 1  # keeps JSON bodies (4 bytes a value) to a few MB
     seed = draw(st.integers(0, 2**32 - 1))
     return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
 
@@ -167,6 +172,10 @@ def case_strategy(draw, transport: str) -> Case:
         size = wrapped_elements(case.shape)
         choices = [0, 2, 192] + ([size] if 0 <= size <= 1 << 16 else [])
         case.payload = bytes(draw(st.sampled_from(choices)))
+        shape = case.shape
+        if (len(shape) == 4 and 1 <= shape[0] <= MAX_BATCH and shape[3] == 3 and 0 < min(shape[1:3])
+                and max(shape[1:3]) <= MAX_SIDE and len(case.payload) == size):  # fmt: skip
+            case.images = np.frombuffer(case.payload, np.uint8).reshape(shape)  # happens to be a valid request
     if datatype != "UINT8" and case.images is not None:
         case.images = None  # same bytes, another type: Triton must refuse it
     if transport == "http_json":
@@ -344,7 +353,7 @@ def fuzz_server():
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
-    server = LocalTritonServer([MODEL_REPOSITORY], supervise=True)
+    server = LocalTritonServer([MODEL_REPOSITORY], supervise=True, log_path=os.environ.get("PIXELSERVE_FUZZ_LOG"))
     server.start(timeout=300)
     yield server
     server.stop()
@@ -388,6 +397,8 @@ def known_photo(fuzz_server, reference):
 
 
 def run_case(server, reference, known_photo, case: Case) -> None:
+    if not server.is_running():  # after a failure elsewhere (and while hypothesis shrinks it): report this case alone
+        server.wait_healthy(90)
     crasher = case.crasher()
     if crasher:
         STATS[f"diverted:{crasher}"] += 1
@@ -450,11 +461,11 @@ def test_fuzz_summary(fuzz_server, capsys):
     total = STATS["sent"] + sum(v for k, v in STATS.items() if k.startswith("diverted:"))
     with capsys.disabled():
         print(f"\nfuzz: {total} generated, {STATS['sent']} sent: " + ", ".join(f"{k} {v}" for k, v in sorted(STATS.items())))
-        print(f"fuzz: server restarts by the watchdog: {len(fuzz_server.restarts)}")
+        print(f"fuzz: server restarts by the watchdog: {[r.reason for r in fuzz_server.restarts]}")
+    assert not fuzz_server.restarts, [r.reason for r in fuzz_server.restarts]
     if EXAMPLES >= 500:
         assert total >= 2000
     assert STATS["correct_predictions"] > 0 and STATS["clear_errors"] > 0
-    assert not fuzz_server.restarts, [r.reason for r in fuzz_server.restarts]
 
 
 # ---- Triton's own crashers: sent on purpose, the service comes back by itself ------------------------------
@@ -504,24 +515,11 @@ def test_triton_crashers_are_recovered(fuzz_server, known_photo, capsys):
         assert restart.seconds is not None and restart.seconds < 30, restart
 
 
-def _stub_pid(server, model: str) -> int:
-    """The pid of ``model``'s (first) stub process, a child of the server."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == server._process.pid and f"{model}_0_0".encode() in args:
-            return int(proc.name)
-    raise LookupError(f"no stub process of {model} under server pid {server._process.pid}")
-
-
 @pytest.mark.parametrize("victim", ["preprocess_stub", "classifier_stub", "server"])
 def test_killed_process_is_replaced_and_answers_within_seconds(fuzz_server, known_photo, victim, capsys):
     """SIGKILL a stub or the server: the watchdog restarts it; time from the kill to the first good answer."""
     before = len(fuzz_server.restarts)
-    pid = fuzz_server._process.pid if victim == "server" else _stub_pid(fuzz_server, victim.split("_")[0])
+    pid = fuzz_server._process.pid if victim == "server" else fuzz_server.stub_pid(victim.replace("_stub", "_0_0"))
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     deadline = killed + 60

@@ -336,6 +336,19 @@ class LocalTritonServer:
         except OSError:
             return "(no log)"
 
+    def stub_pid(self, instance: str) -> int:
+        """The pid of the Python-backend stub of model instance ``instance`` (e.g. ``preprocess_0_0``)."""
+        server = self._process.pid if self._process else -1
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+            if ppid == server and instance.encode() in args:
+                return int(proc.name)
+        raise LookupError(f"no stub process for {instance} under tritonserver pid {server}")
+
     def supervising(self) -> bool:
         """Whether the watchdog thread is alive (it may be between a kill and a restart)."""
         return self._watchdog is not None and self._watchdog.is_alive()
