@@ -17,7 +17,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,16 +66,15 @@ def wrapped_elements(shape: list[int]) -> int:
     return count - INT64 if count >= INT64 // 2 else count
 
 
-def numpy_rejects(shape: list[int]) -> bool:
-    """Whether numpy refuses to make an array of this shape (negative dims, or a byte size past int64)."""
+def stub_may_reject(shape: list[int]) -> bool:
+    """Whether the 2.51 stub may fail to make a numpy array of this shape: negative dims, a byte size past int64,
+    or any dim of 2^31 or more (seen: [1, 2^63-1, 0, 3] with 0 bytes killed it, "array is too big")."""
     size = 1
     for dim in shape:
-        if dim < 0:
+        if dim < 0 or dim >= 1 << 31:
             return True
         size *= dim
-        if size >= INT64 // 2:
-            return True
-    return False
+    return size >= INT64 // 2
 
 
 @dataclass
@@ -115,7 +114,7 @@ class Case:
         # JSON: a count that wraps to 0 skips 2.51's check of 'data' against the shape (seen: [2, 2^62, 2^62, 3]
         # with 192 values killed the stub).
         passes_size_check = elements == sent or (self.transport == "http_json" and elements == 0)
-        if self.datatype == "UINT8" and numpy_rejects(self.shape) and passes_size_check:
+        if self.datatype == "UINT8" and stub_may_reject(self.shape) and passes_size_check:
             return "stub_overflow"
         return None
 
@@ -346,6 +345,7 @@ SENDERS = {"http_json": send_http_json, "http_binary": send_http_binary, "grpc_r
 
 STATS: Counter = Counter()
 DIVERTED: dict[str, list[Case]] = {}
+RECENT: deque = deque(maxlen=6)  # the last cases sent, shown when the server dies
 
 
 @pytest.fixture(scope="module")
@@ -404,11 +404,14 @@ def run_case(server, reference, known_photo, case: Case) -> None:
         STATS[f"diverted:{crasher}"] += 1
         DIVERTED.setdefault(crasher, []).append(case)
         return
+    restarts = len(server.restarts)
+    RECENT.append(f"{case.transport} {case.model} {case.name!r} {case.datatype} {case.shape} {len(case.payload)} B {case.body}")
     outcome = SENDERS[case.transport](server, case)
     STATS["sent"] += 1
     STATS[f"{case.transport}:{'ok' if outcome.ok else 'error'}"] += 1
     described = f"{case.transport} {case.model} {case.name!r} {case.datatype} {case.shape} payload {len(case.payload)} B body {case.body}"
-    assert not outcome.message.startswith("CONNECTION"), f"{described}: {outcome.message}"
+    assert not outcome.message.startswith("CONNECTION") and len(server.restarts) == restarts, \
+        f"{described}: {outcome.message}; the last cases sent: {list(RECENT)}"
     assert "not healthy" not in outcome.message, f"{described}: {outcome.message}"
     if case.well_formed and "out_of_range" not in case.notes:
         assert outcome.ok, f"{described}: a valid request failed: {outcome.message}"

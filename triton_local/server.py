@@ -279,13 +279,19 @@ class LocalTritonServer:
             failures += 1
             dead = not self.is_running() or "not healthy" in reason  # server gone, or a stub gone
             if (dead or failures >= self.probe_failures) and not self._stopping.is_set():
-                self.restart(reason)
+                try:
+                    self.restart(reason)
+                except (RuntimeError, TimeoutError, OSError) as exc:  # try again at the next probe
+                    with open(self.log_path, "ab") as log:
+                        log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
                 failures = 0
 
     def restart(self, reason: str, timeout: float = 180.0) -> Restart:
         """Kill the server and its stubs, clean their shared memory, start again on the same ports; wait for a good probe."""
         record = Restart(reason, time.monotonic())
         with self._lock:
+            if self._stopping.is_set():  # stop() came first: do not start a server nobody will stop
+                return record
             self._kill()
             with open(self.log_path, "ab") as log:
                 log.write(f"\n=== pixelserve watchdog: restarting tritonserver: {reason}\n".encode())
@@ -363,6 +369,12 @@ class LocalTritonServer:
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout)
             self._watchdog = None
+        with self._lock:  # waits for a restart in progress
+            self._terminate(timeout)
+        clean_stale_shm_regions()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _terminate(self, timeout: float) -> None:
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGINT)
             try:
@@ -370,8 +382,6 @@ class LocalTritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
-        clean_stale_shm_regions()
-        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalTritonServer":
         return self.start()
