@@ -49,7 +49,7 @@ TRITON_CRASHERS = {
     "json_alloc": "JSON input claiming a huge shape: 2.51 allocates the claimed size before parsing 'data' "
                   "(std::bad_alloc abort beyond memory; 2-6 GB allocations and 10-25 s stalls below it). "
                   "No fixing release verified here; the watchdog restarts the server.",
-    "chunked": "HTTP request in ~10^6 small chunks: stack overflow, CVE-2025-23310/CVE-2025-23311, fixed in 25.07.",
+    "chunked": "HTTP request in ~10^6 small chunks: stack overflow, CVE-2025-23310/CVE-2025-23311, fixed in the release docker/.env pins (Triton 2.59).",
     "nested": "JSON body of 10^6 nested brackets: parser recursion overflows the stack; "
               "no fixing release verified here; the watchdog restarts the server.",
 }

@@ -237,6 +237,7 @@ class LocalTritonServer:
         return self
 
     def _launch(self, timeout: float, log_mode: str = "wb") -> None:
+        """Start tritonserver and wait for it; on failure a first start stops everything, a restart only kills."""
         self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
         clean_stale_shm_regions()
         env = server_environment(self._base_env, make_python_env(self._workdir / "python-env"))
@@ -245,7 +246,7 @@ class LocalTritonServer:
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
-        self.wait_ready(timeout)
+        self.wait_ready(timeout, stop_on_failure=log_mode == "wb")
 
     def check_health(self, timeout: float = 5.0) -> None:
         """Raise Unhealthy unless the server runs and answers a real inference through ``health_model``."""
@@ -312,8 +313,9 @@ class LocalTritonServer:
         except (ProcessLookupError, PermissionError, AttributeError):
             pass
 
-    def wait_ready(self, timeout: float) -> None:
-        """Block until the server reports ready; stop it and raise with the log tail if it exits or times out."""
+    def wait_ready(self, timeout: float, stop_on_failure: bool = True) -> None:
+        """Block until the server reports ready; stop it (or only kill it) and raise with the log tail if it exits or times out."""
+        finish = self.stop if stop_on_failure else self._kill
         import urllib.error
         import urllib.request
 
@@ -322,7 +324,7 @@ class LocalTritonServer:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 message = f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}"
-                self.stop()
+                finish()
                 raise RuntimeError(message)
             try:
                 with urllib.request.urlopen(ready_url, timeout=2) as response:
@@ -332,7 +334,7 @@ class LocalTritonServer:
                 pass
             time.sleep(0.25)
         message = f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}"
-        self.stop()
+        finish()
         raise TimeoutError(message)
 
     def log_tail(self, lines: int = 60) -> str:
