@@ -32,10 +32,10 @@ SHM_DIR = Path("/dev/shm")
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 
 
-def _mapped_shm_files(pattern: str = "[0-9]*") -> set[str]:
-    """/dev/shm files mapped by the live processes matching ``pattern`` under /proc (all this user may inspect)."""
+def _mapped_shm_files() -> set[str]:
+    """/dev/shm files some live process (that this user may inspect) has mapped."""
     mapped = set()
-    for maps in Path("/proc").glob(f"{pattern}/maps"):
+    for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
             text = maps.read_text()
         except OSError:  # gone, or another user's process
@@ -44,13 +44,7 @@ def _mapped_shm_files(pattern: str = "[0-9]*") -> set[str]:
     return mapped
 
 
-def remove_unmapped(regions: set[str]) -> None:
-    """Unlink those of ``regions`` (paths) that no live process maps any more."""
-    for region in regions - _mapped_shm_files():
-        Path(region).unlink(missing_ok=True)
-
-
-def clean_stale_shm_regions(min_age_s: float = 1.0) -> list[str]:
+def clean_stale_shm_regions(min_age_s: float = 5.0) -> list[str]:
     """Remove this user's Python-backend regions that no live process maps (left by a dead server); return their names.
 
     Regions younger than ``min_age_s`` are kept: a starting server creates its region a moment before mapping it.
@@ -308,15 +302,8 @@ class LocalTritonServer:
         self.restarts.append(record)
         return record
 
-    def _regions(self) -> set[str]:
-        """The Python-backend regions the running server maps (it maps those of all its stubs)."""
-        if self._process is None or self._process.poll() is not None:
-            return set()
-        return {r for r in _mapped_shm_files(str(self._process.pid)) if Path(r).name.startswith(SHM_REGION_PREFIX)}
-
     def _kill(self) -> None:
-        """SIGKILL the server's process group (its stubs with it), reap it and remove its shared-memory regions."""
-        regions = self._regions()
+        """SIGKILL the server's process group (its stubs with it) and reap it."""
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGKILL)
         if self._process is not None:
@@ -325,7 +312,6 @@ class LocalTritonServer:
             os.killpg(self._process.pid, signal.SIGKILL)  # stubs left behind by a server that died alone
         except (ProcessLookupError, PermissionError, AttributeError):
             pass
-        remove_unmapped(regions)
 
     def wait_ready(self, timeout: float, stop_on_failure: bool = True) -> None:
         """Block until the server reports ready; stop it (or only kill it) and raise with the log tail if it exits or times out."""
@@ -391,7 +377,6 @@ class LocalTritonServer:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _terminate(self, timeout: float) -> None:
-        regions = self._regions()
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGINT)
             try:
@@ -399,7 +384,6 @@ class LocalTritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
-        remove_unmapped(regions)
 
     def __enter__(self) -> "LocalTritonServer":
         return self.start()
