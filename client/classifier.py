@@ -68,7 +68,9 @@ class ImageClassifierClient:
         if self._transport.model_ready(self.model):
             return
         states = self._transport.model_states()
-        if self.model in states:
+        if states is None:
+            detail = "the server restricts its model list (set PIXELSERVE_ADMIN_KEY to see it)"
+        elif self.model in states:
             detail = f"its state is {states[self.model]}"
         else:
             detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"

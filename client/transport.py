@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from pixelserve.triton_local.access import admin_headers
+
 from .errors import ClientError, InferenceFailed, ItemError, RequestTimedOut, ServerUnreachable
 
 PROTOCOLS = ("http", "grpc")
@@ -72,10 +74,17 @@ class Transport:
         """Whether the server reports ``model`` ready."""
         return self._call(lambda: self._model_ready(model))
 
-    def model_states(self) -> dict[str, str]:
-        """State (and reason, if any) of each model in the server's repository, by name."""
+    def model_states(self) -> dict[str, str] | None:
+        """State (and reason, if any) of each model in the server's repository, by name; None where the server
+        restricts its repository API and $PIXELSERVE_ADMIN_KEY does not open it (pixelserve.triton_local.access)."""
         states: dict[str, str] = {}
-        for entry in self._call(self._repository_index):
+        try:
+            entries = self._call(self._repository_index)
+        except ServerUnreachable as exc:
+            if "restricted" in str(exc):
+                return None
+            raise
+        for entry in entries:
             state = entry.get("state") or "UNKNOWN"
             states[entry["name"]] = f"{state} ({entry['reason']})" if entry.get("reason") else state
         return states
@@ -151,7 +160,7 @@ class HttpTransport(Transport):
         return self._client.is_model_ready(model)  # type: ignore[no-any-return]  # tritonclient is untyped
 
     def _repository_index(self) -> list[dict[str, Any]]:
-        return self._client.get_model_repository_index()  # type: ignore[no-any-return]  # tritonclient is untyped
+        return self._client.get_model_repository_index(headers=admin_headers())  # type: ignore[no-any-return]  # tritonclient is untyped
 
 
 class GrpcTransport(Transport):
@@ -195,7 +204,7 @@ class GrpcTransport(Transport):
         return self._client.is_model_ready(model, client_timeout=self.timeout)  # type: ignore[no-any-return]  # tritonclient is untyped
 
     def _repository_index(self) -> list[dict[str, Any]]:
-        index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout)
+        index = self._client.get_model_repository_index(headers=admin_headers(), as_json=True, client_timeout=self.timeout)
         return index.get("models", [])  # type: ignore[no-any-return]  # tritonclient is untyped
 
 

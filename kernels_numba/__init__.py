@@ -3,9 +3,9 @@ from typing import Any
 
 from .cpu import preprocess_cpu
 from .spec import PreprocessSpec
-from .validation import ImageError, check_image
+from .validation import ImageError, check_batch_shape, check_image
 
-__all__ = ["PreprocessSpec", "preprocess_cpu", "ImageError", "check_image"]  # + preprocess_cuda, on demand
+__all__ = ["PreprocessSpec", "preprocess_cpu", "ImageError", "check_batch_shape", "check_image"]  # + preprocess_cuda, on demand
 
 
 def __getattr__(name: str) -> Any:

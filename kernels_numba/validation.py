@@ -1,6 +1,8 @@
 """Checks on one incoming image, with messages that name the problem."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +16,23 @@ class ImageError(ValueError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def check_batch_shape(shape: Sequence[int], spec: PreprocessSpec, max_batch: int) -> None:
+    """Raise ImageError unless ``shape`` (as Triton reports it, before any array is made) is a sane [N, H, W, 3] batch.
+
+    Plain Python integers, so absurd, negative or overflowing dimensions are caught here instead of in a
+    numpy or DLPack view, and the byte size (N*H*W*3) is bounded by ``max_batch`` images of the largest side.
+    """
+    dims = [int(d) for d in shape]
+    if len(dims) != 4:
+        raise ImageError(f"expected [batch, height, width, 3], got shape {dims}", "rank")
+    if any(d < 0 for d in dims):
+        raise ImageError(f"negative dimension in shape {dims}", "negative")
+    count, height, width, channels = dims
+    if not 1 <= count <= max_batch:
+        raise ImageError(f"{count} images in one request, expected 1..{max_batch} (shape {dims})", "batch")
+    check_image((height, width, channels), np.dtype(np.uint8), spec)
 
 
 def check_image(shape: tuple[int, ...], dtype: npt.DTypeLike, spec: PreprocessSpec) -> None:

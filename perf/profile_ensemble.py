@@ -9,7 +9,8 @@ For every point (shared-memory mode : concurrency) it writes perf_analyzer's CSV
 (<stem>-<mode>-c<N>.csv) and one markdown table: per composing model the executions, mean batch, and
 microseconds per request of queue / compute input / compute infer / compute output; per phase of
 each model.py the microseconds per execute() call. Set PIXELSERVE_PROFILE_SYNC=1 in the server's
-environment to charge queued GPU work to the phase that queued it.
+environment to charge queued GPU work to the phase that queued it. Shared-memory points register
+regions, a restricted API: perf_analyzer gets the admin key from $PIXELSERVE_ADMIN_KEY (as -H headers).
 """
 from __future__ import annotations
 

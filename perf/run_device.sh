@@ -15,6 +15,9 @@ if [ ! -d /tmp/site/pytriton ]; then
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
 export PYTHONPATH="/tmp/site" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+# The servers below restrict model loading and shared-memory registration to this key (triton_local/access.py);
+# set_instances and perf_analyzer (-H, through run_perf/profile_ensemble) read it from the environment.
+export PIXELSERVE_ADMIN_KEY="${PIXELSERVE_ADMIN_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"
 # The project as `pixelserve.*`, editable, offline: setuptools comes from the carried wheel in /tmp/site.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 python3 -c "import numpy, numba, numba_cuda, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'torch', torch.__version__)"
@@ -43,7 +46,8 @@ if [[ $stages == *bench* ]]; then
 fi
 if [[ $stages == *served* ]]; then
   echo "=== served benchmark: preprocess vs peers, perf_analyzer over gRPC"
-  python3 -m pixelserve.triton_local --model-repository model_repository --model-repository perf/peer_models \
+  # --no-supervise: no health probes (one inference a second) and no restarts while measuring.
+  python3 -m pixelserve.triton_local --no-supervise --model-repository model_repository --model-repository perf/peer_models \
     --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
     --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv \
     --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
@@ -63,7 +67,7 @@ if [[ $stages == *ensemble* ]]; then
   # One GPU (the first) so that the profile is a one-GPU figure on any machine; the repository as a GPU host
   # deploys it: instances placed by build/place_instances.py from build/placement.yaml.
   rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -3
-  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --model-repository /tmp/placed-repo \
+  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --model-repository /tmp/placed-repo \
     --model-repository perf/peer_models --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pixelserve.triton_local import access
+
 from . import machine_info, make_inputs, perf_config, perf_csv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +31,13 @@ TABLE_COLUMNS = ["shared_memory", "concurrency", "throughput_infer_s", "p50_ms",
 
 
 def perf_analyzer_args(config: perf_config.RunConfig, url: str, input_file: Path, shared_memory: str,
-                       concurrency: str, csv_path: Path) -> list[str]:  # fmt: skip
-    """perf_analyzer arguments for one (shared-memory mode, concurrency range) measurement."""
+                       concurrency: str, csv_path: Path, admin_key: str | None = None) -> list[str]:  # fmt: skip
+    """perf_analyzer arguments for one (shared-memory mode, concurrency range) measurement.
+
+    Registering shared memory is a restricted API (triton_local/access.py): with shared memory the
+    arguments carry the admin key, ``admin_key`` or else ``$PIXELSERVE_ADMIN_KEY``, as ``-H`` headers.
+    """
+    headers = access.perf_analyzer_header_args(admin_key) if shared_memory != "none" else []
     return [
         "-m", config.model,
         "-u", url,
@@ -44,6 +51,7 @@ def perf_analyzer_args(config: perf_config.RunConfig, url: str, input_file: Path
         "--max-trials", str(config.max_trials),
         "-f", str(csv_path),
         "--verbose-csv",
+        *headers,
         *config.perf_args,
     ]  # fmt: skip
 
@@ -80,11 +88,12 @@ def run_perf_analyzer(args: list[str]) -> tuple[int, str, str]:
 
     argv, env = perf_analyzer_command(args)
     result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    shown = shlex.join(["perf_analyzer", *argv[1:]])
+    shown = shlex.join(["perf_analyzer", *access.redact_headers(argv[1:])])
     return result.returncode, result.stdout, shown
 
 
-def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: Path, log) -> tuple[list[dict], list[str], list[str], int]:
+def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: Path, log,
+            admin_key: str | None = None) -> tuple[list[dict], list[str], list[str], int]:  # fmt: skip
     """Run every measurement of ``config``; return (summary rows, commands run, notes on skips/failures, failures)."""
     failures = 0
     rows: list[dict] = []
@@ -97,7 +106,7 @@ def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: 
             continue
         for index, concurrency in enumerate(config.concurrency_ranges()):
             csv_path = workdir / f"{shared_memory}-{index}.csv"
-            args = perf_analyzer_args(config, url, input_file, shared_memory, concurrency, csv_path)
+            args = perf_analyzer_args(config, url, input_file, shared_memory, concurrency, csv_path, admin_key)
             print(f"perf_analyzer: shared memory {shared_memory}, concurrency {concurrency}", flush=True)
             status, output, shown = run_perf_analyzer(args)
             commands.append(shown)
@@ -184,9 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def serving(config: perf_config.RunConfig, url: str | None):
-    """Yield the URL to measure: ``url`` as given, or that of a local server started for the run."""
+    """Yield (URL to measure, admin key): ``url`` as given (key from $PIXELSERVE_ADMIN_KEY), or a local server started for the run."""
     if url:
-        yield url
+        yield url, None
         return
     from pixelserve.triton_local import LocalTritonServer
 
@@ -196,7 +205,7 @@ def serving(config: perf_config.RunConfig, url: str | None):
     # No response cache: perf_analyzer repeats a few inputs, and the run measures compute, not cache lookups.
     with LocalTritonServer(repositories, extra_args=config.server_args, response_cache=False) as server:
         print(f"server ready (log: {server.log_path})", flush=True)
-        yield server.grpc_url if config.protocol == "grpc" else server.http_url
+        yield (server.grpc_url if config.protocol == "grpc" else server.http_url), server.admin_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         started = dt.datetime.now().astimezone()
         stem = (args.results_dir if not args.no_save else workdir) / f"{config.name}-{started:%Y%m%d-%H%M%S}"
         stem.parent.mkdir(parents=True, exist_ok=True)
-        with serving(config, args.url) as url, open(stem.with_suffix(".log"), "w") as log:
+        with serving(config, args.url) as (url, admin_key), open(stem.with_suffix(".log"), "w") as log:
             version = server_version(url, config.protocol)
-            rows, commands, notes, failures = measure(config, url, input_file, workdir, log)
+            rows, commands, notes, failures = measure(config, url, input_file, workdir, log, admin_key)
         facts = {
             "date": started.isoformat(timespec="seconds"),
             "run": shlex.join(["python", "-m", "pixelserve.perf.run_perf", *(sys.argv[1:] if argv is None else argv)]),

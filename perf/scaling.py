@@ -219,7 +219,8 @@ def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout
         measure_dir = workdir / f"{step.gpus}gpu"
         measure_dir.mkdir(exist_ok=True)
         log.write(f"== {step.gpus} GPU(s), CUDA_VISIBLE_DEVICES={step.devices}, loaded: {placement}\n")
-        rows, commands, notes, _ = run_perf.measure(step.config, server.grpc_url, input_file, measure_dir, log)
+        rows, commands, notes, _ = run_perf.measure(step.config, server.grpc_url, input_file, measure_dir, log,
+                                                     server.admin_key)
     finally:
         server.stop()
     notes = [f"{step.gpus} GPU(s): {note}" for note in notes]

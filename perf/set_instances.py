@@ -1,6 +1,9 @@
 """Reload a model on a running server with another instance count (config override, nothing on disk changes).
 
 Usage: python -m pixelserve.perf.set_instances MODEL COUNT [--parameter KEY=VALUE ...] [--queue-delay-us US] [--url 127.0.0.1:8001]
+
+Loading a model is a restricted API: the server must run with --model-control-mode=explicit and this
+script sends the admin key from $PIXELSERVE_ADMIN_KEY (pixelserve.triton_local.access).
 """
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import argparse
 import json
 
 import tritonclient.grpc as grpcclient
+
+from pixelserve.triton_local.access import admin_headers
 
 
 def main() -> None:
@@ -28,7 +33,7 @@ def main() -> None:
     for item in args.parameter:
         key, value = item.split("=", 1)
         config.setdefault("parameters", {})[key] = {"string_value": value}
-    client.load_model(args.model, config=json.dumps(config))
+    client.load_model(args.model, config=json.dumps(config), headers=admin_headers())
     groups = client.get_model_config(args.model, as_json=True)["config"]["instance_group"]
     print(f"{args.model}: instance_group {groups}")
 

@@ -54,7 +54,7 @@ def triton_server():
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
-    server = LocalTritonServer([MODEL_REPOSITORY])
+    server = LocalTritonServer([MODEL_REPOSITORY])  # unsupervised: health probes would add to the statistics tests count
     server.start(timeout=300)
     yield server
     server.stop()

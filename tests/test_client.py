@@ -196,9 +196,16 @@ def test_cli_reports_server_error_for_one_image(triton_server, protocol, photos,
 
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_cli_model_not_found(triton_server, protocol, photos, capsys):
+def test_cli_model_not_found(triton_server, protocol, photos, capsys, monkeypatch):
+    from pixelserve.triton_local.access import KEY_ENV
+
     url = server_url(triton_server, protocol)
-    code = main([str(photos / "chelsea.jpg"), "--protocol", protocol, "--url", url, "--model", "no_such_model"])
+    args = [str(photos / "chelsea.jpg"), "--protocol", protocol, "--url", url, "--model", "no_such_model"]
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert main(args) == EXIT_MODEL_NOT_READY  # the repository index is a restricted API: no list without the key
+    assert "the server restricts its model list (set PIXELSERVE_ADMIN_KEY" in capsys.readouterr().err
+    monkeypatch.setenv(KEY_ENV, triton_server.admin_key)
+    code = main(args)
     out, err = capsys.readouterr()
     assert code == EXIT_MODEL_NOT_READY
     assert f"model no_such_model is not ready on {url}" in err

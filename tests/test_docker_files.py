@@ -109,6 +109,9 @@ def test_dockerfile_serves_models_with_sized_pools_and_the_local_backend_config(
     assert served[0] == "tritonserver" and served[-len(command) + 1:] == command[1:]
     for setting in DEFAULT_BACKEND_CONFIG:
         assert f"--backend-config={setting}" in served
+    restricted = "model-repository,shared-memory,logging,trace:pixelserve-admin-key="
+    assert any(arg.startswith("--http-restricted-api=" + restricted) for arg in served)
+    assert any(arg.startswith("--grpc-restricted-protocol=" + restricted) for arg in served)
     assert not any(arg.startswith("--backend-config=python") for arg in command), "shm sizes belong to triton_local"
     assert "NUMBA_CACHE_DIR=" in (DOCKER / "Dockerfile").read_text()
 
@@ -169,7 +172,10 @@ def test_compose_triton_service(compose):
     assert triton["env_file"] == ".env"
     assert _bytes(str(triton["shm_size"])) >= 2**30  # Docker's 64 MB default starves the Python backend
     assert {str(port).split(":")[-1] for port in triton["ports"]} == {"8000", "8001", "8002"}
-    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert all(str(port).startswith("127.0.0.1:") for port in triton["ports"]), "publish on loopback only"
+    assert triton["healthcheck"]["test"][-3:] == ["pixelserve.triton_local.health", "--url", "127.0.0.1:8000"]
+    assert triton["restart"] == "unless-stopped"  # the entry point exits on a failed probe
+    assert "PIXELSERVE_ADMIN_KEY" in triton["environment"]
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in device["capabilities"] for device in devices)
 
@@ -179,6 +185,8 @@ def test_compose_perf_service_is_a_profile_sharing_the_server_ipc(compose):
     assert perf["profiles"] == ["perf"]
     assert perf["ipc"] == "service:triton" and compose["services"]["triton"]["ipc"] == "shareable"
     assert perf["command"][0] == "perf_analyzer"
+    header = perf["command"][perf["command"].index("-H") + 1]  # shared-memory registration needs the key
+    assert header.startswith("triton-grpc-protocol-pixelserve-admin-key:${PIXELSERVE_ADMIN_KEY")
     assert perf["depends_on"]["triton"]["condition"] == "service_healthy"
 
 

@@ -88,7 +88,8 @@ def test_input_in_cuda_shared_memory(gpu_server, spec):
     error, ipc_handle = driver.cuIpcGetMemHandle(device_image.device_ctypes_pointer.value)
     assert int(error) == 0, error
     raw_handle = base64.b64encode(bytes(ipc_handle.reserved))
-    client.register_cuda_shared_memory("images_in", raw_handle, 0, image.nbytes)
+    headers = gpu_server.admin_headers  # registering shared memory is a restricted API
+    client.register_cuda_shared_memory("images_in", raw_handle, 0, image.nbytes, headers=headers)
     try:
         inp = grpcclient.InferInput("images", list(image.shape), "UINT8")
         inp.set_shared_memory("images_in", image.nbytes)
@@ -97,4 +98,4 @@ def test_input_in_cuda_shared_memory(gpu_server, spec):
         stats = client.get_inference_statistics("preprocess", as_json=True)["model_stats"][0]
         assert int(stats["inference_stats"]["fail"].get("count", 0)) == 0  # JSON omits zero counts
     finally:
-        client.unregister_cuda_shared_memory("images_in")
+        client.unregister_cuda_shared_memory("images_in", headers=headers)

@@ -127,7 +127,8 @@ def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, model, 
     before = _success_counts(benchmark_server.grpc_url, models)
 
     csv_path = tmp_path / "pa.csv"
-    args = run_perf.perf_analyzer_args(config, benchmark_server.grpc_url, input_file, shared_memory, "1:2", csv_path)
+    args = run_perf.perf_analyzer_args(config, benchmark_server.grpc_url, input_file, shared_memory, "1:2", csv_path,
+                                       benchmark_server.admin_key)  # shared memory registration needs the key
     status, output, command = run_perf.run_perf_analyzer(args)
 
     assert status == 0, f"{command}\n{output[-3000:]}"

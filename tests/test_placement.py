@@ -181,7 +181,7 @@ def test_tritonserver_parses_the_generated_config(placed):
     with LocalTritonServer([placed[0] / "2gpu"], extra_args=["--model-control-mode=explicit"]) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         with pytest.raises(InferenceServerException) as caught:
-            client.load_model("preprocess")
+            client.load_model("preprocess", headers=server.admin_headers)
     assert "instance group preprocess_0 of model preprocess specifies invalid or unsupported gpu id 0" in str(caught.value)
 
 

@@ -147,9 +147,10 @@ def torch_flavour_server(weights):
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    client.load_model("classifier", config=json.dumps(json_format.MessageToDict(config)))
-    client.load_model("preprocess")
-    client.load_model("image_classifier")
+    headers = server.admin_headers  # loading models is a restricted API
+    client.load_model("classifier", config=json.dumps(json_format.MessageToDict(config)), headers=headers)
+    client.load_model("preprocess", headers=headers)
+    client.load_model("image_classifier", headers=headers)
     yield server
     server.stop()
 

@@ -1,11 +1,21 @@
-"""``python -m pixelserve.triton_local`` (or ``pixelserve-server``): serve a model repository on a local tritonserver until interrupted."""
+"""``python -m pixelserve.triton_local`` (or ``pixelserve-server``): serve a model repository on a local tritonserver until interrupted.
+
+Loopback only unless ``--address`` says otherwise. The model-repository, shared-memory, logging and trace
+APIs need the header ``pixelserve-admin-key: $PIXELSERVE_ADMIN_KEY`` (set the variable before starting;
+unset, the key is random and those APIs are closed to everyone). A watchdog restarts the server when it
+dies or stops answering a real inference through ``image_classifier`` (``--no-supervise`` to turn off,
+``--health-model`` for another repository).
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 
+from .access import ADMIN_HEADER, KEY_ENV
+from .health import PROBE_MODEL
 from .server import LocalTritonServer
 
 
@@ -17,17 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--address", default="127.0.0.1", help="listen address (0.0.0.0 to serve other hosts)")
+    parser.add_argument("--no-supervise", dest="supervise", action="store_false",
+                        help="do not restart the server when it dies or fails the health probe")
+    parser.add_argument("--health-model", default=PROBE_MODEL, help="model the health probe runs (8x8 uint8 image in)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     args = parser.parse_args(argv)
     server = LocalTritonServer(
-        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra, address=args.address
+        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
+        address=args.address, supervise=args.supervise, health_model=args.health_model,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
+    keyed = "$" + KEY_ENV if os.environ.get(KEY_ENV) else "a random key (set $" + KEY_ENV + " to use them)"
+    print(f"model-repository, shared-memory, logging and trace APIs: header {ADMIN_HEADER} = {keyed}")
     print(f"log: {server.log_path}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while server.is_running():
+        while server.is_running() or (args.supervise and server.supervising()):
             time.sleep(1)
         print(server.log_tail(), file=sys.stderr)
         return 1

@@ -10,11 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import paths
+from . import access, paths
+from .health import PROBE_MODEL, Unhealthy, probe
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
 # The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
@@ -29,6 +32,56 @@ RESPONSE_CACHE_CONFIG = "local,size=268435456"
 # Latency summaries (nv_inference_queue_summary_us{quantile=...} etc.): the queue-time p99 alert and the
 # dashboard's percentiles read them (deploy/prometheus, deploy/grafana).
 METRICS_CONFIG = ("summary_latencies=true",)
+
+
+# The Python backend's per-model shared-memory regions; an abnormal exit leaves them behind (64 MiB each here).
+SHM_DIR = Path("/dev/shm")
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _mapped_shm_files() -> set[str]:
+    """/dev/shm files some live process (that this user may inspect) has mapped."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's process
+            continue
+        mapped.update(line.split(None, 5)[5] for line in text.splitlines() if str(SHM_DIR) in line and len(line.split(None, 5)) == 6)
+    return mapped
+
+
+def clean_stale_shm_regions(min_age_s: float = 5.0) -> list[str]:
+    """Remove this user's Python-backend regions that no live process maps (left by a dead server); return their names.
+
+    Regions younger than ``min_age_s`` are kept: a starting server creates its region a moment before mapping it.
+    """
+    mapped = _mapped_shm_files()
+    removed = []
+    for region in SHM_DIR.glob(SHM_REGION_PREFIX + "*"):
+        try:
+            info = region.stat()
+            if info.st_uid != os.getuid() or str(region) in mapped or time.time() - info.st_mtime < min_age_s:
+                continue
+            region.unlink()
+            removed.append(region.name)
+        except OSError:
+            continue
+    return removed
+
+
+@dataclass
+class Restart:
+    """One recovery by the supervisor: why, when the death was seen and when the service answered again."""
+
+    reason: str
+    detected: float  # time.monotonic()
+    recovered: float | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """From the death being seen to the first good probe answer."""
+        return None if self.recovered is None else self.recovered - self.detected
 
 
 def free_port() -> int:
@@ -93,7 +146,14 @@ def server_environment(base: dict[str, str] | None = None, python_env: Path | No
 
 
 class LocalTritonServer:
-    """A tritonserver child process serving one or more model repositories on loopback ports."""
+    """A tritonserver child process serving one or more model repositories on loopback ports.
+
+    The model-repository, shared-memory, logging and trace APIs are always behind ``admin_key``
+    (``access.py``; ``admin_headers`` is what a client passes). With ``supervise=True`` a watchdog thread
+    probes ``health_model`` with a real inference every ``probe_interval`` seconds and restarts the
+    server (same ports, same key) when it has exited, when a stub is dead, or after
+    ``probe_failures`` failed probes in a row; ``restarts`` records each recovery.
+    """
 
     def __init__(
         self,
@@ -106,8 +166,22 @@ class LocalTritonServer:
         env: dict[str, str] | None = None,
         address: str = "127.0.0.1",
         response_cache: bool = True,
+        admin_key: str | None = None,
+        supervise: bool = False,
+        health_model: str = PROBE_MODEL,
+        probe_interval: float = 1.0,
+        probe_failures: int = 3,
     ) -> None:
         self.address = address
+        self.admin_key = access.admin_key(admin_key)
+        self.supervise = supervise
+        self.health_model = health_model
+        self.probe_interval = probe_interval
+        self.probe_failures = probe_failures
+        self.restarts: list[Restart] = []
+        self._watchdog: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()
         self.model_repositories = [Path(r).resolve() for r in model_repositories]
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -122,6 +196,11 @@ class LocalTritonServer:
     @property
     def _client_host(self) -> str:
         return "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """tritonclient ``headers=`` that open the restricted APIs of this server."""
+        return access.admin_headers(self.admin_key)
 
     @property
     def http_url(self) -> str:
@@ -157,22 +236,98 @@ class LocalTritonServer:
         cmd += [f"--metrics-config={c}" for c in METRICS_CONFIG]
         if self.response_cache:
             cmd.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
+        cmd += access.restricted_api_args(self.admin_key)
         return cmd + self.extra_args
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
-        """Start the server and wait until it and all its models are ready."""
+        """Start the server (after removing stale shared-memory regions) and wait until it and all its models are ready."""
+        self._stopping.clear()
+        self._launch(timeout)
+        if self.supervise and (self._watchdog is None or not self._watchdog.is_alive()):
+            self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
+            self._watchdog.start()
+        return self
+
+    def _launch(self, timeout: float, log_mode: str = "wb") -> None:
+        """Start tritonserver and wait for it; on failure a first start stops everything, a restart only kills."""
         self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
+        clean_stale_shm_regions()
         env = server_environment(self._base_env, make_python_env(self._workdir / "python-env"))
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, log_mode)
         self._process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
-        self.wait_ready(timeout)
-        return self
+        self.wait_ready(timeout, stop_on_failure=log_mode == "wb")
 
-    def wait_ready(self, timeout: float) -> None:
-        """Block until the server reports ready; stop it and raise with the log tail if it exits or times out."""
+    def check_health(self, timeout: float = 5.0) -> None:
+        """Raise Unhealthy unless the server runs and answers a real inference through ``health_model``."""
+        if not self.is_running():
+            raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})")
+        probe(self.http_url, self.health_model, timeout)
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        """Block until the health probe passes; return the seconds waited (TimeoutError with the last failure)."""
+        start = time.monotonic()
+        last = "never probed"
+        while time.monotonic() - start < timeout:
+            try:
+                with self._lock:  # not while the watchdog is in the middle of a restart
+                    self.check_health()
+                return time.monotonic() - start
+            except Unhealthy as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"not healthy after {timeout:.0f} s: {last}")
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stopping.wait(self.probe_interval):
+            try:
+                self.check_health()
+                failures = 0
+                continue
+            except Unhealthy as exc:
+                reason = str(exc)
+            failures += 1
+            dead = not self.is_running() or "not healthy" in reason  # server gone, or a stub gone
+            if (dead or failures >= self.probe_failures) and not self._stopping.is_set():
+                try:
+                    self.restart(reason)
+                except (RuntimeError, TimeoutError, OSError) as exc:  # try again at the next probe
+                    with open(self.log_path, "ab") as log:
+                        log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
+                failures = 0
+
+    def restart(self, reason: str, timeout: float = 180.0) -> Restart:
+        """Kill the server and its stubs, clean their shared memory, start again on the same ports; wait for a good probe."""
+        record = Restart(reason, time.monotonic())
+        with self._lock:
+            if self._stopping.is_set():  # stop() came first: do not start a server nobody will stop
+                return record
+            self._kill()
+            with open(self.log_path, "ab") as log:
+                log.write(f"\n=== pixelserve watchdog: restarting tritonserver: {reason}\n".encode())
+            self._launch(timeout, log_mode="ab")
+        self.wait_healthy(timeout)
+        record.recovered = time.monotonic()
+        self.restarts.append(record)
+        return record
+
+    def _kill(self) -> None:
+        """SIGKILL the server's process group (its stubs with it) and reap it."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        if self._process is not None:
+            self._process.wait()
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)  # stubs left behind by a server that died alone
+        except (ProcessLookupError, PermissionError, AttributeError):
+            pass
+
+    def wait_ready(self, timeout: float, stop_on_failure: bool = True) -> None:
+        """Block until the server reports ready; stop it (or only kill it) and raise with the log tail if it exits or times out."""
+        finish = self.stop if stop_on_failure else self._kill
         import urllib.error
         import urllib.request
 
@@ -181,7 +336,7 @@ class LocalTritonServer:
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 message = f"tritonserver exited with code {self._process.returncode}:\n{self.log_tail()}"
-                self.stop()
+                finish()
                 raise RuntimeError(message)
             try:
                 with urllib.request.urlopen(ready_url, timeout=2) as response:
@@ -191,7 +346,7 @@ class LocalTritonServer:
                 pass
             time.sleep(0.25)
         message = f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}"
-        self.stop()
+        finish()
         raise TimeoutError(message)
 
     def log_tail(self, lines: int = 60) -> str:
@@ -201,12 +356,39 @@ class LocalTritonServer:
         except OSError:
             return "(no log)"
 
+    def stub_pid(self, instance: str) -> int:
+        """The pid of the Python-backend stub of model instance ``instance`` (e.g. ``preprocess_0_0``)."""
+        server = self._process.pid if self._process else -1
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+            if ppid == server and instance.encode() in args:
+                return int(proc.name)
+        raise LookupError(f"no stub process for {instance} under tritonserver pid {server}")
+
+    def supervising(self) -> bool:
+        """Whether the watchdog thread is alive (it may be between a kill and a restart)."""
+        return self._watchdog is not None and self._watchdog.is_alive()
+
     def is_running(self) -> bool:
         """Whether the server process is still alive."""
         return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server (SIGINT, then SIGKILL) and remove its scratch directory (with the log, unless given one)."""
+        self._stopping.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout)
+            self._watchdog = None
+        with self._lock:  # waits for a restart in progress
+            self._terminate(timeout)
+        clean_stale_shm_regions()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _terminate(self, timeout: float) -> None:
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGINT)
             try:
@@ -214,7 +396,6 @@ class LocalTritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
-        shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> "LocalTritonServer":
         return self.start()

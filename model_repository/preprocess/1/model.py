@@ -5,7 +5,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.kernels import ImageError, PreprocessSpec, check_image
+from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
 from pixelserve.runtime.phases import PhaseTimer
 
@@ -40,6 +40,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.spec = spec_from_model_config(config)
+        self.max_batch = config["max_batch_size"]
         if args["model_instance_kind"] == "GPU":
             from pixelserve.kernels.serving import CudaRunner
 
@@ -92,9 +93,8 @@ class TritonPythonModel:
     def _request_images(self, request):
         """The images of one request (leading dim = images in the request), each checked."""
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+        check_batch_shape(tensor.shape(), self.spec, self.max_batch)  # before any view of the data is made
         batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
-        if batch.ndim != 4:
-            raise ImageError(f"expected [batch, height, width, 3], got shape {list(batch.shape)}", "rank")
         dtype = _numpy_dtype(batch)
         for image in batch:
             check_image(tuple(image.shape), dtype, self.spec)

@@ -1,0 +1,101 @@
+"""Safe defaults and recovery parts, each on its own: the shape check, the admin key, stale shm cleanup, the
+container entry point's supervisor. (The fuzzer and the kill tests against a running server: test_fuzz.py.)"""
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import MODEL_REPOSITORY, ensure_classifier_built
+from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape
+from pixelserve.perf import perf_config, run_perf
+from pixelserve.triton_local import access
+from pixelserve.triton_local.server import SHM_DIR, SHM_REGION_PREFIX, clean_stale_shm_regions
+
+SPEC = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-3, 40)), max_size=6))
+def test_batch_shape_check_accepts_only_sane_batches_and_raises_only_image_error(shape):
+    sane = (len(shape) == 4 and 1 <= shape[0] <= 32 and 1 <= shape[1] <= SPEC.max_image_side
+            and 1 <= shape[2] <= SPEC.max_image_side and shape[3] == 3)  # fmt: skip
+    try:
+        check_batch_shape(shape, SPEC, 32)
+    except ImageError:
+        assert not sane
+    else:
+        assert sane
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([1, 8, 4611686018427387904, 3], "exceeds the maximum side"),
+    ([1, -8, -8, 3], "negative dimension"),
+    ([0, 2, 2, 3], "0 images in one request"),
+    ([33, 2, 2, 3], "33 images in one request"),
+    ([2, 2, 3], "expected [batch, height, width, 3]"),
+])  # fmt: skip
+def test_batch_shape_check_names_the_problem(shape, message):
+    with pytest.raises(ImageError, match=message.replace("[", r"\[")):
+        check_batch_shape(shape, SPEC, 32)
+
+
+def test_restricted_api_arguments_and_headers():
+    args = access.restricted_api_args("k3y")
+    assert args == ["--http-restricted-api=model-repository,shared-memory,logging,trace:pixelserve-admin-key=k3y",
+                    "--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:pixelserve-admin-key=k3y"]
+    for bad in ("", "a,b", "a:b", "a=b", "a b"):
+        with pytest.raises(ValueError):
+            access.restricted_api_args(bad)
+    assert access.admin_headers("k3y") == {"pixelserve-admin-key": "k3y", "triton-grpc-protocol-pixelserve-admin-key": "k3y"}
+    assert access.admin_key() != access.admin_key() or os.environ.get(access.KEY_ENV)  # random unless set
+
+
+def test_perf_analyzer_gets_the_key_only_for_shared_memory_and_logs_hide_it(tmp_path):
+    config = perf_config.RunConfig()
+    plain = run_perf.perf_analyzer_args(config, "h:1", tmp_path / "i.json", "none", "1", tmp_path / "o.csv", "s3cret")
+    shm = run_perf.perf_analyzer_args(config, "h:1", tmp_path / "i.json", "system", "1", tmp_path / "o.csv", "s3cret")
+    assert "-H" not in plain
+    assert "triton-grpc-protocol-pixelserve-admin-key:s3cret" in shm and "pixelserve-admin-key:s3cret" in shm
+    shown = access.redact_headers(shm)
+    assert "s3cret" not in " ".join(shown) and "pixelserve-admin-key:$PIXELSERVE_ADMIN_KEY" in shown
+
+
+def test_stale_shm_regions_are_removed_and_mapped_ones_kept():
+    stale, live = (SHM_DIR / f"{SHM_REGION_PREFIX}pixelserve-test-{os.getpid()}-{tag}" for tag in ("stale", "live"))
+    for path in (stale, live):
+        path.write_bytes(b"\0" * 4096)
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    with open(live, "r+b") as handle, mmap.mmap(handle.fileno(), 4096):
+        try:
+            removed = clean_stale_shm_regions()
+            assert stale.name in removed and not stale.exists()
+            assert live.exists() and live.name not in removed
+        finally:
+            stale.unlink(missing_ok=True)
+    live.unlink()
+
+
+@pytest.mark.server
+def test_container_entry_point_stops_a_server_whose_stub_died():
+    """launch.supervise (the container's PID 1) kills the server and exits non-zero, so Docker restarts it."""
+    import threading
+
+    from pixelserve.triton_local import LocalTritonServer
+    from pixelserve.triton_local.launch import supervise
+
+    ensure_classifier_built()
+    with LocalTritonServer([MODEL_REPOSITORY]) as server:
+        result = {}
+        watcher = threading.Thread(target=lambda: result.update(code=supervise(server._process, server.http_url, 0.5, 3)))
+        watcher.start()
+        time.sleep(1.5)  # healthy at least once
+        os.kill(server.stub_pid("preprocess_0_0"), signal.SIGKILL)
+        watcher.join(60)
+        assert result.get("code") == 1
+        assert server._process.poll() is not None
