@@ -27,6 +27,7 @@ from .classifier import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME, ImageClassifierC
 from .errors import ImageReadError, InvalidImage, ServerUnreachable
 from .images import as_request_batch, load_image
 from .predictions import Prediction, parse_classifications
+from pixelserve.triton_local.access import admin_headers
 
 SHARED_MEMORY = ("none", "system", "cuda")
 READY_TIMEOUT = 10.0  # seconds
@@ -197,11 +198,12 @@ class SharedMemoryPool:
             if self.kind == "cuda":
                 handle = self._shm.create_shared_memory_region(name, size, self.device_id)
                 self._regions[slot] = (handle, size)
-                self._client.register_cuda_shared_memory(name, self._shm.get_raw_handle(handle), self.device_id, size)
+                self._client.register_cuda_shared_memory(name, self._shm.get_raw_handle(handle), self.device_id, size,
+                                                         headers=admin_headers())
             else:
                 handle = self._shm.create_shared_memory_region(name, "/" + name, size)
                 self._regions[slot] = (handle, size)
-                self._client.register_system_shared_memory(name, "/" + name, size)
+                self._client.register_system_shared_memory(name, "/" + name, size, headers=admin_headers())
             region = self._regions[slot]
         assert region is not None
         self._shm.set_shared_memory_region(region[0], [batch])  # same call in both modules
@@ -221,7 +223,7 @@ class SharedMemoryPool:
         try:
             while True:
                 try:
-                    unregister(self.name(slot))
+                    unregister(self.name(slot), headers=admin_headers())
                     break
                 except InferenceServerException as exc:
                     if "in use" not in str(exc) or time.monotonic() > deadline:

@@ -52,10 +52,19 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.fixture(autouse=True)
+def admin_key(request, monkeypatch):
+    """Shared-memory registration is a restricted API: the batch client reads the key from the environment."""
+    if "triton_server" in request.fixturenames:
+        from pixelserve.triton_local.access import KEY_ENV
+
+        monkeypatch.setenv(KEY_ENV, request.getfixturevalue("triton_server").admin_key)
+
+
 def our_regions(server) -> list[str]:
     """System shared-memory regions registered on the server by batch jobs, and their files in /dev/shm."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    status = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+    status = client.get_system_shared_memory_status(headers=server.admin_headers, as_json=True).get("regions", {})
     registered = [name for name in status if name.startswith("pixelserve-")]
     files = [f for f in os.listdir("/dev/shm") if f.startswith(f"pixelserve-")]
     return registered + files
