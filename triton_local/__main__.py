@@ -17,10 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--address", default="127.0.0.1", help="listen address (0.0.0.0 to serve other hosts)")
+    parser.add_argument("--no-response-cache", dest="response_cache", action="store_false",
+                        help="serve without the response cache (benchmarks: perf_analyzer 2.51 aborts on ensemble cache hits)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     args = parser.parse_args(argv)
     server = LocalTritonServer(
-        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra, address=args.address
+        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
+        address=args.address, response_cache=args.response_cache,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
