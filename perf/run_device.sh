@@ -46,8 +46,9 @@ if [[ $stages == *bench* ]]; then
 fi
 if [[ $stages == *served* ]]; then
   echo "=== served benchmark: preprocess vs peers, perf_analyzer over gRPC"
-  # --no-supervise: no health probes (one inference a second) and no restarts while measuring.
-  python3 -m pixelserve.triton_local --no-supervise --model-repository model_repository --model-repository perf/peer_models \
+  # --no-supervise: no health probes (one inference a second) and no restarts while measuring; --no-response-cache:
+  # perf_analyzer 2.51 aborts on ensemble cache hits.
+  python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository model_repository --model-repository perf/peer_models \
     --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
     --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv \
     --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
@@ -67,7 +68,7 @@ if [[ $stages == *ensemble* ]]; then
   # One GPU (the first) so that the profile is a one-GPU figure on any machine; the repository as a GPU host
   # deploys it: instances placed by build/place_instances.py from build/placement.yaml.
   rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -3
-  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --model-repository /tmp/placed-repo \
+  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
     --model-repository perf/peer_models --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &

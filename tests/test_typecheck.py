@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 TYPECHECK = REPO / "build" / "typecheck.py"
 MYPY_INI = REPO / "build" / "mypy.ini"
@@ -62,22 +64,19 @@ def test_shipped_packages_are_checked_without_exemptions() -> None:
     assert own == [], f"mypy.ini relaxes the check for {own}"
 
 
-def test_stubs_are_in_effect_and_catch_api_misuse(tmp_path: Path) -> None:
-    # Without usable stubs `tensorrt` would be Any and every line below would pass silently.
-    bad = tmp_path / "misuse.py"
-    bad.write_text(MISUSE, encoding="utf-8")
-    result = _typecheck(str(bad))
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert 'Argument 1 to "create_network" of "Builder" has incompatible type "str"' in result.stdout
-    assert 'Argument 1 to "get_tensor_shape" of "ICudaEngine" has incompatible type "int"' in result.stdout
-    assert '"ICudaEngine" has no attribute "num_io_tensor"' in result.stdout
-
-
-def test_kernel_signatures_are_in_effect(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source, errors", [
+    # Without usable stubs `tensorrt` would be Any and every line would pass silently.
+    (MISUSE, ['Argument 1 to "create_network" of "Builder" has incompatible type "str"',
+              'Argument 1 to "get_tensor_shape" of "ICudaEngine" has incompatible type "int"',
+              '"ICudaEngine" has no attribute "num_io_tensor"']),
     # The package resolves to its typed sources (not Any), and numba's decorators keep the signatures.
-    bad = tmp_path / "kernels_misuse.py"
-    bad.write_text(KERNELS_MISUSE, encoding="utf-8")
+    (KERNELS_MISUSE, ['Argument 2 to "preprocess_cpu" has incompatible type "str"; expected "PreprocessSpec"',
+                      'Argument 5 to "bilinear_taps" has incompatible type "str"; expected "int"']),
+], ids=["tensorrt-stubs", "kernels"])
+def test_api_misuse_is_caught(tmp_path: Path, source: str, errors: list[str]) -> None:
+    bad = tmp_path / "misuse.py"
+    bad.write_text(source, encoding="utf-8")
     result = _typecheck(str(bad))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert 'Argument 2 to "preprocess_cpu" has incompatible type "str"; expected "PreprocessSpec"' in result.stdout
-    assert 'Argument 5 to "bilinear_taps" has incompatible type "str"; expected "int"' in result.stdout
+    for error in errors:
+        assert error in result.stdout

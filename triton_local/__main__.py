@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-supervise", dest="supervise", action="store_false",
                         help="do not restart the server when it dies or fails the health probe")
     parser.add_argument("--health-model", default=PROBE_MODEL, help="model the health probe runs (8x8 uint8 image in)")
+    parser.add_argument("--no-response-cache", dest="response_cache", action="store_false",
+                        help="serve without the response cache (benchmarks: perf_analyzer 2.51 aborts on ensemble cache hits)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     args = parser.parse_args(argv)
     server = LocalTritonServer(
         args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
-        address=args.address, supervise=args.supervise, health_model=args.health_model,
+        address=args.address, supervise=args.supervise, health_model=args.health_model, response_cache=args.response_cache,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")

@@ -41,7 +41,7 @@ SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 
 def _mapped_shm_files() -> set[str]:
     """/dev/shm files some live process (that this user may inspect) has mapped."""
-    mapped = set()
+    mapped: set[str] = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
             text = maps.read_text()
@@ -88,7 +88,8 @@ def free_port() -> int:
     """A TCP port on the loopback interface that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def make_backend_dir(root: Path) -> Path:
@@ -316,13 +317,15 @@ class LocalTritonServer:
 
     def _kill(self) -> None:
         """SIGKILL the server's process group (its stubs with it) and reap it."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGKILL)
-        if self._process is not None:
-            self._process.wait()
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         try:
-            os.killpg(self._process.pid, signal.SIGKILL)  # stubs left behind by a server that died alone
-        except (ProcessLookupError, PermissionError, AttributeError):
+            os.killpg(process.pid, signal.SIGKILL)  # stubs left behind by a server that died alone
+        except (ProcessLookupError, PermissionError):
             pass
 
     def wait_ready(self, timeout: float, stop_on_failure: bool = True) -> None:

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "pixels", "logits"
@@ -17,13 +18,8 @@ ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
 BUILD_HINT = "run `python -m pixelserve.build.build_classifier --flavour {runtime}`"
 
 
-def _parameter(config: dict, key: str, default: str) -> str:
-    entry = config.get("parameters", {}).get(key)
-    return entry["string_value"] if entry else default
-
-
 def _engine(args: dict, config: dict):
-    runtime = _parameter(config, "runtime", "onnxruntime")
+    runtime = config_parameters(config).get("runtime", "onnxruntime")
     if runtime not in ARTIFACTS:
         raise pb_utils.TritonModelException(f"parameter runtime={runtime!r}: expected one of {sorted(ARTIFACTS)}")
     path = os.path.join(args["model_repository"], args["model_version"], ARTIFACTS[runtime])
@@ -38,7 +34,7 @@ def _engine(args: dict, config: dict):
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"], dims)
     from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
-    return OnnxRuntimeClassifier(path, int(_parameter(config, "intra_op_num_threads", "0")))
+    return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))
 
 
 class TritonPythonModel:
@@ -48,7 +44,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.engine = _engine(args, config)
         # Logits are small: on the host they reach the client without a GPU hand-off (see README).
-        self.output_on_gpu = self.engine.on_gpu and _parameter(config, "output_memory", "cpu") == "gpu"
+        self.output_on_gpu = self.engine.on_gpu and config_parameters(config).get("output_memory", "cpu") == "gpu"
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
 

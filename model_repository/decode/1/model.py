@@ -6,6 +6,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pixelserve.runtime.decoding import DecodeError, decode_image
+from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "encoded", "images"
@@ -16,7 +17,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        parameters = config_parameters(config)
         self.max_side = int(parameters["max_image_side"])
         self.pool = ThreadPoolExecutor(max_workers=int(parameters["decode_threads"]))
         self.timer = PhaseTimer("decode", pb_utils.MetricFamily)

@@ -7,6 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
+from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
 INPUT, OUTPUT = "images", "pixels"
@@ -14,16 +15,12 @@ INPUT, OUTPUT = "images", "pixels"
 PROFILE_SYNC_ENV = "PIXELSERVE_PROFILE_SYNC"
 
 
-def _parameters(config: dict) -> dict:
-    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-
-
 def spec_from_model_config(config: dict) -> PreprocessSpec:
     """The preprocessing spec: output size and dtype from the output tensor, the rest from `parameters`."""
     output = pb_utils.get_output_config_by_name(config, OUTPUT)
     _, height, width = output["dims"]
     dtype = np.dtype(pb_utils.triton_string_to_numpy(output["data_type"])).name
-    return PreprocessSpec.from_parameters({**_parameters(config), "out_height": height, "out_width": width,
+    return PreprocessSpec.from_parameters({**config_parameters(config), "out_height": height, "out_width": width,
                                            "output_dtype": dtype})
 
 
