@@ -109,9 +109,13 @@ def ensemble_config(encoded: bool = False) -> Any:
         step = config.ensemble_scheduling.step.add(model_name=model, model_version=-1)
         step.input_map.update(inputs)
         step.output_map.update(outputs)
-    # Identical requests (same image bytes) are answered from Triton's response cache without running
-    # its steps; the cache's size is a server setting (RESPONSE_CACHE_CONFIG in pixelserve.triton_local).
-    config.response_cache.enable = True
+    # Identical requests are answered from Triton's response cache without running the steps; the cache's
+    # size is a server setting (RESPONSE_CACHE_CONFIG in pixelserve.triton_local). Only the encoded ensemble:
+    # Triton's cache key hashes the input bytes but not the shape (core's TritonCache::HashInputs), so on the
+    # raw ensemble a 2x1 image would get the cached answer of the 1x2 image with the same bytes. An encoded
+    # file's bytes say its own size, so that cannot happen there.
+    if encoded:
+        config.response_cache.enable = True
     return config
 
 

@@ -212,3 +212,12 @@ def test_container_requirements_follow_the_project_pins():
         if spec and container_spec != spec:
             assert "container-override" in line, f"{name}: {container_spec!r} differs from the project's {spec!r}"
     assert container["numpy"][0].startswith("==1.")  # the 2.51 Python-backend stub needs numpy < 2
+
+
+def test_entry_point_serves_without_the_response_cache_when_told(monkeypatch):
+    from pixelserve.triton_local import launch
+    from pixelserve.triton_local.server import RESPONSE_CACHE_CONFIG
+
+    assert f"--cache-config={RESPONSE_CACHE_CONFIG}" in launch.command([])
+    monkeypatch.setenv("PIXELSERVE_RESPONSE_CACHE", "0")
+    assert not any(arg.startswith("--cache-config") for arg in launch.command([]))

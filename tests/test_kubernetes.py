@@ -56,9 +56,9 @@ def test_deployment_probes_gpu_shm_and_scrape_annotations():
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}  # docker/Dockerfile EXPOSE 8000 8001 8002
     assert "EXPOSE 8000 8001 8002" in (REPO_ROOT / "docker" / "Dockerfile").read_text()
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
-    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
-    assert probes["readinessProbe"] == probes["startupProbe"] == {"path": "/v2/health/ready", "port": "http"}
-    assert probes["livenessProbe"] == {"path": "/v2/health/live", "port": "http"}
+    inference_probe = ["python3", "-m", "pixelserve.triton_local.health", "--url", "127.0.0.1:8000"]
+    assert container["readinessProbe"]["exec"]["command"] == container["startupProbe"]["exec"]["command"] == inference_probe
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # kernel compile and model load
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -81,3 +81,10 @@ def test_autoscaler_reads_a_metric_the_adapter_serves_from_tritons_counters():
     query = re.sub(r"<<[^>]*>>,?", "", rule["metricsQuery"])  # the adapter's template placeholders
     assert metric_names(query) == {"nv_inference_queue_duration_us", "nv_inference_request_success"}
     assert re.match(r"^\w+", rule["seriesQuery"]).group() in metric_names(query)
+
+
+def test_admin_key_comes_from_an_optional_secret():
+    (container,) = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    secret = env["PIXELSERVE_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret["optional"] is True and secret["name"] and secret["key"]

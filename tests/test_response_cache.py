@@ -1,16 +1,20 @@
-"""Triton's response cache on the image_classifier ensemble, on the real server of the test session.
+"""Triton's response cache, on the real server of the test session.
 
-The same image sent twice: the second answer is identical, the ensemble's cache-hit statistics and the
-Prometheus cache metric move, and neither step of the ensemble runs again.
+It is on for the encoded ensemble: the same file sent twice gets an identical second answer, the cache-hit
+statistics and the Prometheus cache metric move, and no step of the ensemble runs again. It is off for the
+raw ensemble, because Triton's cache key hashes input bytes without their shape: the last test shows the
+wrong answer that the cache would give there.
 """
 from __future__ import annotations
 
+import io
 import re
 import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from PIL import Image
 
 from conftest import MODEL_REPOSITORY
 from images import photo_at, uncached
@@ -19,6 +23,8 @@ from pixelserve.build import model_config
 from pixelserve.triton_local import server as triton_server_module
 
 pytestmark = pytest.mark.server
+ENCODED = "image_classifier_encoded"
+STEPS = ("decode", "preprocess", "classifier")
 
 
 def _stats(client, model: str) -> dict[str, int]:
@@ -36,17 +42,29 @@ def _metric(metrics_url: str, name: str, model: str) -> float:
     return float(match.group(1))
 
 
-def _classify(client, image: np.ndarray, class_count: int = 0) -> np.ndarray:
+def _jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _classify_file(client, data: bytes, class_count: int = 0) -> np.ndarray:
+    inp = grpcclient.InferInput("images", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[data]], dtype=object))
+    output = grpcclient.InferRequestedOutput("predictions", class_count=class_count)
+    return client.infer(ENCODED, [inp], outputs=[output]).as_numpy("predictions")
+
+
+def _classify_raw(client, image: np.ndarray) -> np.ndarray:
     inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
     inp.set_data_from_numpy(image[None])
-    output = grpcclient.InferRequestedOutput("predictions", class_count=class_count)
-    return client.infer("image_classifier", [inp], outputs=[output]).as_numpy("predictions")
+    return client.infer("image_classifier", [inp]).as_numpy("predictions")
 
 
-def test_cache_is_enabled_on_the_ensemble_and_sized_by_the_server():
-    ensemble = model_config.read_config(MODEL_REPOSITORY / "image_classifier" / "config.pbtxt")
-    assert ensemble.response_cache.enable
-    for step in ("preprocess", "classifier"):  # the steps are reached only on a miss; caching them too would duplicate entries
+def test_cache_is_enabled_on_the_encoded_ensemble_only_and_sized_by_the_server():
+    assert model_config.read_config(MODEL_REPOSITORY / ENCODED / "config.pbtxt").response_cache.enable
+    assert not model_config.read_config(MODEL_REPOSITORY / "image_classifier" / "config.pbtxt").HasField("response_cache")
+    for step in STEPS:  # the steps are reached only on a miss; caching them too would duplicate entries
         assert not model_config.read_config(MODEL_REPOSITORY / step / "config.pbtxt").response_cache.enable, step
     command = triton_server_module.LocalTritonServer([MODEL_REPOSITORY]).command()
     assert f"--cache-config={triton_server_module.RESPONSE_CACHE_CONFIG}" in command
@@ -54,33 +72,44 @@ def test_cache_is_enabled_on_the_ensemble_and_sized_by_the_server():
     assert "--cache-config" not in " ".join(triton_server_module.LocalTritonServer([MODEL_REPOSITORY], response_cache=False).command())
 
 
-def test_second_identical_request_is_answered_from_the_cache(triton_server):
+def test_second_identical_file_is_answered_from_the_cache(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    image = uncached(photo_at("coffee", 240, 320))
-    first = _classify(client, image)
-    ensemble, steps = _stats(client, "image_classifier"), {m: _stats(client, m) for m in ("preprocess", "classifier")}
-    hits_metric = _metric(triton_server.metrics_url, "nv_cache_num_hits_per_model", "image_classifier")
+    data = _jpeg(uncached(photo_at("coffee", 240, 320)))
+    first = _classify_file(client, data)
+    ensemble, steps = _stats(client, ENCODED), {m: _stats(client, m) for m in STEPS}
+    hits_metric = _metric(triton_server.metrics_url, "nv_cache_num_hits_per_model", ENCODED)
 
-    second = _classify(client, image)
-    top5 = _classify(client, image, class_count=5)  # the classification extension is applied to cached scores too
+    second = _classify_file(client, data)
+    top5 = _classify_file(client, data, class_count=5)  # the classification extension is applied to cached scores too
 
     np.testing.assert_array_equal(second, first)  # bit for bit
     assert top5[0][0].decode().split(":")[1] == str(int(first[0].argmax()))
-    after = _stats(client, "image_classifier")
+    after = _stats(client, ENCODED)
     assert after["hits"] - ensemble["hits"] == 2 and after["misses"] == ensemble["misses"], (ensemble, after)
-    assert _metric(triton_server.metrics_url, "nv_cache_num_hits_per_model", "image_classifier") - hits_metric == 2
+    assert _metric(triton_server.metrics_url, "nv_cache_num_hits_per_model", ENCODED) - hits_metric == 2
     for model, before in steps.items():
         assert _stats(client, model)["executions"] == before["executions"], f"{model} ran on a cache hit"
 
 
-def test_a_different_image_is_a_miss_and_runs_the_steps(triton_server):
+def test_a_different_file_is_a_miss_and_runs_the_steps(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    image = uncached(photo_at("chelsea", 240, 320))
-    _classify(client, image)
-    before = _stats(client, "image_classifier"), _stats(client, "preprocess")
-    changed = image.copy()
-    changed[-1, -1, 0] ^= 1  # one bit of one pixel
-    _classify(client, changed)
-    after = _stats(client, "image_classifier"), _stats(client, "preprocess")
+    data = _jpeg(uncached(photo_at("chelsea", 240, 320)))
+    _classify_file(client, data)
+    before = _stats(client, ENCODED), _stats(client, "preprocess")
+    _classify_file(client, data + b"\0")  # one byte after the JPEG's end marker: the same pixels, another key
+    after = _stats(client, ENCODED), _stats(client, "preprocess")
     assert after[0]["misses"] - before[0]["misses"] == 1 and after[0]["hits"] == before[0]["hits"]
     assert after[1]["executions"] - before[1]["executions"] == 1
+
+
+def test_raw_images_with_the_same_bytes_in_another_shape_get_their_own_answer(triton_server):
+    """Found by tests/test_fuzz.py with the cache on the raw ensemble: a 1x2 image got the cached scores of the
+    2x1 image with the same 6 bytes. With the cache off there, each shape is classified on its own."""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    wide = uncached(photo_at("astronaut", 24, 32))
+    tall = wide.reshape(32, 24, 3)  # the same bytes, read as another image
+    expected = [_classify_raw(client, image.copy()) for image in (wide, tall)]  # fresh buffers, same bytes
+    assert not np.allclose(expected[0], expected[1], atol=1e-2)  # they are different images
+    np.testing.assert_allclose(_classify_raw(client, tall), expected[1], atol=1e-5)
+    np.testing.assert_allclose(_classify_raw(client, wide), expected[0], atol=1e-5)
+    assert _stats(client, "image_classifier")["hits"] == 0

@@ -1,8 +1,10 @@
 """A health check that tells the truth: one tiny real inference through ``image_classifier``.
 
 Triton's ``/v2/health/ready`` stays 200 while a model's Python-backend stub is dead and every inference
-fails ("Stub process 'preprocess_0_0' is not healthy"). This probe sends an 8x8 grey image over HTTP and
-accepts only 1000 finite scores back. Standard library only, so that the container's healthcheck
+fails ("Stub process 'preprocess_0_0' is not healthy"). This probe sends an 8x8 image of fresh random
+pixels over HTTP and accepts only 1000 finite scores back. The pixels are new on every probe because the
+ensemble has Triton's response cache on: a repeated probe would be answered from the cache, without
+running a single model, long after a stub has died. Standard library only, so that the container's healthcheck
 (``python3 -m pixelserve.triton_local.health``) and the Kubernetes-style probes need nothing else.
 
 Exit status of the command: 0 healthy, 1 not.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -29,7 +32,7 @@ def probe(http_url: str, model: str = PROBE_MODEL, timeout: float = 5.0) -> None
     """Run one tiny inference on ``http_url`` (host:port); raise Unhealthy unless it returns CLASS_COUNT finite scores."""
     body = json.dumps({
         "inputs": [{"name": "images", "shape": [1, PROBE_SIDE, PROBE_SIDE, 3], "datatype": "UINT8",
-                    "data": [128] * (PROBE_SIDE * PROBE_SIDE * 3)}],
+                    "data": list(os.urandom(PROBE_SIDE * PROBE_SIDE * 3))}],  # never a cache hit
         "outputs": [{"name": "predictions"}],
     }).encode()
     request = urllib.request.Request(f"http://{http_url}/v2/models/{model}/infer", data=body,

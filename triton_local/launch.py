@@ -2,7 +2,7 @@
 
 The Triton container's entry point (docker/Dockerfile), so that the container and the local server
 (``LocalTritonServer``) size the Python backend's shared memory from the one DEFAULT_BACKEND_CONFIG and the response
-cache from RESPONSE_CACHE_CONFIG, and put the same APIs behind the admin key (access.py: ``$PIXELSERVE_ADMIN_KEY``, random when unset).
+cache from RESPONSE_CACHE_CONFIG (``PIXELSERVE_RESPONSE_CACHE=0``: no cache), and put the same APIs behind the admin key (access.py: ``$PIXELSERVE_ADMIN_KEY``, random when unset).
 
 It removes stale Python-backend shared-memory regions, starts tritonserver as its child and probes it
 with a real inference (health.py) every ``PIXELSERVE_PROBE_INTERVAL`` seconds (default 2) once it has
@@ -28,7 +28,8 @@ def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
     """The tritonserver command line: the project's backend settings, the restricted APIs, then ``args``."""
     settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
     settings += [f"--metrics-config={setting}" for setting in METRICS_CONFIG]
-    settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
+    if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "1") != "0":  # 0: clients that do not trust each other (README)
+        settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
     return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *args]
 
 
