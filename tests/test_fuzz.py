@@ -30,11 +30,14 @@ from hypothesis import strategies as st  # noqa: E402
 from conftest import MODEL_REPOSITORY, ensure_classifier_built  # noqa: E402
 from images import photo  # noqa: E402
 
+from pixelserve.build import model_config  # noqa: E402
+
 pytestmark = pytest.mark.server
 
 EXAMPLES = int(os.environ.get("PIXELSERVE_FUZZ_EXAMPLES", "520"))
-MAX_BATCH = 32  # model_repository/preprocess/config.pbtxt
-MAX_SIDE = 8192
+_PREPROCESS = model_config.read_config(MODEL_REPOSITORY / "preprocess" / "config.pbtxt")
+MAX_BATCH = _PREPROCESS.max_batch_size
+MAX_SIDE = int(_PREPROCESS.parameters["max_image_side"].string_value)
 SAFE_JSON_BYTES = 64 << 20  # Triton 2.51 allocates the claimed byte size of a JSON input before reading it
 SAFE_NESTING = SAFE_CHUNKS = 20_000  # 10^6 of either kills 2.51 (TRITON_CRASHERS); 10^5 was seen to be fine
 INT64 = 1 << 64
