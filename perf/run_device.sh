@@ -10,11 +10,17 @@ set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served ensemble}"
+# GPU JPEG decode (nvImageCodec + nvJPEG, ~29 MB) does not fit in one carry beside .carry/: a call of its own
+# carries .carry-gpu-decode/ and runs `bash perf/run_device.sh install-gpu-decode` on the warm machine.
+if [[ $stages == *install-gpu-decode* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
+  ls /tmp/site-gpu-decode/nvidia && exit 0
+fi
 if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
-export PYTHONPATH="/tmp/site" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
 # The servers below restrict model loading and shared-memory registration to this key (triton_local/access.py);
 # set_instances and perf_analyzer (-H, through run_perf/profile_ensemble) read it from the environment.
 export PIXELSERVE_ADMIN_KEY="${PIXELSERVE_ADMIN_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"
