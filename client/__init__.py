@@ -11,11 +11,15 @@ from .errors import (
     ServerUnreachable,
 )
 from .images import load_image
+from .inputs import ENCODED_MODEL, RAW_MODEL, ImageInput
 from .predictions import Prediction, parse_classification
 
 __all__ = [
     "ImageClassifierClient",
     "Outcome",
+    "ImageInput",
+    "RAW_MODEL",
+    "ENCODED_MODEL",
     "Prediction",
     "parse_classification",
     "load_image",

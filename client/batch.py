@@ -1,9 +1,10 @@
 """Batch jobs: classify many image files over asyncio gRPC with a bounded number of requests in flight.
 
-Results stream to a JSONL or CSV file as they arrive (so an interrupted job keeps them, and ``resume``
-skips what was answered); a transient error (server unavailable, queue full) is retried with backoff a
-bounded number of times, bad input never; inputs may travel through system or CUDA shared memory, one
-region per request slot, registered once and always unregistered.
+Files are sent as their encoded bytes (decoded by the server) by default, or as pixels decoded here. Results
+stream to a JSONL or CSV file as they arrive (so an interrupted job keeps them, and ``resume`` skips what was
+answered); a transient error (server unavailable, queue full) is retried with backoff a bounded number of
+times, bad input never; inputs may travel through system or CUDA shared memory, one region per request slot,
+registered once and always unregistered.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .classifier import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME, ImageClassifierClient
+from .classifier import INPUT_NAME, OUTPUT_NAME, ImageClassifierClient
 from .errors import ImageReadError, InvalidImage, ServerUnreachable
-from .images import as_request_batch, load_image
+from .inputs import MODELS, SEND_MODES, load_file
 from .predictions import Prediction, parse_classifications
 from pixelserve.triton_local.access import admin_headers
 
@@ -188,12 +189,20 @@ class SharedMemoryPool:
     def name(self, slot: int) -> str:
         return f"{self.prefix}-{slot}"
 
-    def put(self, slot: int, batch: npt.NDArray[np.uint8]) -> tuple[str, int]:
-        """Copy ``batch`` into the slot's region (growing it if needed); return (region name, byte size)."""
+    def put(self, slot: int, batch: npt.NDArray[Any]) -> tuple[str, int]:
+        """Copy ``batch`` (pixels, or a BYTES tensor of encoded images) into the slot's region (growing it if
+        needed); return (region name, byte size)."""
+        from tritonclient.utils import serialize_byte_tensor, serialized_byte_size
+
+        if batch.dtype == np.object_:  # BYTES: the server reads each element as a 4-byte length, then the bytes
+            batch = serialize_byte_tensor(batch)
+            nbytes = serialized_byte_size(batch)
+        else:
+            nbytes = batch.nbytes
         region = self._regions[slot]
-        if region is None or region[1] < batch.nbytes:
+        if region is None or region[1] < nbytes:
             self._release(slot)
-            size = max(1 << 20, 1 << (batch.nbytes - 1).bit_length())  # a power of two: few regrowths
+            size = max(1 << 20, 1 << (max(nbytes, 1) - 1).bit_length())  # a power of two: few regrowths
             name = self.name(slot)
             if self.kind == "cuda":
                 handle = self._shm.create_shared_memory_region(name, size, self.device_id)
@@ -207,7 +216,7 @@ class SharedMemoryPool:
             region = self._regions[slot]
         assert region is not None
         self._shm.set_shared_memory_region(region[0], [batch])  # same call in both modules
-        return self.name(slot), batch.nbytes
+        return self.name(slot), nbytes
 
     def _release(self, slot: int, wait: float = UNREGISTER_WAIT) -> None:
         """Unregister the slot's region (the server refuses while a request still reads it: try again for up
@@ -250,13 +259,27 @@ class BatchOptions:
     """How a job talks to the server."""
 
     url: str = "localhost:8001"
-    model: str = DEFAULT_MODEL
+    model: str = ""  # "": image_classifier_encoded, or image_classifier when sending raw
     top_k: int = 5
     concurrency: int = 8
     timeout: float = 60.0
     retries: int = 3
     backoff: float = 0.2  # seconds before the first retry; doubled each time, with jitter, at most 5 s
     shared_memory: str = "none"
+    # "encoded": each file's bytes, decoded by the server; "raw": pixels decoded here. "": encoded, except with
+    # CUDA shared memory (raw: the server decodes on the CPU, so bytes in GPU memory would only come back).
+    send: str = ""
+
+    def __post_init__(self) -> None:
+        if self.shared_memory not in SHARED_MEMORY:
+            raise ValueError(f"shared_memory must be one of {', '.join(SHARED_MEMORY)}, got {self.shared_memory!r}")
+        if not self.send:
+            self.send = "raw" if self.shared_memory == "cuda" else "encoded"
+        if self.send not in SEND_MODES:
+            raise ValueError(f"send must be one of {', '.join(SEND_MODES)}, got {self.send!r}")
+        if self.send == "encoded" and self.shared_memory == "cuda":
+            raise ValueError("CUDA shared memory carries raw pixels: send='raw', or shared_memory='system' for encoded")
+        self.model = self.model or MODELS[self.send]
 
 
 def classify_files(
@@ -299,8 +322,8 @@ def classify_files(
 
 def _check_ready(options: BatchOptions) -> None:
     # The request timeout bounds inference; asking for readiness gets at least READY_TIMEOUT.
-    with ImageClassifierClient(options.url, "grpc", options.model, max(options.timeout, READY_TIMEOUT)) as client:
-        client.check_ready()
+    with ImageClassifierClient(options.url, "grpc", timeout=max(options.timeout, READY_TIMEOUT)) as client:
+        client.check_ready(options.model)
 
 
 async def _run(files: list[str], options: BatchOptions, pool: SharedMemoryPool | None,
@@ -332,7 +355,7 @@ async def _worker(slot: int, queue: asyncio.Queue[str], client: Any, options: Ba
     while not queue.empty():
         name = queue.get_nowait()
         try:
-            batch = as_request_batch(await loop.run_in_executor(None, load_image, name))
+            batch = await loop.run_in_executor(None, load_file, name, options.send)
         except ImageReadError as exc:
             record(Result(name, reason="unreadable", error=exc.detail))
             continue
@@ -342,13 +365,13 @@ async def _worker(slot: int, queue: asyncio.Queue[str], client: Any, options: Ba
         record(await _infer_with_retries(name, batch, slot, client, options, pool, inflight))
 
 
-async def _infer_with_retries(name: str, batch: npt.NDArray[np.uint8], slot: int, client: Any, options: BatchOptions,
+async def _infer_with_retries(name: str, batch: npt.NDArray[Any], slot: int, client: Any, options: BatchOptions,
                              pool: SharedMemoryPool | None, inflight: set[asyncio.Future[Any]]) -> Result:
     import tritonclient.grpc.aio as aioclient
-    from tritonclient.utils import InferenceServerException
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
     for attempt in range(1, options.retries + 2):
-        infer_input = aioclient.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
+        infer_input = aioclient.InferInput(INPUT_NAME, list(batch.shape), np_to_triton_dtype(batch.dtype))
         if pool is not None:
             region, size = pool.put(slot, batch)
             infer_input.set_shared_memory(region, size)

@@ -1,4 +1,5 @@
-"""Python API: classify RGB images with the ``image_classifier`` model on a Triton server."""
+"""Python API: classify images on a Triton server, encoded files with ``image_classifier_encoded`` and raw RGB
+pixels with ``image_classifier``."""
 from __future__ import annotations
 
 from collections import deque
@@ -9,11 +10,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InferenceFailed, ItemError, ModelNotReady
-from .images import as_request_batch
+from .inputs import ENCODED_MODEL, RAW_MODEL, ImageInput, as_request_tensor
 from .predictions import Prediction, parse_classifications
 from .transport import Pending, open_transport, parse_endpoint
 
-DEFAULT_MODEL = "image_classifier"
+DEFAULT_MODEL = RAW_MODEL
 DEFAULT_TIMEOUT = 60.0
 INPUT_NAME = "images"
 OUTPUT_NAME = "predictions"
@@ -36,11 +37,17 @@ class Outcome(Generic[T]):
 
 
 class ImageClassifierClient:
-    """Client of a Triton image classification model (HTTP or gRPC), one request per image.
+    """Client of the Triton image classification models (HTTP or gRPC), one request per image.
+
+    An image is given as encoded bytes (a JPEG or PNG file's contents), as a path (str or os.PathLike: the
+    file is read and its bytes sent, not decoded here), or as an HxWx3 uint8 RGB array; one call may mix
+    them. Bytes and paths go to ``encoded_model`` (default image_classifier_encoded), which decodes them on
+    the server (EXIF orientation applied); arrays go to ``model`` (default image_classifier) as raw pixels.
 
     ``url`` is host:port (default localhost:8000 for HTTP, localhost:8001 for gRPC); ``timeout``
     bounds each call in seconds; ``concurrency`` is how many requests ``classify_many`` keeps in flight.
-    Errors are this package's: ServerUnreachable, ModelNotReady, or an ItemError for one image.
+    Errors are this package's: ServerUnreachable, ModelNotReady, or an ItemError for one image (for bad
+    bytes, an InferenceFailed carrying the server's reason).
     """
 
     def __init__(
@@ -50,11 +57,12 @@ class ImageClassifierClient:
         model: str = DEFAULT_MODEL,
         timeout: float = DEFAULT_TIMEOUT,
         concurrency: int = 1,
+        encoded_model: str = ENCODED_MODEL,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.endpoint = parse_endpoint(url, protocol)
-        self.model = model
+        self.model, self.encoded_model = model, encoded_model
         self.concurrency = concurrency
         self._transport = open_transport(self.endpoint, timeout, concurrency)
 
@@ -63,34 +71,41 @@ class ImageClassifierClient:
         """host:port of the server."""
         return self.endpoint.address
 
-    def check_ready(self) -> None:
-        """Raise ServerUnreachable or ModelNotReady unless the model can serve requests now."""
-        if self._transport.model_ready(self.model):
-            return
-        states = self._transport.model_states()
-        if states is None:
-            detail = "the server restricts its model list (set PIXELSERVE_ADMIN_KEY to see it)"
-        elif self.model in states:
-            detail = f"its state is {states[self.model]}"
-        else:
-            detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"
-        raise ModelNotReady(self.model, self.url, self.endpoint.display, detail)
+    def model_for(self, send: str) -> str:
+        """The model that takes images sent ``"encoded"`` or ``"raw"``."""
+        return {"encoded": self.encoded_model, "raw": self.model}[send]
 
-    def classify(self, image: npt.NDArray[Any], top_k: int = 5) -> list[Prediction]:
-        """Top-``top_k`` predictions for one HxWx3 uint8 RGB image, best first."""
+    def check_ready(self, *models: str) -> None:
+        """Raise ServerUnreachable or ModelNotReady unless ``models`` (default: both the raw and the encoded
+        model) can serve requests now."""
+        for model in models or (self.model, self.encoded_model):
+            if self._transport.model_ready(model):
+                continue
+            states = self._transport.model_states()
+            if states is None:
+                detail = "the server restricts its model list (set PIXELSERVE_ADMIN_KEY to see it)"
+            elif model in states:
+                detail = f"its state is {states[model]}"
+            else:
+                detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"
+            raise ModelNotReady(model, self.url, self.endpoint.display, detail)
+
+    def classify(self, image: ImageInput, top_k: int = 5) -> list[Prediction]:
+        """Top-``top_k`` predictions for one image (bytes, path or HxWx3 uint8 RGB array), best first."""
         return self._parse(self._submit(image, top_k).result())
 
     def classify_many(
         self,
         items: Iterable[T],
         top_k: int = 5,
-        load: Callable[[T], npt.NDArray[Any]] | None = None,
+        load: Callable[[T], ImageInput] | None = None,
     ) -> Iterator[Outcome[T]]:
         """Classify many images with up to ``concurrency`` requests in flight, yielding outcomes in input order.
 
-        Items are images, or anything ``load`` turns into one (e.g. file paths with ``load_image``).
-        A failure for one item (unreadable, rejected by the server, timed out) becomes its Outcome's
-        error; ServerUnreachable still raises.
+        Items are images (bytes, paths and arrays, mixed as needed), or anything ``load`` turns into one
+        (e.g. paths with ``load_image``, to send them as pixels decoded here). A failure for one item
+        (unreadable, undecodable or rejected by the server, timed out) becomes its Outcome's error;
+        ServerUnreachable still raises.
         """
         window: deque[tuple[T, Pending | ItemError]] = deque()
         try:
@@ -115,14 +130,15 @@ class ImageClassifierClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _submit(self, image: npt.NDArray[Any], top_k: int) -> Pending:
+    def _submit(self, image: ImageInput, top_k: int) -> Pending:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        return self._transport.submit(self.model, {INPUT_NAME: as_request_batch(image)}, OUTPUT_NAME, top_k)
+        send, tensor = as_request_tensor(image)
+        return self._transport.submit(self.model_for(send), {INPUT_NAME: tensor}, OUTPUT_NAME, top_k)
 
-    def _start(self, item: T, top_k: int, load: Callable[[T], npt.NDArray[Any]] | None) -> Pending | ItemError:
+    def _start(self, item: T, top_k: int, load: Callable[[T], ImageInput] | None) -> Pending | ItemError:
         try:
-            return self._submit(load(item) if load is not None else cast(npt.NDArray[Any], item), top_k)
+            return self._submit(load(item) if load is not None else cast(ImageInput, item), top_k)
         except ItemError as exc:
             return exc
 

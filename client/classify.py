@@ -1,4 +1,4 @@
-"""pixelserve-classify: classify image files with the image_classifier model on a Triton server."""
+"""pixelserve-classify: classify image files on a Triton server (their encoded bytes, or raw pixels with --send raw)."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
-from .classifier import DEFAULT_MODEL, DEFAULT_TIMEOUT, ImageClassifierClient, Outcome
+from .classifier import DEFAULT_TIMEOUT, ImageClassifierClient, Outcome
 from .errors import ImageReadError, ModelNotReady, ServerUnreachable
 from .files import expand_path
 from .images import load_image
+from .inputs import MODELS, SEND_MODES, ImageInput, read_encoded
 from .report import JsonReport, PlainReport
 from .batch import SHARED_MEMORY
 from .transport import DEFAULT_URLS, PROTOCOLS
@@ -28,7 +26,11 @@ EXIT_MODEL_NOT_READY = 4
 EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
-Each image is sent as its own request, [1, H, W, 3] uint8 RGB, decoded here (EXIF orientation applied).
+Each file is sent as its own request. By default (--send encoded) that is the file's bytes as stored, to
+{MODELS['encoded']}, which decodes JPEG and PNG on the server (EXIF orientation applied); a file
+it cannot decode fails alone, with the server's reason. --send raw decodes here instead (any format Pillow
+reads, e.g. GIF, WebP, TIFF; EXIF orientation applied) and sends [1, H, W, 3] uint8 RGB to
+{MODELS['raw']}. --model overrides the model of the chosen mode.
 Folders are searched recursively for image files (by extension; hidden entries skipped).
 Scores are the model's logits.
 
@@ -38,6 +40,9 @@ or CSV when FILE ends in .csv), in completion order; --resume skips the files FI
 and appends. A progress bar (images/s, ETA) is drawn on stderr when it is a terminal, unless --quiet;
 a summary (counts, failures by reason, throughput, latency p50/p90/p99) ends the job. Unavailable
 server or full queue: retried --retries times with exponential backoff; bad input and timeouts: not.
+--shared-memory system puts each request's tensor (encoded bytes or pixels) in shared memory instead of
+the request body. --shared-memory cuda sends raw pixels (it implies --send raw): the server decodes
+encoded bytes on the CPU, so bytes placed in GPU memory would only be copied back to the host.
 
 --json prints one list: {{"file", "predictions": [{{"index", "label", "score"}}]}} per input,
 in input order; inputs that failed have "predictions": [] and an "error" message.
@@ -68,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         help=f"server host:port (default: {DEFAULT_URLS['http']} for http, {DEFAULT_URLS['grpc']} for grpc)",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    parser.add_argument(
+        "--send", choices=SEND_MODES, default=None,
+        help="encoded: the files' bytes, decoded by the server (default); raw: pixels decoded here",
+    )
+    parser.add_argument(
+        "--model", help=f"model name (default: {MODELS['encoded']}; {MODELS['raw']} with --send raw)"
+    )
     parser.add_argument("--top-k", type=_positive(int), default=5, metavar="K", help="classes per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text blocks")
     parser.add_argument(
@@ -85,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
                        help="tries after a transient error (default: %(default)s)")
     batch.add_argument("--shared-memory", choices=SHARED_MEMORY, default="none",
-                       help="send images through shared memory (server on this host; cuda needs a GPU)")
+                       help="send images through shared memory (server on this host; cuda needs a GPU and "
+                            "implies --send raw)")
     return parser
 
 
@@ -99,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--resume and --shared-memory belong to batch jobs (--output FILE)")
     if args.output is not None and args.protocol == "http":
         parser.error("batch jobs (--output) use gRPC")
+    if args.shared_memory == "cuda" and args.send == "encoded":
+        parser.error("--shared-memory cuda sends raw pixels: use --send raw, or --shared-memory system for encoded bytes")
+    args.send = args.send or ("raw" if args.shared_memory == "cuda" else "encoded")
     args.protocol = args.protocol or ("grpc" if args.output else "http")
     try:
         return run_batch(args) if args.output else run(args)
@@ -116,9 +131,12 @@ def run(args: argparse.Namespace) -> int:
     report = JsonReport(sys.stdout) if args.json else PlainReport(sys.stdout)
     failures = 0
     try:
-        with ImageClassifierClient(args.url, args.protocol, args.model, args.timeout, args.concurrency) as client:
-            client.check_ready()
-            for outcome in client.classify_many(_inputs(args.paths, args.list_file), args.top_k, load=_load):
+        model = args.model or MODELS[args.send]
+        # Every file goes the one way --send says, so the client's raw and encoded model are both that model.
+        with ImageClassifierClient(args.url, args.protocol, model, args.timeout, args.concurrency, model) as client:
+            client.check_ready(model)
+            load = _read if args.send == "encoded" else _decode
+            for outcome in client.classify_many(_inputs(args.paths, args.list_file), args.top_k, load=load):
                 if not outcome.ok:
                     failures += 1
                     _error(f"{outcome.item}: {_reason(outcome)}")
@@ -145,9 +163,9 @@ def run_batch(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         _error(str(exc))
         return EXIT_USAGE
-    options = BatchOptions(url=args.url or DEFAULT_URLS["grpc"], model=args.model, top_k=args.top_k,
+    options = BatchOptions(url=args.url or DEFAULT_URLS["grpc"], model=args.model or "", top_k=args.top_k,
                            concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
-                           shared_memory=args.shared_memory)  # fmt: skip
+                           shared_memory=args.shared_memory, send=args.send)  # fmt: skip
     todo = sum(str(f) not in output.answered for f in files)
     try:
         with progress_bar(todo, enabled=not args.quiet and sys.stderr.isatty()) as advance:
@@ -180,10 +198,21 @@ def _inputs(paths: Sequence[str], list_file: str | None = None) -> list[Path]:
     return files
 
 
-def _load(path: Path) -> npt.NDArray[np.uint8]:
+def _read(path: Path) -> ImageInput:
+    """The file's bytes, to be decoded by the server."""
+    _not_a_folder(path)
+    return read_encoded(path)
+
+
+def _decode(path: Path) -> ImageInput:
+    """The file's pixels, decoded here."""
+    _not_a_folder(path)
+    return load_image(path)
+
+
+def _not_a_folder(path: Path) -> None:
     if path.is_dir():
         raise ImageReadError(str(path), "no image files in this folder")
-    return load_image(path)
 
 
 def _reason(outcome: Outcome[Path]) -> str:

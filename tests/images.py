@@ -1,14 +1,16 @@
 """Test images: real photographs shipped with scikit-image, and fresh random ones of odd sizes."""
 from __future__ import annotations
 
+import io
 import itertools
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pixelserve.build.reference_images import PHOTO_NAMES, load_photo as photo
 
-__all__ = ["PHOTO_NAMES", "photo", "photo_at", "random_image", "uncached"]
+__all__ = ["PHOTO_NAMES", "photo", "photo_at", "random_image", "uncached", "uncached_jpeg"]
 
 _STAMPS = itertools.count(1)
 
@@ -33,3 +35,12 @@ def uncached(image: np.ndarray) -> np.ndarray:
     copy = image.copy()
     copy[0, 0, :] = (stamp & 255, (stamp >> 8) & 255, 1 + (stamp >> 16))  # the last channel never repeats 0
     return copy
+
+
+def uncached_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of ``image`` that no other call returned in the test session (a numbered JPEG comment), so the
+    encoded ensemble's response cache has no answer for them. ``uncached`` is not enough here: quantisation
+    can erase a one-pixel change."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality, comment=f"pixelserve test {next(_STAMPS)}".encode())
+    return buffer.getvalue()

@@ -1,5 +1,6 @@
-"""Batch jobs of pixelserve-classify (--output) against the real tritonserver: streaming results, resume,
-summary, retries only for transient errors, and shared-memory regions that never outlive the job."""
+"""Batch jobs of pixelserve-classify (--output) against the real tritonserver: files sent as their encoded bytes
+(or raw pixels with --send raw), streaming results, resume, summary, retries only for transient errors, and
+shared-memory regions that never outlive the job."""
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +21,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from conftest import HAS_GPU
-from images import photo_at
+from images import photo_at, uncached
+from model_stats import moved, request_counts
 
 from pixelserve.client import batch
 from pixelserve.client.classify import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, main
@@ -28,6 +30,7 @@ from pixelserve.client.classify import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAIL
 pytestmark = pytest.mark.server
 CAT_INDICES = range(281, 286)
 ESPRESSO = 967
+RAW, ENCODED = "image_classifier", "image_classifier_encoded"
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +87,32 @@ def test_batch_job_streams_results_and_summarises(triton_server, job, tmp_path, 
         assert "error" not in record, record
         assert len(record["predictions"]) == 3 and record["predictions"][0]["index"] in expected_top1(name), record
         assert record["latency_ms"] > 0 and record["attempts"] == 1
-    assert records["broken.jpg"]["reason"] == "unreadable"
+    # The files' bytes went to the server, whose decode step named what is wrong with each bad one.
+    assert records["broken.jpg"]["reason"] == "rejected" and "not a JPEG or PNG image" in records["broken.jpg"]["error"]
     assert records["too_tall.png"]["reason"] == "rejected" and "maximum side" in records["too_tall.png"]["error"]
     assert records["too_tall.png"]["attempts"] == 1  # bad input is not retried
     assert "12 inputs: 10 classified, 2 failed, 0 skipped" in out
-    assert "failures: " in out and "unreadable 1" in out and "rejected 1" in out
+    assert "failures: rejected 2" in out
     assert "throughput: " in out and "latency: p50 " in out and "p99 " in out
     assert "\x1b[" not in err  # --quiet (and no terminal): no progress bar
 
 
-def _successes(server) -> int:
-    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics("image_classifier", as_json=True)
-    return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))
+def test_raw_job_decodes_here_and_uses_the_raw_ensemble(triton_server, job, tmp_path, capsys):
+    output = tmp_path / "results.jsonl"
+    before = request_counts(triton_server, RAW, ENCODED)
+    code = main([str(job), "--output", str(output), "--url", triton_server.grpc_url, "--send", "raw", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_SOME_FAILED, err
+    assert moved(before, request_counts(triton_server, RAW, ENCODED))[ENCODED]["success"] == 0
+    records = {Path(r["file"]).name: r for r in read_jsonl(output)}
+    assert records["broken.jpg"]["reason"] == "unreadable"  # decoded here: the server never sees it
+    assert records["too_tall.png"]["reason"] == "rejected" and "exceeds the maximum side" in records["too_tall.png"]["error"]
+    assert all(r["predictions"][0]["index"] in expected_top1(name) for name, r in records.items() if name.startswith("c"))
+    assert "failures: " in out and "unreadable 1" in out and "rejected 1" in out
+
+
+def _successes(server, model: str = ENCODED) -> int:
+    return request_counts(server, model)[model]["success"]
 
 
 def test_resume_skips_answered_files_and_repairs_a_cut_line(triton_server, job, tmp_path, capsys):
@@ -127,7 +144,12 @@ def test_existing_output_is_not_overwritten_without_resume(triton_server, job, t
 
 
 def test_timeouts_are_failures_not_retried(triton_server, job, tmp_path):
-    summary = batch.classify_files([job / "cat3.png"], batch.BatchOptions(url=triton_server.grpc_url, timeout=0.001))
+    # Raw pixels (2.7 MB) cannot reach the server within the 1 ms deadline, so it never starts the request.
+    # A request cancelled while the server runs it can crash Triton 2.51's gRPC frontend (a race fixed in
+    # a later release: triton-inference-server/server#7368); a small encoded file answered from the cache
+    # in about a millisecond did so here.
+    options = batch.BatchOptions(url=triton_server.grpc_url, timeout=0.001, send="raw")
+    summary = batch.classify_files([job / "cat3.png"], options)
     assert dict(summary.failures) == {"timeout": 1} and summary.retries == 0
 
 
@@ -166,15 +188,31 @@ def test_retries_only_transient_errors_with_backoff(status, failures, calls, rea
         assert time.perf_counter() - start >= 0.5 * 0.01 * (2 ** (calls - 1) - 1)
 
 
-def test_system_shared_memory_regions_are_reused_and_released(triton_server, job, tmp_path, capsys):
+@pytest.mark.parametrize("send", ["encoded", "raw"])
+def test_system_shared_memory_regions_are_reused_and_released(triton_server, job, send, tmp_path, capsys):
+    fresh = tmp_path / "fresh.png"  # bytes and pixels the response cache has not seen: the server reads the region
+    Image.fromarray(uncached(photo_at("chelsea", 300, 400))).save(fresh)
     output = tmp_path / "results.jsonl"
-    code = main([str(job), "--output", str(output), "--url", triton_server.grpc_url, "--shared-memory", "system",
-                 "--concurrency", "2", "--quiet"])  # fmt: skip
+    before = request_counts(triton_server, RAW, ENCODED)
+    code = main([str(job), str(fresh), "--output", str(output), "--url", triton_server.grpc_url, "--shared-memory",
+                 "system", "--send", send, "--concurrency", "2", "--quiet"])  # fmt: skip
     assert code == EXIT_SOME_FAILED
     records = {Path(r["file"]).name: r for r in read_jsonl(output)}
     assert records["cat3.png"]["predictions"][0]["index"] in CAT_INDICES
+    assert records["fresh.png"]["predictions"][0]["index"] in CAT_INDICES
     assert records["too_tall.png"]["reason"] == "rejected"
+    delta = moved(before, request_counts(triton_server, RAW, ENCODED))
+    assert delta[ENCODED if send == "encoded" else RAW]["inferences"] >= 1  # at least the fresh image ran the ensemble
+    assert delta[RAW if send == "encoded" else ENCODED]["success"] == 0
     assert our_regions(triton_server) == []
+
+
+def test_cuda_shared_memory_sends_raw_pixels():
+    assert batch.BatchOptions(shared_memory="cuda").send == "raw"
+    assert batch.BatchOptions(shared_memory="cuda").model == RAW
+    assert (batch.BatchOptions().send, batch.BatchOptions().model) == ("encoded", ENCODED)
+    with pytest.raises(ValueError, match="CUDA shared memory carries raw pixels"):
+        batch.BatchOptions(shared_memory="cuda", send="encoded")
 
 
 def test_regions_are_released_when_the_job_fails(triton_server, job):

@@ -1,4 +1,5 @@
-"""The client (CLI and Python API) against the real tritonserver on the shipped repository."""
+"""The client (CLI and Python API) against the real tritonserver on the shipped repository: files sent as their
+encoded bytes (the default) or as pixels decoded here (--send raw), arrays as pixels."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,19 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pixelserve.client import ImageClassifierClient, ImageReadError, InvalidImage, Prediction, load_image, parse_classification
-from pixelserve.client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, main
+from images import PHOTO_NAMES, photo, uncached_jpeg
+from model_stats import moved, request_counts
+
+from pixelserve.client import (
+    ImageClassifierClient,
+    ImageReadError,
+    InferenceFailed,
+    InvalidImage,
+    Prediction,
+    load_image,
+    parse_classification,
+)
+from pixelserve.client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, main
 from pixelserve.client.files import expand_path
 from pixelserve.triton_local import free_port
 
@@ -21,6 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTOCOLS = ("http", "grpc")
 CAT_INDICES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
+RAW, ENCODED = "image_classifier", "image_classifier_encoded"
+SENDS = {"encoded": [], "raw": ["--send", "raw"]}  # the default, and the option
 
 
 def server_url(server, protocol: str) -> str:
@@ -38,6 +52,17 @@ def photos(tmp_path_factory) -> Path:
     Image.fromarray(skimage.data.chelsea()).save(root / ".hidden" / "chelsea.png")
     (root / "notes.txt").write_text("not an image\n")
     return root
+
+
+@pytest.fixture
+def fresh_photos(tmp_path) -> list[Path]:
+    """The real photos as JPEG files that no earlier request of the session sent, so the response cache has
+    no answer for them and every step of an ensemble runs."""
+    files = []
+    for name in PHOTO_NAMES:
+        (tmp_path / f"{name}.jpg").write_bytes(uncached_jpeg(photo(name), quality=95))
+        files.append(tmp_path / f"{name}.jpg")
+    return files
 
 
 def top1(entry: dict) -> int:
@@ -113,12 +138,20 @@ def test_cli_unreachable_server_subprocess(photos):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_cli_help_documents_exit_codes(capsys):
+def test_cli_help_documents_exit_codes_and_what_is_sent(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "exit status" in out and "cannot reach the Triton server" in out
+    assert "--send {encoded,raw}" in out and "--shared-memory cuda sends raw pixels" in out
+
+
+def test_cli_refuses_encoded_bytes_through_cuda_shared_memory(photos, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(photos / "chelsea.jpg"), "--output", "x.jsonl", "--shared-memory", "cuda", "--send", "encoded"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "--shared-memory cuda sends raw pixels" in capsys.readouterr().err
 
 
 # --- real server ----------------------------------------------------------------------------------
@@ -164,18 +197,34 @@ def test_cli_folder_input(triton_server, photos, capsys):
     assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
 
 
+# What each bad file is told: by the server (its decode step) when the bytes are sent, by the client otherwise.
+BAD_FILE_ERRORS = {
+    "encoded": {"notes.txt": "server error: in ensemble 'image_classifier_encoded', input 'encoded': not a JPEG or PNG image",
+                "cut.jpg": "server error: in ensemble 'image_classifier_encoded', input 'encoded': undecodable JPEG image",
+                "empty.png": "server error: in ensemble 'image_classifier_encoded', input 'encoded': encoded image is empty"},
+    "raw": {"notes.txt": "not an image file", "cut.jpg": "cannot decode image", "empty.png": "not an image file"},
+}  # fmt: skip
+
+
 @pytest.mark.server
+@pytest.mark.parametrize("send", SENDS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_cli_bad_file_does_not_stop_the_others(triton_server, protocol, photos, capsys):
-    files = [str(photos / "chelsea.jpg"), str(photos / "notes.txt"), str(photos / "sub" / "coffee.png")]
+def test_cli_bad_file_does_not_stop_the_others(triton_server, protocol, send, photos, tmp_path, capsys):
+    jpeg = (photos / "chelsea.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])  # a download cut short
+    (tmp_path / "empty.png").write_bytes(b"")
+    files = [str(photos / "chelsea.jpg"), str(photos / "notes.txt"), str(tmp_path / "cut.jpg"), str(tmp_path / "empty.png"),
+             str(photos / "sub" / "coffee.png")]  # fmt: skip
     url = server_url(triton_server, protocol)
-    code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", url])
+    code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", url, *SENDS[send]])
     assert code == EXIT_SOME_FAILED
-    assert "notes.txt: not an image file" in err
     assert "Traceback" not in err
     assert [r["file"] for r in results] == files
-    assert top1(results[0]) in CAT_INDICES and top1(results[2]) == ESPRESSO
-    assert results[1]["predictions"] == [] and "not an image" in results[1]["error"]
+    assert top1(results[0]) in CAT_INDICES and top1(results[4]) == ESPRESSO
+    for result in results[1:4]:
+        expected = BAD_FILE_ERRORS[send][Path(result["file"]).name]
+        assert result["predictions"] == [] and result["error"].startswith(expected), result
+        assert f"{result['file']}: {expected}" in err
 
 
 @pytest.mark.server
@@ -189,7 +238,7 @@ def test_cli_reports_server_error_for_one_image(triton_server, protocol, photos,
     code = main([str(wide), chelsea, "--protocol", protocol, "--url", url])
     out, err = capsys.readouterr()
     assert code == EXIT_SOME_FAILED
-    assert re.search(r"wide\.png: server error: .*exceeds the maximum side", err)
+    assert re.search(r"wide\.png: server error: .*above the maximum side of 8192 pixels", err)  # the decode step's check
     assert "Traceback" not in err
     assert out.startswith(chelsea + "\n")
 
@@ -225,18 +274,83 @@ def test_cli_subprocess(triton_server, photos):
     assert [Path(r["file"]).name for r in results] == ["chelsea.jpg", "coffee.png", "notes.txt"]
     assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
     assert len(results[0]["predictions"]) == 2
-    assert "notes.txt: not an image file" in proc.stderr and "Traceback" not in proc.stderr
+    assert "notes.txt: server error: " in proc.stderr and "not a JPEG or PNG" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_api_classify(triton_server, protocol):
+@pytest.mark.parametrize("send", SENDS)
+def test_cli_sends_the_files_bytes_unless_told_raw(triton_server, protocol, send, fresh_photos, capsys):
+    before = request_counts(triton_server, RAW, ENCODED, "decode")
+    files = [str(f) for f in fresh_photos]
+    code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", server_url(triton_server, protocol),
+                                           *SENDS[send]])  # fmt: skip
+    assert code == EXIT_OK, err
+    assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
+    n, none = len(files), {"success": 0, "fail": 0, "inferences": 0}
+    answered = {"success": n, "fail": 0, "inferences": n}
+    if send == "encoded":  # decoded by the server's decode step; the raw ensemble sees nothing
+        expected = {ENCODED: answered, "decode": answered, RAW: none}
+    else:
+        expected = {ENCODED: none, "decode": none, RAW: answered}
+    assert moved(before, request_counts(triton_server, RAW, ENCODED, "decode")) == expected
+
+
+@pytest.mark.server
+def test_encoded_and_raw_agree_on_the_real_photos(triton_server, tmp_path, capsys):
+    files = []
+    for name in PHOTO_NAMES:
+        Image.fromarray(photo(name)).save(tmp_path / f"{name}.jpg", quality=90)
+        files.append(str(tmp_path / f"{name}.jpg"))
+    answers = {}
+    for send, flags in SENDS.items():
+        code, answers[send], err = run_json(capsys, [*files, "--url", triton_server.http_url, *flags])
+        assert code == EXIT_OK, err
+    assert [top1(r) for r in answers["encoded"]] == [top1(r) for r in answers["raw"]]
+    assert top1(answers["encoded"][0]) in CAT_INDICES and top1(answers["encoded"][1]) == ESPRESSO
+    for encoded, raw in zip(answers["encoded"], answers["raw"]):  # both decode with PIL: the same pixels
+        np.testing.assert_allclose([p["score"] for p in encoded["predictions"]], [p["score"] for p in raw["predictions"]],
+                                   atol=1e-3)  # fmt: skip
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_api_classify(triton_server, protocol, photos):
     with ImageClassifierClient(server_url(triton_server, protocol), protocol) as client:
         client.check_ready()
         cat = client.classify(skimage.data.chelsea(), top_k=3)
         assert len(cat) == 3 and cat[0].index in CAT_INDICES and cat[0].label
+        assert client.classify((photos / "chelsea.jpg").read_bytes(), top_k=1)[0].index in CAT_INDICES
+        assert client.classify(photos / "sub" / "coffee.png", top_k=1)[0].index == ESPRESSO
         with pytest.raises(InvalidImage):
             client.classify(np.zeros((8, 8), np.uint8))
+        with pytest.raises(InferenceFailed, match="encoded image is empty"):
+            client.classify(b"")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_api_takes_bytes_paths_and_arrays_in_one_call(triton_server, protocol, photos):
+    chelsea_jpg, coffee_png = photos / "chelsea.jpg", photos / "sub" / "coffee.png"
+    items = [
+        chelsea_jpg.read_bytes(),  # bytes: encoded
+        str(coffee_png),  # a path as str: read, sent encoded
+        chelsea_jpg,  # a Path: the same
+        skimage.data.coffee(),  # an array: raw pixels
+        b"definitely not an image",  # bytes the server cannot decode
+        photos / "missing.jpg",  # a path that cannot be read
+    ]
+    before = request_counts(triton_server, RAW, ENCODED)
+    with ImageClassifierClient(server_url(triton_server, protocol), protocol, concurrency=3) as client:
+        outcomes = list(client.classify_many(items, top_k=1))
+    delta = moved(before, request_counts(triton_server, RAW, ENCODED))
+    assert [o.item is i for o, i in zip(outcomes, items)] == [True] * len(items)
+    assert [o.predictions[0].index in expected for o, expected in zip(outcomes, [CAT_INDICES, [ESPRESSO]] * 2)] == [True] * 4
+    assert isinstance(outcomes[4].error, InferenceFailed) and "not a JPEG or PNG image" in str(outcomes[4].error)
+    assert isinstance(outcomes[5].error, ImageReadError) and "missing.jpg: no such file" in str(outcomes[5].error)
+    assert (delta[ENCODED]["success"], delta[RAW]["success"]) == (3, 1)  # bytes and paths encoded, the array raw
+    assert delta[ENCODED]["fail"] >= 1
 
 
 @pytest.mark.server

@@ -7,17 +7,15 @@ wrong answer that the cache would give there.
 """
 from __future__ import annotations
 
-import io
 import re
 import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
 
 from conftest import MODEL_REPOSITORY
-from images import photo_at, uncached
+from images import photo_at, uncached, uncached_jpeg
 
 from pixelserve.build import model_config
 from pixelserve.triton_local import server as triton_server_module
@@ -40,12 +38,6 @@ def _metric(metrics_url: str, name: str, model: str) -> float:
     match = re.search(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.MULTILINE)
     assert match, f"{name} for {model} not in the metrics"
     return float(match.group(1))
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _classify_file(client, data: bytes, class_count: int = 0) -> np.ndarray:
@@ -74,7 +66,7 @@ def test_cache_is_enabled_on_the_encoded_ensemble_only_and_sized_by_the_server()
 
 def test_second_identical_file_is_answered_from_the_cache(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    data = _jpeg(uncached(photo_at("coffee", 240, 320)))
+    data = uncached_jpeg(photo_at("coffee", 240, 320))
     first = _classify_file(client, data)
     ensemble, steps = _stats(client, ENCODED), {m: _stats(client, m) for m in STEPS}
     hits_metric = _metric(triton_server.metrics_url, "nv_cache_num_hits_per_model", ENCODED)
@@ -93,7 +85,7 @@ def test_second_identical_file_is_answered_from_the_cache(triton_server):
 
 def test_a_different_file_is_a_miss_and_runs_the_steps(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    data = _jpeg(uncached(photo_at("chelsea", 240, 320)))
+    data = uncached_jpeg(photo_at("chelsea", 240, 320))
     _classify_file(client, data)
     before = _stats(client, ENCODED), _stats(client, "preprocess")
     _classify_file(client, data + b"\0")  # one byte after the JPEG's end marker: the same pixels, another key
