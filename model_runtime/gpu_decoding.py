@@ -137,7 +137,7 @@ class GpuBatchDecoder:
 
 
 def _rgb_tensor(image: Any) -> torch.Tensor:
-    """A C-contiguous HWC uint8 RGB tensor of a decoded nvimgcodec.Image (rows may be padded in the Image)."""
+    """A C-contiguous HWC uint8 RGB tensor, in torch's memory, of a decoded nvimgcodec.Image."""
     try:
         tensor = torch.utils.dlpack.from_dlpack(image)
     except (TypeError, BufferError):  # a DLPack exchange torch and nvImageCodec disagree on: the CUDA array interface
@@ -149,4 +149,7 @@ def _rgb_tensor(image: Any) -> torch.Tensor:
         tensor = tensor.expand(-1, -1, 3)
     elif channels == 4:
         tensor = tensor[..., :3]
-    return tensor.contiguous()
+    # Always a copy (a device-to-device copy, microseconds): the Image's rows may be padded, and its memory
+    # comes from nvImageCodec's allocator, while the Python backend hands torch (cudaMalloc) memory to
+    # the next model, as preprocess's outputs show.
+    return tensor.clone(memory_format=torch.contiguous_format)
