@@ -75,8 +75,9 @@ def cuda_available() -> str:
 class Runners:
     """Every column's decode+preprocess of one batch of files; each returns the [N, 3, H, W] output."""
 
-    def __init__(self, spec: PreprocessSpec, batch: int, threads: int) -> None:
+    def __init__(self, spec: PreprocessSpec, batch: int, threads: int, options: str = "") -> None:
         self.spec = spec
+        self.options = options
         self.pool = ThreadPoolExecutor(threads)
         self.skipped: dict[str, str] = {}
         self.gpu_reason = cuda_available()
@@ -98,8 +99,9 @@ class Runners:
         try:
             from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
 
-            self.decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=os.cpu_count() or 1)
-            self.decoder_sw = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=os.cpu_count() or 1, hardware=False)
+            threads = os.cpu_count() or 1
+            self.decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options)
+            self.decoder_sw = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options, hardware=False)
         except ImportError as exc:
             self.skipped["ours"] = self.skipped["ours-sw"] = str(exc)
             return
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma list of HxW (default {DEFAULT_SIZES})")
     parser.add_argument("--repeat", type=int, default=5, help="timed batches per cell (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decode threads (default: all cores)")
+    parser.add_argument("--options", default="", help='nvImageCodec decoder options, e.g. ":fancy_upsampling=1"')
     parser.add_argument("--columns", default=",".join(COLUMNS), help=f"comma list of {', '.join(COLUMNS)}")
     args = parser.parse_args(argv)
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
@@ -189,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown columns {unknown}; choose from {', '.join(COLUMNS)}")
     spec = PreprocessSpec.from_config_file(str(PREPROCESS_CONFIG))
-    runners = Runners(spec, args.batch, args.threads)
+    runners = Runners(spec, args.batch, args.threads, args.options)
     device = "CPU only" if runners.gpu_reason else _gpu_name()
-    print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; spec: {spec}")
+    print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; nvImageCodec options {args.options!r}; "
+          f"spec: {spec}")
     for column in columns:
         if column in runners.skipped:
             print(f"{column}: skipped ({runners.skipped[column]})")
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(rows, columns, runners.skipped)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": device, "threads": args.threads, "batch": args.batch,
+        args.json.write_text(json.dumps({"device": device, "threads": args.threads, "batch": args.batch, "options": args.options,
                                          "skipped": runners.skipped, "rows": rows}, indent=1))
         print(f"wrote {args.json}")
     return 0

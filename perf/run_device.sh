@@ -117,7 +117,7 @@ fi
 if [[ $stages == *decode* ]]; then
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
-    python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --json "$OUT/bench_decode.json" 2>&1 \
+    python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \
       | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode.log" | grep -v '^{'
   else
     echo "decode stage skipped: nvImageCodec is not importable (see above)"

@@ -3,11 +3,14 @@
 Device machine only: skipped without a CUDA GPU or without nvImageCodec (requirements-gpu.txt).
 
 Tolerance against PIL (the CPU path and the training reference), JPEG q90 of the real photos: nvJPEG and
-libjpeg-turbo use different IDCTs and chroma upsampling (libjpeg-turbo's "fancy" triangular filter; the
-hardware engine's own), so pixels differ by a level or two almost everywhere and by more along sharp colour
-edges of 4:2:0 chroma. Required: mean absolute difference <= 1.5 levels and 99% of values within 8
-levels. Lossless PNG must be exact; 16-bit PNG within 1 level (scaling to 8 bits by rounding or by
-dropping the low byte differ by at most 1).
+PIL's libjpeg-turbo differ in IDCT and in 4:2:0 chroma upsampling (libjpeg-turbo's "fancy" triangular
+filter by default), so pixels differ by a level or two almost everywhere and by more along sharp colour
+edges. How much, measured on a CPU with libjpeg-turbo itself (simplejpeg 1.9, these photos at native
+size, 480p, 1080p and 4K): simple chroma upsampling alone gives mean 0.2-0.8 levels, p99 2-10, max 57;
+with the fast integer IDCT as well, mean 1.0-1.5, p99 4-10. Required here: mean absolute difference
+<= 1.5 levels and p99 <= 12 levels (the measured worst plus a little for a third IDCT). Lossless PNG
+must be exact; 16-bit PNG within 1 level (scaling to 8 bits by rounding or by dropping the low byte
+differ by at most 1). Each comparison prints its numbers.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from images import photo, photo_at
 
 pytestmark = pytest.mark.gpu
 MAX_SIDE = 8192
-MEAN_LEVELS, P99_LEVELS = 1.5, 8
+MEAN_LEVELS, P99_LEVELS = 1.5, 12
 
 
 @pytest.fixture(scope="module")
