@@ -35,7 +35,7 @@ def nvimgcodec_module() -> Any:
         from nvidia import nvimgcodec
     except ImportError as exc:
         raise ImportError(
-            f"GPU decoding needs nvImageCodec: pip install -r requirements-gpu.txt "
+            f"GPU decoding needs nvImageCodec: pip install -r requirements-gpu-decode.txt "
             f"(nvidia-nvimgcodec-cu13, nvidia-nvjpeg): {exc}") from exc
     return nvimgcodec
 

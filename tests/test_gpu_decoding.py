@@ -1,6 +1,6 @@
 """The GPU batch decoder (pixelserve.runtime.gpu_decoding, nvImageCodec) against PIL, and its per-image errors.
 
-Device machine only: skipped without a CUDA GPU or without nvImageCodec (requirements-gpu.txt).
+Device machine only: skipped without a CUDA GPU or without nvImageCodec (requirements-gpu-decode.txt).
 
 Tolerance against PIL (the CPU path and the training reference), JPEG q90 of the real photos: nvJPEG and
 PIL's libjpeg-turbo differ in IDCT and in 4:2:0 chroma upsampling (libjpeg-turbo's "fancy" triangular

@@ -65,6 +65,8 @@ def test_decode_runs_on_a_gpu_instance(gpu_server):
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     config = client.get_model_config("decode", as_json=True)["config"]
     assert {group["kind"] for group in config["instance_group"]} == {"KIND_GPU"}
+    log = gpu_server.log_path.read_text(errors="replace")
+    assert "decode: nvImageCodec" in log and "decode: PIL" not in log  # the GPU decoder, not the PIL fallback
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)

@@ -41,13 +41,16 @@ class TritonPythonModel:
         self.gpu = None
         self.pool = None
         if args["model_instance_kind"] == "GPU":
-            from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
+            try:
+                from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
 
-            self.gpu = GpuBatchDecoder(int(args["model_instance_device_id"]), self.max_side, cpu_threads=threads,
-                                       options=parameters["gpu_decoder_options"],
-                                       hardware=parameters["gpu_hardware_decoder"] == "true")
-            pb_utils.Logger.log_info(f"decode: {self.gpu.backends}")
-        else:
+                self.gpu = GpuBatchDecoder(int(args["model_instance_device_id"]), self.max_side, cpu_threads=threads,
+                                           options=parameters["gpu_decoder_options"],
+                                           hardware=parameters["gpu_hardware_decoder"] == "true")
+                pb_utils.Logger.log_info(f"decode: {self.gpu.backends}")
+            except ImportError as exc:  # a GPU host without nvImageCodec or torch (the Triton container image)
+                pb_utils.Logger.log_warn(f"decode: GPU instance without GPU decoding ({exc}); decoding with PIL")
+        if self.gpu is None:
             self.pool = ThreadPoolExecutor(max_workers=threads)
             pb_utils.Logger.log_info(f"decode: PIL on {threads} threads")
 
