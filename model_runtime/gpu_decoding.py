@@ -58,7 +58,7 @@ def read_header(nvimgcodec: Any, data: bytes, max_side: int) -> Header:
         stream = nvimgcodec.CodeStream(data)
         image_format = FORMATS.get(stream.codec_name)
         width, height = int(stream.width), int(stream.height)
-    except RuntimeError:  # nvImageCodec: "Failed to get image info"
+    except (RuntimeError, ValueError):  # nvImageCodec: "Failed to get image info"
         raise not_an_image_error(data) from None
     if image_format is None:  # a format nvImageCodec reads but the CPU path does not take (BMP, TIFF, ...)
         raise not_an_image_error(data)
@@ -80,15 +80,16 @@ class GpuBatchDecoder:
             apply_exif_orientation=True, color_spec=self.nvimgcodec.ColorSpec.SRGB, allow_any_depth=False,
             sample_format=self.nvimgcodec.SampleFormat.I_RGB)
         self.hardware_error = ""
-        self.hardware = self._hardware_decoder(device_id, options) if hardware else None
+        self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware else None
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
 
-    def _hardware_decoder(self, device_id: int, options: str) -> Any:
+    def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
         """The hardware JPEG engines' decoder, or None (reason in ``hardware_error``) on GPUs without them."""
         backend = self.nvimgcodec.Backend(self.nvimgcodec.BackendKind.HW_GPU_ONLY)
         try:
-            return self.nvimgcodec.Decoder(device_id=device_id, backends=[backend], options=options)
-        except RuntimeError as exc:
+            return self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, backends=[backend],
+                                           options=options)
+        except (RuntimeError, ValueError) as exc:
             self.hardware_error = str(exc)
             return None
 
@@ -132,8 +133,18 @@ class GpuBatchDecoder:
         """Decode in one call; None where the decoder could not decode an image."""
         if not headers:
             return []
-        images = decoder.decode([header.stream for header in headers], params=self.params, cuda_stream=stream.cuda_stream)
+        streams = [header.stream for header in headers]
+        try:
+            images = decoder.decode(streams, params=self.params, cuda_stream=stream.cuda_stream)
+        except RuntimeError:  # one bad file must not fail its neighbours: decode one by one to find it
+            images = [self._decode_one(decoder, code_stream, stream) for code_stream in streams]
         return [None if image is None else _rgb_tensor(image) for image in images]
+
+    def _decode_one(self, decoder: Any, code_stream: Any, stream: torch.cuda.Stream) -> Any:
+        try:
+            return decoder.decode(code_stream, params=self.params, cuda_stream=stream.cuda_stream)
+        except RuntimeError:
+            return None
 
 
 def _rgb_tensor(image: Any) -> torch.Tensor:
