@@ -170,9 +170,12 @@ def _same_size_groups(images: list) -> list[list]:
 
 
 def _host(output: object) -> np.ndarray:
+    """A host copy of a numpy, CuPy (the GPU runner's choice where installed) or torch batch."""
     if isinstance(output, np.ndarray):
         return output
-    return output.cpu().numpy()  # type: ignore[attr-defined]
+    if hasattr(output, "get"):  # CuPy
+        return output.get()  # type: ignore[no-any-return]
+    return output.cpu().numpy()  # type: ignore[attr-defined, no-any-return]
 
 
 def main(argv: list[str] | None = None) -> int:
