@@ -22,11 +22,32 @@ from .decoding import DecodeError, check_header_size, empty_error, not_an_image_
 # nvImageCodec's codec names -> the format names the CPU decoder's errors use.
 FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 JPEG_END = b"\xff\xd9"
-# A JPEG's end-of-image marker must lie this close to the end of the file. The hardware engine decodes
-# whatever scan data it gets, so a truncated file would come back as an image with a grey bottom
-# instead of an error; PIL (the CPU path) refuses it. Files with a few bytes of padding after the
-# marker (some cameras write them) still pass.
-JPEG_END_WINDOW = 4096
+JPEG_START_OF_SCAN = 0xDA
+JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG's end-of-image marker follows its first scan (False: the file was cut short).
+
+    Checked before decoding because the GPU decoders are not relied on to notice a cut file (a decoder
+    that fills the missing rows would return an image where PIL, the CPU path, refuses it). The marker
+    segments before the scan are skipped by their lengths, so that an EXIF thumbnail's own end marker
+    does not count; data after the end marker (phones append a motion-photo video there) is allowed.
+    """
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return True  # not the marker structure expected here: the decoders will judge the file
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker == JPEG_START_OF_SCAN:  # entropy-coded data follows, where 0xFFD9 only ends the image
+            return data.find(JPEG_END, position) != -1
+        elif marker in JPEG_STANDALONE_MARKERS:
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return False  # the file ends before its first scan
 
 
 def nvimgcodec_module() -> Any:
@@ -63,8 +84,8 @@ def read_header(nvimgcodec: Any, data: bytes, max_side: int) -> Header:
     if image_format is None:  # a format nvImageCodec reads but the CPU path does not take (BMP, TIFF, ...)
         raise not_an_image_error(data)
     check_header_size(width, height, max_side)
-    if image_format == "JPEG" and JPEG_END not in data[-JPEG_END_WINDOW:]:
-        raise undecodable_error(image_format, "no end-of-image marker (truncated file)")
+    if image_format == "JPEG" and not jpeg_is_complete(data):
+        raise undecodable_error(image_format, "no end-of-image marker after the scan data (truncated file)")
     return Header(image_format, width, height, stream)
 
 

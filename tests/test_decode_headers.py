@@ -74,3 +74,27 @@ def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
         assert str(gpu.value).split(":")[0] == str(cpu.value).split(":")[0] == "undecodable JPEG image"
     else:
         assert str(gpu.value) == str(cpu.value)
+
+
+def _with_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding a whole small JPEG (start, scan and end markers), as EXIF
+    thumbnails do."""
+    body = b"Exif\x00\x00" + thumbnail
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_truncation_is_judged_after_the_scan_starts(nvimgcodec):
+    from pixelserve.runtime.gpu_decoding import jpeg_is_complete, read_header
+
+    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
+    thumbnail = _encode(photo("coffee")[::8, ::8], "JPEG", quality=70)
+    with_thumbnail = _with_thumbnail(jpeg, thumbnail)
+    assert jpeg_is_complete(jpeg) and jpeg_is_complete(with_thumbnail)
+    assert jpeg_is_complete(jpeg + bytes(100_000))  # data after the end marker (motion photos): accepted, as by PIL
+    decode_image(jpeg + bytes(100_000), MAX_SIDE)
+    for cut in (len(jpeg) // 2, len(jpeg) - 2, 40):  # mid-scan, just before the end marker, inside the headers
+        assert not jpeg_is_complete(jpeg[:cut]), cut
+    cut_with_thumbnail = with_thumbnail[: len(with_thumbnail) // 2]  # the thumbnail's end marker is still there
+    assert thumbnail[-2:] == b"\xff\xd9" and b"\xff\xd9" in cut_with_thumbnail
+    with pytest.raises(DecodeError, match="undecodable JPEG image: no end-of-image marker"):
+        read_header(nvimgcodec, cut_with_thumbnail, MAX_SIDE)
