@@ -3,9 +3,7 @@
 # Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded]
 # `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
 # image_classifier_encoded (decode on the GPU) and measures both on the same photos (raw pixels vs JPEG q90).
-# Both need nvImageCodec: NVIMGCODEC_WHEELS=<dir with the nvidia_nvimgcodec_cu13 and nvidia_nvjpeg wheels> installs
-# them into /tmp/site-nvimgcodec (both in one target: nvImageCodec finds libnvjpeg at ../../cu13/lib), or have
-# `from nvidia import nvimgcodec` work already.
+# Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
 # `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
 # and the Python-backend floor models. The torch flavour needs model_repository/classifier/1/model.pt carried
 # (python -m pixelserve.build.build_classifier --flavour torch writes it on a CPU host).
@@ -15,15 +13,17 @@ set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served ensemble}"
+# GPU JPEG decode (nvImageCodec + nvJPEG, ~29 MB) does not fit in one carry beside .carry/: a call of its own
+# carries .carry-gpu-decode/ and runs `bash perf/run_device.sh install-gpu-decode` on the warm machine.
+if [[ $stages == *install-gpu-decode* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
+  ls /tmp/site-gpu-decode/nvidia && exit 0
+fi
 if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
-if [ -n "${NVIMGCODEC_WHEELS:-}" ] && [ ! -d /tmp/site-nvimgcodec/nvidia/nvimgcodec ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-nvimgcodec "$NVIMGCODEC_WHEELS"/nvidia_nvimgcodec_cu13-*.whl \
-    "$NVIMGCODEC_WHEELS"/nvidia_nvjpeg-*.whl
-fi
-export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}:/tmp/site-nvimgcodec" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
 # The project as `pixelserve.*`, editable, offline: setuptools comes from the carried wheel in /tmp/site.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 python3 -c "import numpy, numba, numba_cuda, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'torch', torch.__version__)"
@@ -34,7 +34,7 @@ if python3 -c "from nvidia import nvimgcodec; print('nvimgcodec', nvimgcodec.__v
 else
   HAVE_NVIMGCODEC=0
   echo "!!! nvImageCodec NOT importable (from nvidia import nvimgcodec failed): GPU decode tests skip, and the decode"
-  echo "!!! and encoded stages will not run. Set NVIMGCODEC_WHEELS or install the wheels. Import error:"
+  echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ and run install-gpu-decode first. Import error:"
   tail -3 /tmp/nvimgcodec-import.log
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import HAS_GPU, MODEL_REPOSITORY, ensure_classifier_built
-from images import PHOTO_NAMES, photo, photo_at
+from images import PHOTO_NAMES, photo, photo_at, uncached
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 MODELS = ("image_classifier", "image_classifier_encoded")
@@ -91,7 +91,9 @@ def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_server):
     good = _jpeg(photo("coffee"))
     bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
     expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
-    jobs = [("good", good)] * 12 + list(bad.items()) + [("good", good)] * 12
+    # Distinct files, so that no response cache answers for the decoder.
+    goods = [("good", _jpeg(uncached(photo("coffee")))) for _ in range(24)]
+    jobs = goods[:12] + list(bad.items()) + goods[12:]
 
     def send(job):
         name, data = job
