@@ -5,6 +5,7 @@ and 4K, a batch of N distinct files each, prints images/s and us per image side 
   ours        nvImageCodec on the GPU (hardware JPEG engines, default backends for the rest;
               pixelserve.runtime.gpu_decoding), then our numba.cuda preprocessing, pixels never leave the GPU
   ours-sw     the same with nvImageCodec's default backends only (no hardware engines)
+  ours-decode the decode of `ours` alone (no preprocessing): what the decode model's step costs
   pil         PIL (our CPU decode path, pixelserve.runtime.decoding) on a thread per core, then our kernels
               (the host images are copied to the GPU by the preprocessing, as in the served CPU-decode path)
   opencv      cv2.imdecode on a thread per core (+ BGR->RGB), then our kernels
@@ -39,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
 DEFAULT_SIZES = "480x640,1080x1920,2160x3840"
 MAX_SIDE = 8192
-COLUMNS = ("ours", "ours-sw", "pil", "opencv", "torchvision")
+COLUMNS = ("ours", "ours-sw", "ours-decode", "pil", "opencv", "torchvision")
 
 
 def jpeg_batch(height: int, width: int, count: int) -> list[bytes]:
@@ -85,7 +86,7 @@ class Runners:
             from pixelserve.kernels.serving import CpuRunner
 
             self.kernels = CpuRunner(spec)
-            for column in ("ours", "ours-sw", "torchvision"):
+            for column in ("ours", "ours-sw", "ours-decode", "torchvision"):
                 self.skipped[column] = self.gpu_reason
         else:
             from pixelserve.kernels.serving import CudaRunner
@@ -103,11 +104,12 @@ class Runners:
             self.decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options)
             self.decoder_sw = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options, hardware=False)
         except ImportError as exc:
-            self.skipped["ours"] = self.skipped["ours-sw"] = str(exc)
+            self.skipped["ours"] = self.skipped["ours-sw"] = self.skipped["ours-decode"] = str(exc)
             return
         print(f"ours: {self.decoder.backends}; ours-sw: {self.decoder_sw.backends}")
         if self.decoder.hardware is None:
             self.skipped["ours"] = f"no hardware JPEG decoder here ({self.decoder.hardware_error}): see ours-sw"
+            self.skipped["ours-decode"] = self.skipped["ours"]
 
     def _torchvision(self) -> None:
         try:
@@ -117,13 +119,13 @@ class Runners:
 
     def run(self, column: str, files: list[bytes]) -> object:
         """Decode and preprocess ``files`` the way ``column`` does; complete on return."""
-        if column in ("ours", "ours-sw"):
-            decoder = self.decoder if column == "ours" else self.decoder_sw
-            images = decoder.decode(files)
+        if column in ("ours", "ours-sw", "ours-decode"):
+            decoder = self.decoder_sw if column == "ours-sw" else self.decoder
+            images = decoder.decode(files)  # complete on return
             bad = [str(image) for image in images if isinstance(image, Exception)]
             if bad:
                 raise RuntimeError(f"{column}: {len(bad)} files not decoded, first: {bad[0]}")
-            return self.kernels.run(images)
+            return images if column == "ours-decode" else self.kernels.run(images)
         if column == "pil":
             return self.kernels.run(list(self.pool.map(lambda data: decode_image(data, MAX_SIDE), files)))
         if column == "opencv":
@@ -211,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
             if column in runners.skipped:
                 continue
             seconds = median_seconds(lambda: runners.run(column, files), args.repeat)
-            output = _host(runners.run(column, files))
-            if reference is None:
-                reference = output
             row = {"size": f"{height}x{width}", "file_kb": round(mean_kb, 1), "batch": args.batch, "column": column,
-                   "images_per_s": args.batch / seconds, "us_per_image": seconds / args.batch * 1e6,
-                   # how far this column's model input is from the first column's (decoder and resize differences)
-                   "max_abs_diff_vs_first": float(np.abs(output - reference).max())}
+                   "images_per_s": args.batch / seconds, "us_per_image": seconds / args.batch * 1e6}
+            if column != "ours-decode":
+                output = _host(runners.run(column, files))
+                reference = output if reference is None else reference
+                # how far this column's model input is from the first column's (decoder and resize differences)
+                row["max_abs_diff_vs_first"] = float(np.abs(output - reference).max())
             rows.append(row)
             print(json.dumps(row), flush=True)
     _print_table(rows, columns, runners.skipped)
