@@ -22,18 +22,19 @@ class DecodeError(ValueError):
     """Bytes that cannot become an image; the message says why."""
 
 
-def _open(data: bytes, max_side: int) -> Image.Image:
-    if len(data) == 0:
-        raise DecodeError("encoded image is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-    except UnidentifiedImageError:
-        raise DecodeError(f"not a JPEG or PNG image ({len(data)} bytes, starting {data[:8].hex()})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"image refused before decoding: {exc}") from None
-    width, height = image.size
+# The errors both decoders (this one and pixelserve.runtime.gpu_decoding) raise, worded once.
+def empty_error() -> DecodeError:
+    """The error for a request that sent no bytes."""
+    return DecodeError("encoded image is empty (0 bytes)")
+
+
+def not_an_image_error(data: bytes) -> DecodeError:
+    """The error for bytes that are not a JPEG or PNG file."""
+    return DecodeError(f"not a JPEG or PNG image ({len(data)} bytes, starting {data[:8].hex()})")
+
+
+def check_header_size(width: int, height: int, max_side: int) -> None:
+    """Raise DecodeError when a header declares an empty image or a side above ``max_side``."""
     if width < 1 or height < 1:
         raise DecodeError(f"image header declares an empty image ({width}x{height})")
     if max(width, height) > max_side:
@@ -41,6 +42,25 @@ def _open(data: bytes, max_side: int) -> Image.Image:
             f"image header declares {height}x{width}, above the maximum side of {max_side} pixels "
             "(refused before decoding)"
         )
+
+
+def undecodable_error(image_format: str, reason: object) -> DecodeError:
+    """The error for a file whose header is fine but whose data cannot be decoded (truncated, corrupt)."""
+    return DecodeError(f"undecodable {image_format} image: {reason}")
+
+
+def _open(data: bytes, max_side: int) -> Image.Image:
+    if len(data) == 0:
+        raise empty_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    except UnidentifiedImageError:
+        raise not_an_image_error(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"image refused before decoding: {exc}") from None
+    check_header_size(*image.size, max_side)
     return image
 
 
@@ -68,4 +88,4 @@ def decode_image(data: bytes, max_side: int) -> npt.NDArray[np.uint8]:
     except DecodeError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoders report corrupt data with these
-        raise DecodeError(f"undecodable {image.format} image: {exc}") from None
+        raise undecodable_error(str(image.format), exc) from None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from .make_inputs import ENCODINGS
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PROTOCOLS = ("grpc", "http")
 SHARED_MEMORY = ("none", "system", "cuda")
@@ -61,8 +63,8 @@ class RunConfig:
         ranges = self.concurrency_ranges()
         if not ranges or not all(_RANGE.match(r) and int(r.split(":")[0]) > 0 for r in ranges):
             raise ValueError(f"concurrency must be positive ints or one 'start:end[:step]' range, got {self.concurrency!r}")
-        if self.inputs.encoding not in ("flat", "b64"):
-            raise ValueError(f"inputs.encoding must be flat or b64, got {self.inputs.encoding!r}")
+        if self.inputs.encoding not in ENCODINGS:
+            raise ValueError(f"inputs.encoding must be one of {ENCODINGS}, got {self.inputs.encoding!r}")
         if self.batch_size < 1 or self.measurement_interval_ms < 100 or self.max_trials < 1:
             raise ValueError("batch_size >= 1, measurement_interval_ms >= 100 and max_trials >= 1 are required")
         return self

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble]
+# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded]
+# `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
+# image_classifier_encoded (decode on the GPU) and measures both on the same photos (raw pixels vs JPEG q90).
+# Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
 # `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
 # and the Python-backend floor models. The torch flavour needs model_repository/classifier/1/model.pt carried
 # (python -m pixelserve.build.build_classifier --flavour torch writes it on a CPU host).
@@ -28,6 +31,15 @@ export PIXELSERVE_ADMIN_KEY="${PIXELSERVE_ADMIN_KEY:-$(python3 -c 'import secret
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e .
 python3 -c "import numpy, numba, numba_cuda, torch; print('numpy', numpy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'torch', torch.__version__)"
 python3 -c "import cupy; print('cupy', cupy.__version__)" || echo "cupy unusable here: the runner falls back to torch"
+# nvImageCodec prints errors for the absent nvjpeg2k/nvtiff wheels on import (JPEG 2000 and TIFF: not served here).
+if python3 -c "from nvidia import nvimgcodec; print('nvimgcodec', nvimgcodec.__version__)" 2>/tmp/nvimgcodec-import.log; then
+  HAVE_NVIMGCODEC=1
+else
+  HAVE_NVIMGCODEC=0
+  echo "!!! nvImageCodec NOT importable (from nvidia import nvimgcodec failed): GPU decode tests skip, and the decode"
+  echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ and run install-gpu-decode first. Import error:"
+  tail -3 /tmp/nvimgcodec-import.log
+fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 
 if [ -f model_repository/classifier/1/model.pt ]; then
@@ -39,7 +51,7 @@ if [ -f model_repository/classifier/1/model.pt ]; then
 fi
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py} \
+  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py} \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 if [[ $stages == *classifier* ]]; then
@@ -106,5 +118,38 @@ if [[ $stages == *scaling* ]]; then
   python3 -m pixelserve.perf.scaling --max-gpus "$(nvidia-smi -L | wc -l)" --model image_classifier \
     ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
     --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
+fi
+if [[ $stages == *decode* ]]; then
+  echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
+  if [ "$HAVE_NVIMGCODEC" = 1 ]; then
+    python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \
+      | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode.log" | grep -v '^{'
+  else
+    echo "decode stage skipped: nvImageCodec is not importable (see above)"
+  fi
+fi
+if [[ $stages == *encoded* ]]; then
+  echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
+  if [ "$HAVE_NVIMGCODEC" = 1 ]; then
+    # One GPU, instances placed as a GPU host deploys them (build/placement.yaml: decode on KIND_GPU too).
+    rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -4
+    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
+      --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
+      --load-model=image_classifier --load-model=image_classifier_encoded \
+      --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server-encoded.log 2>&1 &
+    for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
+    curl -s localhost:8000/v2/models/decode/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('decode instances:', c.get('instance_group'))"
+    for config in h100_decode_raw h100_decode_encoded; do
+      python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
+        --concurrency "${CONCURRENCY:-1,8,32,64,128}" --results-dir "$OUT" 2>&1 | grep -v "^perf_analyzer:" | tail -8
+    done
+    python3 -m pixelserve.perf.run_perf --config h100_decode_encoded_1080p --url 127.0.0.1:8001 \
+      --measurement-interval "${INTERVAL_MS:-5000}" --results-dir "$OUT" 2>&1 | grep -v "^perf_analyzer:" | tail -4
+    grep -E "decode: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$OUT/encoded-server-excerpt.log"
+    curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$OUT/encoded-metrics-end.txt"
+    kill %1; wait
+  else
+    echo "encoded stage skipped: nvImageCodec is not importable (see above)"
+  fi
 fi
 tar -czf "$OUT/results.tgz" -C /tmp/results .

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import HAS_GPU
 from images import PHOTO_NAMES, photo
 
 pytestmark = pytest.mark.server
@@ -42,7 +43,8 @@ def test_encoded_top1_matches_the_raw_ensemble(triton_server, name):
     decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # the same pixels, decoded by the client
     raw = client.infer("image_classifier", [_raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
     assert int(encoded.argmax()) == int(raw.argmax())
-    np.testing.assert_allclose(encoded, raw, atol=1e-4)  # same pixels, same path from there on
+    if not HAS_GPU:  # on a GPU host decode is nvImageCodec, within a level or two of PIL (test_gpu_encoded_server)
+        np.testing.assert_allclose(encoded, raw, atol=1e-4)  # same pixels, same path from there on
 
 
 def test_bad_bytes_fail_alone_while_their_neighbours_are_answered(triton_server):

@@ -1,0 +1,187 @@
+"""Encoded images (JPEG, PNG) in, HWC uint8 RGB on the GPU out: a whole request batch per call, with nvImageCodec.
+
+Each file's header is read first (nvimgcodec.CodeStream parses it without decoding), so that empty,
+non-image and oversized inputs are refused before any pixel memory is allocated, with the same errors
+as the CPU decoder (pixelserve.runtime.decoding). The accepted JPEGs go to the GPU's hardware JPEG
+engines in one batched call (baseline JPEG only); what they refuse (progressive JPEG, CMYK, PNG, ...)
+goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and CPU codecs for PNG).
+Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.
+
+The decoded images are torch CUDA tensors, complete (their stream synchronised) when returned, so that
+they can be handed to the next model through DLPack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .decoding import DecodeError, check_header_size, empty_error, not_an_image_error, undecodable_error
+
+# nvImageCodec's codec names -> the format names the CPU decoder's errors use.
+FORMATS = {"jpeg": "JPEG", "png": "PNG"}
+JPEG_END = b"\xff\xd9"
+JPEG_START_OF_SCAN = 0xDA
+JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG's end-of-image marker follows its first scan (False: the file was cut short).
+
+    Checked before decoding because the GPU decoders are not relied on to notice a cut file (a decoder
+    that fills the missing rows would return an image where PIL, the CPU path, refuses it). The marker
+    segments before the scan are skipped by their lengths, so that an EXIF thumbnail's own end marker
+    does not count; data after the end marker (phones append a motion-photo video there) is allowed.
+    """
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return True  # not the marker structure expected here: the decoders will judge the file
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker == JPEG_START_OF_SCAN:  # entropy-coded data follows, where 0xFFD9 only ends the image
+            return data.find(JPEG_END, position) != -1
+        elif marker in JPEG_STANDALONE_MARKERS:
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return False  # the file ends before its first scan
+
+
+def nvimgcodec_module() -> Any:
+    """The nvidia.nvimgcodec module (ImportError names the wheels when it is missing)."""
+    try:
+        from nvidia import nvimgcodec
+    except ImportError as exc:
+        raise ImportError(
+            f"GPU decoding needs nvImageCodec: pip install -r requirements-gpu-decode.txt "
+            f"(nvidia-nvimgcodec-cu13, nvidia-nvjpeg): {exc}") from exc
+    return nvimgcodec
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, read before decoding."""
+
+    image_format: str
+    width: int
+    height: int
+    stream: Any  # nvimgcodec.CodeStream
+
+
+def read_header(nvimgcodec: Any, data: bytes, max_side: int) -> Header:
+    """The header of one encoded image, or DecodeError (empty, not JPEG/PNG, empty or oversized image)."""
+    if len(data) == 0:
+        raise empty_error()
+    try:
+        stream = nvimgcodec.CodeStream(data)
+        image_format = FORMATS.get(stream.codec_name)
+        width, height = int(stream.width), int(stream.height)
+    except (RuntimeError, ValueError):  # nvImageCodec: "Failed to get image info"
+        raise not_an_image_error(data) from None
+    if image_format is None:  # a format nvImageCodec reads but the CPU path does not take (BMP, TIFF, ...)
+        raise not_an_image_error(data)
+    check_header_size(width, height, max_side)
+    if image_format == "JPEG" and not jpeg_is_complete(data):
+        raise undecodable_error(image_format, "no end-of-image marker after the scan data (truncated file)")
+    return Header(image_format, width, height, stream)
+
+
+class GpuBatchDecoder:
+    """Decodes a batch of encoded images on one GPU; each image gets its pixels or its own DecodeError."""
+
+    def __init__(self, device_id: int, max_side: int, cpu_threads: int = 0, options: str = "",
+                 hardware: bool = True) -> None:  # fmt: skip
+        self.nvimgcodec = nvimgcodec_module()
+        self.device = torch.device("cuda", device_id)
+        self.max_side = max_side
+        self.params = self.nvimgcodec.DecodeParams(
+            apply_exif_orientation=True, color_spec=self.nvimgcodec.ColorSpec.SRGB, allow_any_depth=False,
+            sample_format=self.nvimgcodec.SampleFormat.I_RGB)
+        self.hardware_error = ""
+        self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware else None
+        self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
+
+    def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
+        """The hardware JPEG engines' decoder, or None (reason in ``hardware_error``) on GPUs without them."""
+        backend = self.nvimgcodec.Backend(self.nvimgcodec.BackendKind.HW_GPU_ONLY)
+        try:
+            return self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, backends=[backend],
+                                           options=options)
+        except (RuntimeError, ValueError) as exc:
+            self.hardware_error = str(exc)
+            return None
+
+    @property
+    def backends(self) -> str:
+        """Which decoders run, for the log."""
+        if self.hardware is None:
+            reason = f" ({self.hardware_error})" if self.hardware_error else ""
+            return f"nvImageCodec default backends only, no hardware JPEG decoder{reason}"
+        return "nvImageCodec hardware JPEG decoder, default backends for the rest"
+
+    def decode(self, batch: Sequence[bytes]) -> list[torch.Tensor | DecodeError]:
+        """One HWC uint8 RGB CUDA tensor (C-contiguous, complete) or one DecodeError per encoded image."""
+        results: list[torch.Tensor | DecodeError] = [DecodeError("not decoded")] * len(batch)
+        headers: dict[int, Header] = {}
+        for index, data in enumerate(batch):
+            try:
+                headers[index] = read_header(self.nvimgcodec, bytes(data), self.max_side)
+            except DecodeError as exc:
+                results[index] = exc
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            pending = list(headers)
+            if self.hardware is not None:
+                jpegs = [index for index in pending if headers[index].image_format == "JPEG"]
+                refused = [index for index in pending if headers[index].image_format != "JPEG"]
+                for index, image in zip(jpegs, self._decode(self.hardware, [headers[i] for i in jpegs], stream)):
+                    if image is None:
+                        refused.append(index)  # not baseline JPEG (or corrupt): the default decoders try it
+                    else:
+                        results[index] = image
+                pending = refused
+            for index, image in zip(pending, self._decode(self.fallback, [headers[i] for i in pending], stream)):
+                image_format = headers[index].image_format
+                results[index] = image if image is not None else undecodable_error(
+                    image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")
+            stream.synchronize()  # the next model (another process) reads the pixels as soon as we return
+        return results
+
+    def _decode(self, decoder: Any, headers: list[Header], stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
+        """Decode in one call; None where the decoder could not decode an image."""
+        if not headers:
+            return []
+        streams = [header.stream for header in headers]
+        try:
+            images = decoder.decode(streams, params=self.params, cuda_stream=stream.cuda_stream)
+        except RuntimeError:  # one bad file must not fail its neighbours: decode one by one to find it
+            images = [self._decode_one(decoder, code_stream, stream) for code_stream in streams]
+        return [None if image is None else _rgb_tensor(image) for image in images]
+
+    def _decode_one(self, decoder: Any, code_stream: Any, stream: torch.cuda.Stream) -> Any:
+        try:
+            return decoder.decode(code_stream, params=self.params, cuda_stream=stream.cuda_stream)
+        except RuntimeError:
+            return None
+
+
+def _rgb_tensor(image: Any) -> torch.Tensor:
+    """A C-contiguous HWC uint8 RGB tensor, in torch's memory, of a decoded nvimgcodec.Image."""
+    try:
+        tensor = torch.utils.dlpack.from_dlpack(image)
+    except (TypeError, BufferError):  # a DLPack exchange torch and nvImageCodec disagree on: the CUDA array interface
+        tensor = torch.as_tensor(image, device=f"cuda:{image.device_id}")
+    if tensor.dtype != torch.uint8:  # allow_any_depth=False should give 8 bits already; keep the high byte
+        tensor = (tensor.to(torch.int32) >> (8 * tensor.element_size() - 8)).to(torch.uint8)
+    channels = tensor.shape[2]
+    if channels == 1:
+        tensor = tensor.expand(-1, -1, 3)
+    elif channels == 4:
+        tensor = tensor[..., :3]
+    # Always a copy (a device-to-device copy, microseconds): the Image's rows may be padded, and its memory
+    # comes from nvImageCodec's allocator, while the Python backend hands torch (cudaMalloc) memory to
+    # the next model, as preprocess's outputs show.
+    return tensor.clone(memory_format=torch.contiguous_format)

@@ -1,0 +1,100 @@
+"""The GPU decoder's header checks (pixelserve.runtime.gpu_decoding.read_header): they run before any decoding,
+on the CPU, so they are tested wherever nvImageCodec is installed, GPU or not. Their errors must read like
+the CPU decoder's (pixelserve.runtime.decoding) for the same bytes."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from images import photo
+
+from pixelserve.runtime.decoding import DecodeError, decode_image
+
+MAX_SIDE = 8192
+
+
+@pytest.fixture(scope="module")
+def nvimgcodec():
+    from pixelserve.runtime.gpu_decoding import nvimgcodec_module
+
+    try:
+        return nvimgcodec_module()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_headers_of_good_files_are_read(nvimgcodec):
+    from pixelserve.runtime.gpu_decoding import read_header
+
+    image = photo("coffee")
+    for fmt, options in (("JPEG", {"quality": 90}), ("JPEG", {"progressive": True}), ("PNG", {})):
+        header = read_header(nvimgcodec, _encode(image, fmt, **options), MAX_SIDE)
+        assert (header.image_format, header.height, header.width) == (fmt, *image.shape[:2])
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "zeros", "gif", "bmp", "oversized", "huge", "truncated"])
+def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
+    from pixelserve.runtime.gpu_decoding import read_header
+
+    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
+    data = {
+        "empty": b"",
+        "text": b"definitely not an image",
+        "zeros": b"\x00" * 100,
+        "gif": b"GIF89a not an image we take",
+        "bmp": _encode(photo("coffee")[:16, :16], "BMP"),  # a format nvImageCodec reads, the service does not take
+        "oversized": _png_header_only(9000, 9000),
+        "huge": _png_header_only(8193, 20),
+        "truncated": jpeg[: len(jpeg) // 2],
+    }[name]
+    with pytest.raises(DecodeError) as gpu:
+        read_header(nvimgcodec, data, MAX_SIDE)
+    with pytest.raises(DecodeError) as cpu:
+        decode_image(data, MAX_SIDE)
+    if name == "truncated":  # the reason after the colon is each decoder's own
+        assert str(gpu.value).split(":")[0] == str(cpu.value).split(":")[0] == "undecodable JPEG image"
+    else:
+        assert str(gpu.value) == str(cpu.value)
+
+
+def _with_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding a whole small JPEG (start, scan and end markers), as EXIF
+    thumbnails do."""
+    body = b"Exif\x00\x00" + thumbnail
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_truncation_is_judged_after_the_scan_starts(nvimgcodec):
+    from pixelserve.runtime.gpu_decoding import jpeg_is_complete, read_header
+
+    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
+    thumbnail = _encode(photo("coffee")[::8, ::8], "JPEG", quality=70)
+    with_thumbnail = _with_thumbnail(jpeg, thumbnail)
+    assert jpeg_is_complete(jpeg) and jpeg_is_complete(with_thumbnail)
+    assert jpeg_is_complete(jpeg + bytes(100_000))  # data after the end marker (motion photos): accepted, as by PIL
+    decode_image(jpeg + bytes(100_000), MAX_SIDE)
+    for cut in (len(jpeg) // 2, len(jpeg) - 2, 40):  # mid-scan, just before the end marker, inside the headers
+        assert not jpeg_is_complete(jpeg[:cut]), cut
+    cut_with_thumbnail = with_thumbnail[: len(with_thumbnail) // 2]  # the thumbnail's end marker is still there
+    assert thumbnail[-2:] == b"\xff\xd9" and b"\xff\xd9" in cut_with_thumbnail
+    with pytest.raises(DecodeError, match="undecodable JPEG image: no end-of-image marker"):
+        read_header(nvimgcodec, cut_with_thumbnail, MAX_SIDE)
