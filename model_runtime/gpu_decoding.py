@@ -147,6 +147,7 @@ class GpuBatchDecoder:
                 image_format = headers[index].image_format
                 results[index] = image if image is not None else undecodable_error(
                     image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")
+            results = _packed(results)
             stream.synchronize()  # the next model (another process) reads the pixels as soon as we return
         return results
 
@@ -168,8 +169,32 @@ class GpuBatchDecoder:
             return None
 
 
+def _packed(results: list[torch.Tensor | DecodeError]) -> list[torch.Tensor | DecodeError]:
+    """The same images, C-contiguous, as views of one buffer in torch's memory.
+
+    Why one buffer: on the H100 decode spent about 0.6 ms per request handing its outputs (one allocation
+    each) to the next model, against about 0.25 ms for preprocess, whose outputs are slices of one batch
+    tensor (perf/results/h100/issue11).
+    """
+    images = [result for result in results if isinstance(result, torch.Tensor)]
+    if not images:
+        return results
+    buffer = torch.empty(sum(image.numel() for image in images), dtype=torch.uint8, device=images[0].device)
+    packed: list[torch.Tensor | DecodeError] = []
+    offset = 0
+    for result in results:
+        if isinstance(result, torch.Tensor):
+            view = buffer[offset:offset + result.numel()].view(result.shape)
+            view.copy_(result)
+            offset += result.numel()
+            packed.append(view)
+        else:
+            packed.append(result)
+    return packed
+
+
 def _rgb_tensor(image: Any) -> torch.Tensor:
-    """A C-contiguous HWC uint8 RGB tensor, in torch's memory, of a decoded nvimgcodec.Image."""
+    """A HWC uint8 RGB tensor of a decoded nvimgcodec.Image (a view where no conversion was needed)."""
     try:
         tensor = torch.utils.dlpack.from_dlpack(image)
     except (TypeError, BufferError):  # a DLPack exchange torch and nvImageCodec disagree on: the CUDA array interface
@@ -184,4 +209,4 @@ def _rgb_tensor(image: Any) -> torch.Tensor:
     # Always a copy (a device-to-device copy, microseconds): the Image's rows may be padded, and its memory
     # comes from nvImageCodec's allocator, while the Python backend hands torch (cudaMalloc) memory to
     # the next model, as preprocess's outputs show.
-    return tensor.clone(memory_format=torch.contiguous_format)
+    return tensor
