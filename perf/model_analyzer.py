@@ -17,8 +17,8 @@ configurations it tried).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -53,11 +53,9 @@ def gpu_without_dcgm() -> bool:
     """Whether an NVIDIA GPU is present but DCGM's library, which Model Analyzer needs to use it, is not."""
     if shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode:
         return False
-    try:
-        ctypes.CDLL("libdcgm.so.4")
-    except OSError:
-        return True
-    return False
+    # Model Analyzer loads DCGM from these two paths only (model_analyzer/monitor/dcgm/dcgm_structs.py).
+    return not any(Path(path).is_file() for path in (f"/usr/lib/{platform.machine()}-linux-gnu/libdcgm.so.4",
+                                                     "/usr/lib64/libdcgm.so.4"))  # fmt: skip
 
 
 def write_wrappers(workdir: Path, restore_gpus: bool = False) -> tuple[Path, Path]:
@@ -86,6 +84,10 @@ def profile_command(config: Path, workdir: Path, model_analyzer: Path, restore_g
             "--export-path", str(workdir / "results"), "--checkpoint-directory", str(workdir / "checkpoints"),
             "--triton-server-path", str(tritonserver), "--perf-analyzer-path", str(perf_analyzer),
             "--triton-output-path", str(workdir / "tritonserver.log"),
+            # Free ports, not Triton's 8000-8002: Model Analyzer refuses to start when they are taken.
+            "--triton-http-endpoint", f"127.0.0.1:{server.free_port()}",
+            "--triton-grpc-endpoint", f"127.0.0.1:{server.free_port()}",
+            "--triton-metrics-url", f"http://127.0.0.1:{server.free_port()}/metrics",
             *(["--override-output-model-repository"] if settings.get("override_output_model_repository") else [])]  # fmt: skip
 
 
