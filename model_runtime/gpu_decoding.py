@@ -170,11 +170,11 @@ class GpuBatchDecoder:
 
 
 def _packed(results: list[torch.Tensor | DecodeError]) -> list[torch.Tensor | DecodeError]:
-    """The same images, C-contiguous, as views of one buffer in torch's memory.
+    """The same images, C-contiguous, copied out of nvImageCodec's memory into one buffer of torch's.
 
-    Why one buffer: on the H100 decode spent about 0.6 ms per request handing its outputs (one allocation
-    each) to the next model, against about 0.25 ms for preprocess, whose outputs are slices of one batch
-    tensor (perf/results/h100/issue11).
+    The Python backend's DLPack hand-off needs C-contiguous tensors; nvImageCodec's images may have padded
+    rows and live in its own allocator. One buffer per batch is one allocation instead of one per image
+    (on the H100 it did not change decode's output time: perf/results/h100/issue11, run2).
     """
     images = [result for result in results if isinstance(result, torch.Tensor)]
     if not images:
