@@ -10,27 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import HAS_GPU
+from encoded_requests import encoded_input, jpeg, raw_input
 from images import PHOTO_NAMES, photo
 
 pytestmark = pytest.mark.server
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _encoded_input(grpcclient, data: bytes):
-    tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
-    return tensor
-
-
-def _raw_input(grpcclient, image: np.ndarray):
-    tensor = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
-    tensor.set_data_from_numpy(image[None])
-    return tensor
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)
@@ -38,10 +21,10 @@ def test_encoded_top1_matches_the_raw_ensemble(triton_server, name):
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    jpeg = _jpeg(photo(name))
-    encoded = client.infer("image_classifier_encoded", [_encoded_input(grpcclient, jpeg)]).as_numpy("predictions")[0]
-    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # the same pixels, decoded by the client
-    raw = client.infer("image_classifier", [_raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
+    data = jpeg(photo(name))
+    encoded = client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")[0]
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # the same pixels, decoded by the client
+    raw = client.infer("image_classifier", [raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
     assert int(encoded.argmax()) == int(raw.argmax())
     if not HAS_GPU:  # on a GPU host decode is nvImageCodec, within a level or two of PIL (test_gpu_encoded_server)
         np.testing.assert_allclose(encoded, raw, atol=1e-4)  # same pixels, same path from there on
@@ -51,7 +34,7 @@ def test_bad_bytes_fail_alone_while_their_neighbours_are_answered(triton_server)
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    good = _jpeg(photo("coffee"))
+    good = jpeg(photo("coffee"))
     bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
     expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
     jobs = [("good", good)] * 6 + list(bad.items()) + [("good", good)] * 6
@@ -60,7 +43,7 @@ def test_bad_bytes_fail_alone_while_their_neighbours_are_answered(triton_server)
         name, data = job
         client = grpcclient.InferenceServerClient(triton_server.grpc_url)
         try:
-            return name, client.infer("image_classifier_encoded", [_encoded_input(grpcclient, data)]).as_numpy("predictions")
+            return name, client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
         except InferenceServerException as exc:
             return name, exc
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import HAS_GPU
+from encoded_requests import require_gpu_decoding
 from images import photo, photo_at
 
 pytestmark = pytest.mark.gpu
@@ -33,15 +33,10 @@ MEAN_LEVELS, P99_LEVELS = 1.5, 12
 
 @pytest.fixture(scope="module")
 def decoder():
-    if not HAS_GPU:
-        pytest.skip("needs a CUDA GPU")
-    try:
-        from pixelserve.runtime.gpu_decoding import GpuBatchDecoder, nvimgcodec_module
-
-        nvimgcodec_module()
-    except ImportError as exc:
-        pytest.skip(f"needs nvImageCodec: {exc}")
+    require_gpu_decoding()
     import torch
+
+    from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
 
     # Poison the CUDA caching allocator: a copy that wrote nothing would return this pattern, not pixels.
     poison = torch.full((256 << 20,), 0xA5, dtype=torch.uint8, device="cuda:0")

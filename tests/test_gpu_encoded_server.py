@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import HAS_GPU, MODEL_REPOSITORY, ensure_classifier_built
+from conftest import MODEL_REPOSITORY, ensure_classifier_built
+from encoded_requests import encoded_input, jpeg, raw_input, require_gpu_decoding
 from images import PHOTO_NAMES, photo, photo_at, uncached
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
@@ -22,14 +23,7 @@ MODELS = ("image_classifier", "image_classifier_encoded")
 
 @pytest.fixture(scope="module")
 def gpu_server():
-    if not HAS_GPU:
-        pytest.skip("needs a CUDA GPU")
-    try:
-        from pixelserve.runtime.gpu_decoding import nvimgcodec_module
-
-        nvimgcodec_module()
-    except ImportError as exc:
-        pytest.skip(f"needs nvImageCodec: {exc}")
+    require_gpu_decoding()
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
@@ -39,24 +33,6 @@ def gpu_server():
     server.start(timeout=300)
     yield server
     server.stop()
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _encoded_input(grpcclient, data: bytes):
-    tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
-    return tensor
-
-
-def _raw_input(grpcclient, image: np.ndarray):
-    tensor = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
-    tensor.set_data_from_numpy(image[None])
-    return tensor
 
 
 def test_decode_runs_on_a_gpu_instance(gpu_server):
@@ -75,10 +51,10 @@ def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_server, name):
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     for image in (photo(name), photo_at(name, 1080, 1920)):
-        jpeg = _jpeg(image)
-        encoded = client.infer("image_classifier_encoded", [_encoded_input(grpcclient, jpeg)]).as_numpy("predictions")[0]
-        decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # PIL's pixels, sent raw
-        raw = client.infer("image_classifier", [_raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
+        data = jpeg(image)
+        encoded = client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")[0]
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # PIL's pixels, sent raw
+        raw = client.infer("image_classifier", [raw_input(grpcclient, decoded)]).as_numpy("predictions")[0]
         assert int(encoded.argmax()) == int(raw.argmax()), (name, image.shape)
         cosine = float(encoded @ raw / (np.linalg.norm(encoded) * np.linalg.norm(raw)))
         assert cosine > 0.99, (name, image.shape, cosine)  # a level or two of pixels apart, not another image
@@ -88,18 +64,18 @@ def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_server):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    good = _jpeg(photo("coffee"))
+    good = jpeg(photo("coffee"))
     bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
     expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
     # Distinct files, so that no response cache answers for the decoder.
-    goods = [("good", _jpeg(uncached(photo("coffee")))) for _ in range(24)]
+    goods = [("good", jpeg(uncached(photo("coffee")))) for _ in range(24)]
     jobs = goods[:12] + list(bad.items()) + goods[12:]
 
     def send(job):
         name, data = job
         client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
         try:
-            return name, client.infer("image_classifier_encoded", [_encoded_input(grpcclient, data)]).as_numpy("predictions")
+            return name, client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
         except InferenceServerException as exc:
             return name, exc
 
