@@ -10,7 +10,9 @@ import pytest
 from pixelserve.build import classifier_config, model_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-COPIES = sorted([*(p for folder in ("perf", "tests") for p in (REPO_ROOT / folder).rglob("config.pbtxt")),
+# perf/results/ holds records of what a tool tried (Model Analyzer's configurations), not configs that run.
+COPIES = sorted([*(p for folder in ("perf", "tests") for p in (REPO_ROOT / folder).rglob("config.pbtxt")
+                   if "results" not in p.relative_to(REPO_ROOT).parts),
                  REPO_ROOT / "model_repository" / "decode" / "config.pbtxt"])
 
 

@@ -49,6 +49,17 @@ def interpolate(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?:(:\?|:-)([^}]*))?\}", replace, text)
 
 
+def interpolated(document, values: dict[str, str]):
+    """``document`` (parsed YAML) with ``interpolate`` applied to every string, as Compose does after parsing."""
+    if isinstance(document, str):
+        return interpolate(document, values)
+    if isinstance(document, dict):
+        return {key: interpolated(value, values) for key, value in document.items()}
+    if isinstance(document, list):
+        return [interpolated(item, values) for item in document]
+    return document
+
+
 def repository_text_files() -> list[Path]:
     """Tracked and untracked-but-not-ignored text files of the repository."""
     listed = subprocess.run(
@@ -197,7 +208,7 @@ def schema_errors(validator: jsonschema.protocols.Validator, document: dict) -> 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
 def test_compose_file_follows_the_compose_specification(path, compose_validator):
     # Validated after ${VAR} substitution from docker/.env, as `docker compose config` would.
-    document = yaml.safe_load(interpolate(path.read_text(), env_file()))
+    document = interpolated(yaml.safe_load(path.read_text()), env_file())
     assert not schema_errors(compose_validator, document)
 
 

@@ -267,8 +267,12 @@ class LocalTritonServer:
             raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})")
         probe(self.http_url, self.health_model, timeout)
 
-    def wait_healthy(self, timeout: float = 60.0) -> float:
-        """Block until the health probe passes; return the seconds waited (TimeoutError with the last failure)."""
+    def wait_healthy(self, timeout: float = 60.0, stop_on_death: bool = False) -> float:
+        """Block until the health probe passes; return the seconds waited (TimeoutError with the last failure).
+
+        ``stop_on_death``: raise RuntimeError as soon as the server or a stub is seen dead instead of waiting
+        on (the watchdog's restart, so that a death during its wait leads to another restart, not a long wait).
+        """
         start = time.monotonic()
         last = "never probed"
         while time.monotonic() - start < timeout:
@@ -278,6 +282,8 @@ class LocalTritonServer:
                 return time.monotonic() - start
             except Unhealthy as exc:
                 last = str(exc)
+            if stop_on_death and (not self.is_running() or "not healthy" in last):
+                raise RuntimeError(f"died again after the restart: {last}")
             time.sleep(0.1)
         raise TimeoutError(f"not healthy after {timeout:.0f} s: {last}")
 
@@ -310,7 +316,7 @@ class LocalTritonServer:
             with open(self.log_path, "ab") as log:
                 log.write(f"\n=== pixelserve watchdog: restarting tritonserver: {reason}\n".encode())
             self._launch(timeout, log_mode="ab")
-        self.wait_healthy(timeout)
+        self.wait_healthy(timeout, stop_on_death=True)
         record.recovered = time.monotonic()
         self.restarts.append(record)
         return record
