@@ -34,6 +34,15 @@ class ImageReadError(ItemError):
         self.path, self.detail = path, detail
 
 
+def file_access_error(path: str, exc: OSError) -> ImageReadError | None:
+    """The ImageReadError for a file that could not be opened (missing, a folder, no permission), else None."""
+    for kind, detail in ((FileNotFoundError, "no such file"), (IsADirectoryError, "is a folder"),
+                         (PermissionError, "permission denied")):  # fmt: skip
+        if isinstance(exc, kind):
+            return ImageReadError(path, detail)
+    return None
+
+
 class InvalidImage(ItemError, ValueError):
     """An array is not an HxWx3 uint8 image."""
 

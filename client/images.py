@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError, InvalidImage
+from .errors import ImageReadError, InvalidImage, file_access_error
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -26,19 +26,14 @@ def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
             warnings.simplefilter("ignore")
             with Image.open(name) as img:
                 return to_rgb_array(ImageOps.exif_transpose(img))
-    except FileNotFoundError:
-        raise ImageReadError(name, "no such file") from None
-    except IsADirectoryError:
-        raise ImageReadError(name, "is a folder") from None
-    except PermissionError:
-        raise ImageReadError(name, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageReadError(name, "not an image file (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(name, f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt data surfaces as any of these, depending on the format plugin.
-        raise ImageReadError(name, f"cannot decode image: {exc}") from None
+        opened = file_access_error(name, exc) if isinstance(exc, OSError) else None
+        raise (opened or ImageReadError(name, f"cannot decode image: {exc}")) from None
 
 
 def to_rgb_array(img: Image.Image) -> npt.NDArray[np.uint8]:

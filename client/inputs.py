@@ -8,7 +8,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ImageReadError
+from .errors import ImageReadError, file_access_error
 from .images import as_request_batch, load_image
 
 RAW_MODEL = "image_classifier"
@@ -31,14 +31,8 @@ def read_encoded(path: str | os.PathLike[str]) -> bytes:
     try:
         with open(name, "rb") as stream:
             return stream.read()
-    except FileNotFoundError:
-        raise ImageReadError(name, "no such file") from None
-    except IsADirectoryError:
-        raise ImageReadError(name, "is a folder") from None
-    except PermissionError:
-        raise ImageReadError(name, "permission denied") from None
     except OSError as exc:
-        raise ImageReadError(name, f"cannot read: {exc.strerror or exc}") from None
+        raise (file_access_error(name, exc) or ImageReadError(name, f"cannot read: {exc.strerror or exc}")) from None
 
 
 def as_encoded_batch(data: bytes | bytearray | memoryview) -> npt.NDArray[np.object_]:
