@@ -140,3 +140,16 @@ def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, model, 
     after = _success_counts(benchmark_server.grpc_url, models)
     for model in models:  # the ensemble and both of its steps ran every measured request (and warm-up ones)
         assert after[model] - before[model] >= measured, (model, before, after, measured)
+
+
+def test_perf_analyzer_libraries_are_relinked_when_their_target_is_gone(tmp_path, monkeypatch):
+    """A link left pointing into a removed environment is replaced, not reused (perf_analyzer would not start)."""
+    from pixelserve.triton_local import tools
+
+    monkeypatch.setattr(tools.tempfile, "gettempdir", lambda: str(tmp_path))
+    libdir = tools._runtime_lib_dir()
+    link = libdir / "libb64.so.0d"
+    assert link.exists()
+    link.unlink()
+    link.symlink_to(tmp_path / "removed-environment" / "libb64.so.0d")
+    assert tools._runtime_lib_dir() == libdir and link.exists()

@@ -1,6 +1,7 @@
 """perf_analyzer from the tritonclient 2.51 wheel, with the two libraries it needs found in the server wheel."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -19,17 +20,26 @@ def perf_analyzer_binary() -> Path:
 
 
 def _runtime_lib_dir() -> Path:
-    """A directory with the sonames perf_analyzer asks for, linked to the copies bundled in nvidia-pytriton."""
-    libdir = Path(tempfile.gettempdir()) / "pixelserve-perf-libs"
-    libdir.mkdir(exist_ok=True)
+    """A directory with the sonames perf_analyzer asks for, linked to the copies bundled in nvidia-pytriton.
+
+    One directory per bundled-library folder (per environment): links into a removed environment would
+    otherwise be found first and break perf_analyzer for every other one.
+    """
     bundled = paths.bundled_libs_dir()
+    digest = hashlib.sha256(str(bundled.resolve()).encode()).hexdigest()[:12]
+    libdir = Path(tempfile.gettempdir()) / f"pixelserve-perf-libs-{digest}"
+    libdir.mkdir(exist_ok=True)
     for soname, pattern in (("libb64.so.0d", "libb64-*.so.0d"), ("libcudart.so.12", "libcudart-*.so.12*")):
         link = libdir / soname
-        if link.is_symlink() or link.exists():
+        if link.exists():  # follows the link: a dangling one is replaced below
             continue
         matches = sorted(bundled.glob(pattern))
         if matches:
-            link.symlink_to(matches[0])
+            link.unlink(missing_ok=True)
+            try:
+                link.symlink_to(matches[0])
+            except FileExistsError:  # another process made it first
+                pass
     return libdir
 
 
