@@ -1,12 +1,35 @@
 """Which models a client's requests reached: per-model counters from the server's statistics extension."""
 from __future__ import annotations
 
+import time
+
 import tritonclient.grpc as grpcclient
 
 
+SETTLE_S = 0.3
+
+
+def settled(read, timeout: float = 10.0):
+    """``read()`` once two readings ``SETTLE_S`` apart agree: Triton counts a request after it has sent the
+    response, so a reading taken right after the last answer can lag by one (or see an earlier cancelled
+    request finish)."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while True:
+        time.sleep(SETTLE_S)
+        current = read()
+        if current == last or time.monotonic() > deadline:
+            return current
+        last = current
+
+
 def request_counts(server, *models: str) -> dict[str, dict[str, int]]:
-    """For each model: requests answered (``success``, cache hits included), requests failed (``fail``) and
-    requests its own code ran on (``inferences``: cache hits never reach it)."""
+    """For each model, once the counters have settled: requests answered (``success``, cache hits included),
+    requests failed (``fail``) and requests its own code ran on (``inferences``: cache hits never reach it)."""
+    return settled(lambda: _read_counts(server, models))
+
+
+def _read_counts(server, models) -> dict[str, dict[str, int]]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     counts = {}
     for model in models:

@@ -111,6 +111,7 @@ def prometheus(triton_server, tmp_path_factory):
 @needs_prometheus
 @pytest.mark.server
 def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
+    from model_stats import settled
     from prometheus_text import scrape, total
 
     assert _wait_for(prometheus, 'up{job="triton"}', lambda v: v == 1) == 1
@@ -130,8 +131,12 @@ def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
             ("nv_inference_request_success", {"model": "image_classifier"}),
     }  # fmt: skip
     stage = 'sum(pixelserve_stage_seconds_total{job="triton", model="preprocess", stage="kernel"})'
-    samples = scrape(triton_server.metrics_url)
-    before = {expr: total(samples, name, **labels) for expr, (name, labels) in counters.items()}
+
+    def read_counters() -> dict[str, float]:
+        samples = scrape(triton_server.metrics_url)
+        return {expr: total(samples, name, **labels) for expr, (name, labels) in counters.items()}
+
+    before = settled(read_counters)  # once the last request is counted (model_stats.settled)
     for expr, value in before.items():  # Prometheus has caught up with the server
         assert _wait_for(prometheus, expr, lambda v, value=value: v >= value) == value, expr
     stage_before = _wait_for(prometheus, stage, lambda v: v > 0)

@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 
 from conftest import MODEL_REPOSITORY
 from images import photo_at, uncached, uncached_jpeg
+from model_stats import settled
 
 from pixelserve.build import model_config
 from pixelserve.triton_local import server as triton_server_module
@@ -26,11 +27,16 @@ STEPS = ("decode", "preprocess", "classifier")
 
 
 def _stats(client, model: str) -> dict[str, int]:
-    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    inference = stats["inference_stats"]
-    return {"executions": int(stats.get("execution_count", 0)),
-            "hits": int(inference["cache_hit"].get("count", 0)),  # JSON omits zero counts
-            "misses": int(inference["cache_miss"].get("count", 0))}  # fmt: skip
+    """The model's execution and cache counters, once settled (model_stats.settled)."""
+
+    def read() -> dict[str, int]:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        inference = stats["inference_stats"]
+        return {"executions": int(stats.get("execution_count", 0)),
+                "hits": int(inference["cache_hit"].get("count", 0)),  # JSON omits zero counts
+                "misses": int(inference["cache_miss"].get("count", 0))}  # fmt: skip
+
+    return settled(read)
 
 
 def _metric(metrics_url: str, name: str, model: str) -> float:
