@@ -1,21 +1,21 @@
 """Requests for the two ensembles in tests: JPEG bytes of an image, gRPC inputs for encoded and raw images,
-and the skip for hosts without GPU decoding."""
+the bad-bytes check both decoders must pass, and the skip for hosts without GPU decoding."""
 from __future__ import annotations
 
-import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import HAS_GPU
+from images import encode, photo, uncached_jpeg
+
+ESPRESSO = 967
 
 
 def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     """``image`` as JPEG bytes (PIL, the given quality)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+    return encode(image, "JPEG", quality=quality)
 
 
 def encoded_input(grpcclient, data: bytes):
@@ -42,3 +42,35 @@ def require_gpu_decoding() -> None:
         nvimgcodec_module()
     except ImportError as exc:
         pytest.skip(f"needs nvImageCodec: {exc}")
+
+
+def assert_bad_files_fail_alone(grpc_url: str, good_count: int) -> None:
+    """Send ``good_count`` distinct JPEGs of the coffee photo (no response cache can answer them) with an empty
+    file, text and a cut JPEG among them, all at once, so that the dynamic batcher mixes them: each bad file
+    gets its own INVALID_ARG naming the problem, every good one its espresso."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    goods = [("good", uncached_jpeg(photo("coffee"))) for _ in range(good_count)]
+    cut = goods[0][1]
+    bad = {"empty": b"", "text": b"definitely not an image", "truncated": cut[: len(cut) // 3]}
+    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
+    half = good_count // 2
+    jobs = goods[:half] + list(bad.items()) + goods[half:]
+
+    def send(job):
+        name, data = job
+        client = grpcclient.InferenceServerClient(grpc_url)
+        try:
+            return name, client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
+        except InferenceServerException as exc:
+            return name, exc
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(send, jobs))
+    for name, result in results:
+        if name == "good":
+            assert isinstance(result, np.ndarray) and int(result[0].argmax()) == ESPRESSO
+        else:
+            assert isinstance(result, InferenceServerException), name
+            assert expected[name] in result.message() and "input 'encoded'" in result.message(), result.message()

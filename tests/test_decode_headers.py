@@ -3,15 +3,9 @@ on the CPU, so they are tested wherever nvImageCodec is installed, GPU or not. T
 the CPU decoder's (pixelserve.runtime.decoding) for the same bytes."""
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-
-import numpy as np
 import pytest
-from PIL import Image
 
-from images import photo
+from images import encode, photo, png_header_only
 
 from pixelserve.runtime.decoding import DecodeError, decode_image
 
@@ -28,18 +22,8 @@ def nvimgcodec():
         pytest.skip(str(exc))
 
 
-def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def test_headers_of_good_files_are_read(nvimgcodec):
@@ -47,7 +31,7 @@ def test_headers_of_good_files_are_read(nvimgcodec):
 
     image = photo("coffee")
     for fmt, options in (("JPEG", {"quality": 90}), ("JPEG", {"progressive": True}), ("PNG", {})):
-        header = read_header(nvimgcodec, _encode(image, fmt, **options), MAX_SIDE)
+        header = read_header(nvimgcodec, encode(image, fmt, **options), MAX_SIDE)
         assert (header.image_format, header.height, header.width) == (fmt, *image.shape[:2])
 
 
@@ -55,15 +39,15 @@ def test_headers_of_good_files_are_read(nvimgcodec):
 def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
     from pixelserve.runtime.gpu_decoding import read_header
 
-    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
+    jpeg = encode(photo("coffee"), "JPEG", quality=90)
     data = {
         "empty": b"",
         "text": b"definitely not an image",
         "zeros": b"\x00" * 100,
         "gif": b"GIF89a not an image we take",
-        "bmp": _encode(photo("coffee")[:16, :16], "BMP"),  # a format nvImageCodec reads, the service does not take
-        "oversized": _png_header_only(9000, 9000),
-        "huge": _png_header_only(8193, 20),
+        "bmp": encode(photo("coffee")[:16, :16], "BMP"),  # a format nvImageCodec reads, the service does not take
+        "oversized": png_header_only(9000, 9000),
+        "huge": png_header_only(8193, 20),
         "truncated": jpeg[: len(jpeg) // 2],
     }[name]
     with pytest.raises(DecodeError) as gpu:
@@ -86,8 +70,8 @@ def _with_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
 def test_truncation_is_judged_after_the_scan_starts(nvimgcodec):
     from pixelserve.runtime.gpu_decoding import jpeg_is_complete, read_header
 
-    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
-    thumbnail = _encode(photo("coffee")[::8, ::8], "JPEG", quality=70)
+    jpeg = encode(photo("coffee"), "JPEG", quality=90)
+    thumbnail = encode(photo("coffee")[::8, ::8], "JPEG", quality=70)
     with_thumbnail = _with_thumbnail(jpeg, thumbnail)
     assert jpeg_is_complete(jpeg) and jpeg_is_complete(with_thumbnail)
     assert jpeg_is_complete(jpeg + bytes(100_000))  # data after the end marker (motion photos): accepted, as by PIL

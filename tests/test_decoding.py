@@ -7,24 +7,18 @@ on 99% of values (different encoders' quantisation, not the decoder).
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from images import photo
+from images import encode, photo, png_header_only
 from pixelserve.runtime.decoding import DecodeError, decode_image
 
 MAX_SIDE = 8192
 
 
-def _encode(array: np.ndarray, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def _pil(data: bytes) -> np.ndarray:
@@ -34,9 +28,9 @@ def _pil(data: bytes) -> np.ndarray:
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
 def test_jpeg_and_png_of_real_photos_equal_pil(name):
     image = photo(name)
-    jpeg = _encode(image, "JPEG", quality=90)
+    jpeg = encode(image, "JPEG", quality=90)
     np.testing.assert_array_equal(decode_image(jpeg, MAX_SIDE), _pil(jpeg))
-    np.testing.assert_array_equal(decode_image(_encode(image, "PNG"), MAX_SIDE), image)  # lossless
+    np.testing.assert_array_equal(decode_image(encode(image, "PNG"), MAX_SIDE), image)  # lossless
 
 
 def test_exif_orientation_is_applied():
@@ -53,7 +47,7 @@ def test_exif_orientation_is_applied():
 
 def test_grayscale_jpeg_becomes_three_equal_channels():
     grey = photo("coffee").mean(axis=2).astype(np.uint8)
-    decoded = decode_image(_encode(grey, "JPEG", quality=90), MAX_SIDE)
+    decoded = decode_image(encode(grey, "JPEG", quality=90), MAX_SIDE)
     assert decoded.shape == (*grey.shape, 3)
     assert (decoded[..., 0] == decoded[..., 1]).all() and (decoded[..., 1] == decoded[..., 2]).all()
 
@@ -67,8 +61,8 @@ def test_cmyk_jpeg_is_converted_like_pil():
 
 def test_progressive_jpeg_decodes_like_its_baseline_twin():
     image = photo("rocket")
-    baseline = decode_image(_encode(image, "JPEG", quality=90), MAX_SIDE).astype(int)
-    progressive = decode_image(_encode(image, "JPEG", quality=90, progressive=True), MAX_SIDE).astype(int)
+    baseline = decode_image(encode(image, "JPEG", quality=90), MAX_SIDE).astype(int)
+    progressive = decode_image(encode(image, "JPEG", quality=90, progressive=True), MAX_SIDE).astype(int)
     assert progressive.shape == baseline.shape
     assert np.mean(np.abs(progressive - baseline) <= 2) >= 0.99
 
@@ -76,26 +70,20 @@ def test_progressive_jpeg_decodes_like_its_baseline_twin():
 def test_png_alpha_is_dropped_and_16_bit_is_scaled_to_8():
     rng = np.random.default_rng(11)
     rgba = np.concatenate([photo("chelsea"), rng.integers(0, 256, (*photo("chelsea").shape[:2], 1), np.uint8)], axis=2)
-    np.testing.assert_array_equal(decode_image(_encode(rgba, "PNG"), MAX_SIDE), rgba[..., :3])
+    np.testing.assert_array_equal(decode_image(encode(rgba, "PNG"), MAX_SIDE), rgba[..., :3])
     grey16 = rng.integers(0, 65536, (37, 53), np.uint16)
-    decoded = decode_image(_encode(grey16, "PNG"), MAX_SIDE)
+    decoded = decode_image(encode(grey16, "PNG"), MAX_SIDE)
     np.testing.assert_array_equal(decoded, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def test_oversized_header_is_refused_before_decoding():
     start = time.perf_counter()
     with pytest.raises(DecodeError, match=r"declares 9000x9000, above the maximum side of 8192 pixels \(refused before"):
-        decode_image(_png_header_only(9000, 9000), MAX_SIDE)
+        decode_image(png_header_only(9000, 9000), MAX_SIDE)
     with pytest.raises(DecodeError, match="refused before decoding"):  # PIL's own bomb check comes first here
-        decode_image(_png_header_only(100_000, 100_000), MAX_SIDE)  # 30 GB of pixels if it were decoded
+        decode_image(png_header_only(100_000, 100_000), MAX_SIDE)  # 30 GB of pixels if it were decoded
     assert time.perf_counter() - start < 1.0
 
 
@@ -110,10 +98,10 @@ def test_bad_bytes_get_a_clear_error(data, message):
 
 
 def test_truncated_and_corrupt_files_get_a_clear_error():
-    jpeg = _encode(photo("coffee"), "JPEG", quality=90)
+    jpeg = encode(photo("coffee"), "JPEG", quality=90)
     with pytest.raises(DecodeError, match="undecodable JPEG image"):
         decode_image(jpeg[: len(jpeg) // 2], MAX_SIDE)
-    png = _encode(photo("coffee"), "PNG")
+    png = encode(photo("coffee"), "PNG")
     corrupt = png[:100] + bytes(b ^ 0xFF for b in png[100:400]) + png[400:]
     with pytest.raises(DecodeError, match="undecodable PNG image"):
         decode_image(corrupt, MAX_SIDE)

@@ -3,14 +3,13 @@ real tritonserver serving the shipped repository."""
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import HAS_GPU
-from encoded_requests import encoded_input, jpeg, raw_input
+from encoded_requests import assert_bad_files_fail_alone, encoded_input, jpeg, raw_input
 from images import PHOTO_NAMES, photo
 
 pytestmark = pytest.mark.server
@@ -31,27 +30,4 @@ def test_encoded_top1_matches_the_raw_ensemble(triton_server, name):
 
 
 def test_bad_bytes_fail_alone_while_their_neighbours_are_answered(triton_server):
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    good = jpeg(photo("coffee"))
-    bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
-    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
-    jobs = [("good", good)] * 6 + list(bad.items()) + [("good", good)] * 6
-
-    def send(job):
-        name, data = job
-        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-        try:
-            return name, client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
-        except InferenceServerException as exc:
-            return name, exc
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        results = list(pool.map(send, jobs))
-    for name, result in results:
-        if name == "good":
-            assert isinstance(result, np.ndarray) and int(result[0].argmax()) == 967  # espresso
-        else:
-            assert isinstance(result, InferenceServerException), name
-            assert expected[name] in result.message() and "input 'encoded'" in result.message(), result.message()
+    assert_bad_files_fail_alone(triton_server.grpc_url, good_count=12)

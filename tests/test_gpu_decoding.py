@@ -15,16 +15,14 @@ differ by at most 1). Each comparison prints its numbers.
 from __future__ import annotations
 
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from encoded_requests import require_gpu_decoding
-from images import photo, photo_at
+from images import encode, photo, photo_at, png_header_only
 
 pytestmark = pytest.mark.gpu
 MAX_SIDE = 8192
@@ -44,10 +42,6 @@ def decoder():
     return GpuBatchDecoder(0, MAX_SIDE)
 
 
-def _encode(array, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    (array if isinstance(array, Image.Image) else Image.fromarray(array)).save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def _pil(data: bytes) -> np.ndarray:
@@ -70,7 +64,7 @@ def _assert_close_to_pil(got: np.ndarray, expected: np.ndarray, what: str) -> No
 def test_real_photos_in_one_batch_match_pil(decoder):
     images = [photo(name) for name in ("chelsea", "coffee", "astronaut", "rocket")]
     images += [photo_at("coffee", 1080, 1920), photo_at("rocket", 2160, 3840), photo_at("chelsea", 480, 640)]
-    files = [_encode(image, "JPEG", quality=90) for image in images]
+    files = [encode(image, "JPEG", quality=90) for image in images]
     decoded = decoder.decode(files)
     for number, (data, tensor) in enumerate(zip(files, decoded)):
         _assert_close_to_pil(_host(tensor), _pil(data), f"photo {number} {images[number].shape}")
@@ -87,8 +81,8 @@ def test_hardware_decoder_is_used_where_the_gpu_has_jpeg_engines(decoder):
 
 def test_progressive_jpeg_and_png_go_to_the_default_decoders(decoder):
     image = photo("rocket")
-    progressive = _encode(image, "JPEG", quality=90, progressive=True)
-    png = _encode(image, "PNG")
+    progressive = encode(image, "JPEG", quality=90, progressive=True)
+    png = encode(image, "PNG")
     got_progressive, got_png = decoder.decode([progressive, png])
     _assert_close_to_pil(_host(got_progressive), _pil(progressive), "progressive JPEG")
     np.testing.assert_array_equal(_host(got_png), image)
@@ -98,7 +92,7 @@ def test_exif_orientation_is_applied(decoder):
     image = photo("chelsea")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    data = _encode(image, "JPEG", quality=95, exif=exif)
+    data = encode(image, "JPEG", quality=95, exif=exif)
     got = _host(decoder.decode([data])[0])
     assert got.shape == (image.shape[1], image.shape[0], 3)
     _assert_close_to_pil(got, np.rot90(_pil(data), k=-1), "EXIF orientation 6")
@@ -106,8 +100,8 @@ def test_exif_orientation_is_applied(decoder):
 
 def test_grey_and_cmyk_jpegs_become_rgb(decoder):
     grey = photo("coffee").mean(axis=2).astype(np.uint8)
-    grey_jpeg = _encode(grey, "JPEG", quality=90)
-    cmyk_jpeg = _encode(Image.fromarray(photo("astronaut")).convert("CMYK"), "JPEG", quality=95)
+    grey_jpeg = encode(grey, "JPEG", quality=90)
+    cmyk_jpeg = encode(Image.fromarray(photo("astronaut")).convert("CMYK"), "JPEG", quality=95)
     got_grey, got_cmyk = (_host(t) for t in decoder.decode([grey_jpeg, cmyk_jpeg]))
     assert (got_grey[..., 0] == got_grey[..., 1]).all() and (got_grey[..., 1] == got_grey[..., 2]).all()
     _assert_close_to_pil(got_grey, _pil(grey_jpeg), "grey JPEG")
@@ -119,27 +113,21 @@ def test_png_alpha_is_dropped_and_16_bit_is_scaled_to_8(decoder):
     rgb = photo("chelsea")
     rgba = np.concatenate([rgb, rng.integers(0, 256, (*rgb.shape[:2], 1), np.uint8)], axis=2)
     grey16 = rng.integers(0, 65536, (37, 53), np.uint16)
-    got_rgba, got_grey16 = (_host(t) for t in decoder.decode([_encode(rgba, "PNG"), _encode(grey16, "PNG")]))
+    got_rgba, got_grey16 = (_host(t) for t in decoder.decode([encode(rgba, "PNG"), encode(grey16, "PNG")]))
     np.testing.assert_array_equal(got_rgba, rgb)
     expected = np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2)
     assert got_grey16.shape == expected.shape
     assert np.abs(got_grey16.astype(int) - expected).max() <= 1
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def test_oversized_header_is_refused_before_decoding(decoder):
     from pixelserve.runtime.decoding import DecodeError
 
-    good = _encode(photo("coffee"), "JPEG", quality=90)
+    good = encode(photo("coffee"), "JPEG", quality=90)
     start = time.perf_counter()
-    results = decoder.decode([good, _png_header_only(9000, 9000), _png_header_only(100_000, 100_000), good])
+    results = decoder.decode([good, png_header_only(9000, 9000), png_header_only(100_000, 100_000), good])
     assert time.perf_counter() - start < 1.0  # 30 GB of pixels if the last header were decoded
     for result, (height, width) in zip(results[1:3], ((9000, 9000), (100_000, 100_000))):
         assert isinstance(result, DecodeError)
@@ -150,8 +138,8 @@ def test_oversized_header_is_refused_before_decoding(decoder):
 def test_bad_files_fail_alone_while_the_rest_of_the_batch_decodes(decoder):
     from pixelserve.runtime.decoding import DecodeError
 
-    good = _encode(photo("coffee"), "JPEG", quality=90)
-    png = _encode(photo("coffee"), "PNG")
+    good = encode(photo("coffee"), "JPEG", quality=90)
+    png = encode(photo("coffee"), "PNG")
     bad = {
         "empty": (b"", "encoded image is empty"),
         "text": (b"definitely not an image", "not a JPEG or PNG image"),

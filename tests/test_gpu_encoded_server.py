@@ -7,15 +7,14 @@ predictions are compared by top-1 and loosely, not to 1e-4 as on the CPU path.
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
-from encoded_requests import encoded_input, jpeg, raw_input, require_gpu_decoding
-from images import PHOTO_NAMES, photo, photo_at, uncached
+from encoded_requests import assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
+from images import PHOTO_NAMES, photo, photo_at
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 MODELS = ("image_classifier", "image_classifier_encoded")
@@ -61,29 +60,4 @@ def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_server, name):
 
 
 def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_server):
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    good = jpeg(photo("coffee"))
-    bad = {"empty": b"", "text": b"definitely not an image", "truncated": good[: len(good) // 3]}
-    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
-    # Distinct files, so that no response cache answers for the decoder.
-    goods = [("good", jpeg(uncached(photo("coffee")))) for _ in range(24)]
-    jobs = goods[:12] + list(bad.items()) + goods[12:]
-
-    def send(job):
-        name, data = job
-        client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
-        try:
-            return name, client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
-        except InferenceServerException as exc:
-            return name, exc
-
-    with ThreadPoolExecutor(len(jobs)) as pool:  # concurrent requests: the dynamic batcher mixes them
-        results = list(pool.map(send, jobs))
-    for name, result in results:
-        if name == "good":
-            assert isinstance(result, np.ndarray) and int(result[0].argmax()) == 967  # espresso
-        else:
-            assert isinstance(result, InferenceServerException), name
-            assert expected[name] in result.message() and "input 'encoded'" in result.message(), result.message()
+    assert_bad_files_fail_alone(gpu_server.grpc_url, good_count=24)
