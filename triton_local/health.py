@@ -24,8 +24,19 @@ PROBE_SIDE = 8
 CLASS_COUNT = 1000
 
 
+# How Triton 2.51 answers every request to a model whose Python-backend stub has died.
+DEAD_STUB_ERROR = "not healthy"
+
+
 class Unhealthy(RuntimeError):
-    """The probe inference failed; the message says how (connection, HTTP status and Triton's error, or bad output)."""
+    """The probe inference failed; the message says how (connection, HTTP status and Triton's error, or bad output).
+
+    ``dead``: the server or one of its stubs is gone, so waiting will not bring it back (restart at once).
+    """
+
+    def __init__(self, message: str, dead: bool = False) -> None:
+        super().__init__(message)
+        self.dead = dead
 
 
 def probe(http_url: str, model: str = PROBE_MODEL, timeout: float = 5.0) -> None:
@@ -41,7 +52,8 @@ def probe(http_url: str, model: str = PROBE_MODEL, timeout: float = 5.0) -> None
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer = json.load(response)
     except urllib.error.HTTPError as exc:
-        raise Unhealthy(f"HTTP {exc.code}: {exc.read(500).decode(errors='replace')}") from None
+        error = exc.read(500).decode(errors="replace")
+        raise Unhealthy(f"HTTP {exc.code}: {error}", dead=DEAD_STUB_ERROR in error) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise Unhealthy(f"{type(exc).__name__}: {exc}") from None
     scores = next((o.get("data") for o in answer.get("outputs", []) if o.get("name") == "predictions"), None)

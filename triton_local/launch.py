@@ -48,12 +48,12 @@ def supervise(process: subprocess.Popen, http_url: str, interval: float, max_fai
             healthy_once, failures = True, 0
             continue
         except Unhealthy as exc:
-            reason = str(exc)
+            failure = exc
         if not healthy_once or process.poll() is not None:
             continue  # still starting (the first start compiles kernels), or exited: the loop ends
         failures += 1
-        if "not healthy" in reason or failures >= max_failures:
-            print(f"pixelserve-tritonserver: unhealthy, stopping for a restart: {reason}", file=sys.stderr, flush=True)
+        if failure.dead or failures >= max_failures:
+            print(f"pixelserve-tritonserver: unhealthy, stopping for a restart: {failure}", file=sys.stderr, flush=True)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return 1

@@ -264,7 +264,8 @@ class LocalTritonServer:
     def check_health(self, timeout: float = 5.0) -> None:
         """Raise Unhealthy unless the server runs and answers a real inference through ``health_model``."""
         if not self.is_running():
-            raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})")
+            raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})",
+                            dead=True)
         probe(self.http_url, self.health_model, timeout)
 
     def wait_healthy(self, timeout: float = 60.0, stop_on_death: bool = False) -> float:
@@ -274,15 +275,15 @@ class LocalTritonServer:
         on (the watchdog's restart, so that a death during its wait leads to another restart, not a long wait).
         """
         start = time.monotonic()
-        last = "never probed"
+        last = Unhealthy("never probed")
         while time.monotonic() - start < timeout:
             try:
                 with self._lock:  # not while the watchdog is in the middle of a restart
                     self.check_health()
                 return time.monotonic() - start
             except Unhealthy as exc:
-                last = str(exc)
-            if stop_on_death and (not self.is_running() or "not healthy" in last):
+                last = exc
+            if stop_on_death and (last.dead or not self.is_running()):
                 raise RuntimeError(f"died again after the restart: {last}")
             time.sleep(0.1)
         raise TimeoutError(f"not healthy after {timeout:.0f} s: {last}")
@@ -295,12 +296,12 @@ class LocalTritonServer:
                 failures = 0
                 continue
             except Unhealthy as exc:
-                reason = str(exc)
+                failure = exc
             failures += 1
-            dead = not self.is_running() or "not healthy" in reason  # server gone, or a stub gone
+            dead = failure.dead or not self.is_running()  # a stub gone, or the server (also after the probe)
             if (dead or failures >= self.probe_failures) and not self._stopping.is_set():
                 try:
-                    self.restart(reason)
+                    self.restart(str(failure))
                 except (RuntimeError, TimeoutError, OSError) as exc:  # try again at the next probe
                     with open(self.log_path, "ab") as log:
                         log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
