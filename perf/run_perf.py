@@ -7,7 +7,8 @@ Usage:
 
 Without --url it starts tritonserver 2.51 (triton_local) on model_repository/ plus any --repository,
 runs perf_analyzer once per (shared-memory mode, concurrency entry), prints throughput and latency
-per concurrency, and writes <results-dir>/<name>-<timestamp>.{md,csv,log}.
+per concurrency, and writes <results-dir>/<name>-<timestamp>.{md,csv,log} (the summary) beside
+perf_analyzer's own CSV of each measurement, <results-dir>/<name>-<timestamp>.<model>-<shm>-c<concurrency>.csv.
 """
 from __future__ import annotations
 
@@ -92,9 +93,15 @@ def run_perf_analyzer(args: list[str]) -> tuple[int, str, str]:
     return result.returncode, result.stdout, shown
 
 
-def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: Path, log,
+def perf_analyzer_csv(stem: Path, model: str, shared_memory: str, concurrency: str) -> Path:
+    """Where perf_analyzer's own CSV (``-f``) of one measurement is kept, beside the run's summary ``stem``."""
+    return stem.parent / f"{stem.name}.{model}-{shared_memory}-c{concurrency.replace(':', '-')}.csv"
+
+
+def measure(config: perf_config.RunConfig, url: str, input_file: Path, stem: Path, log,
             admin_key: str | None = None) -> tuple[list[dict], list[str], list[str], int]:  # fmt: skip
-    """Run every measurement of ``config``; return (summary rows, commands run, notes on skips/failures, failures)."""
+    """Run every measurement of ``config``, keeping perf_analyzer's CSVs beside ``stem``; return (summary rows,
+    commands run, notes on skips/failures, failures)."""
     failures = 0
     rows: list[dict] = []
     commands: list[str] = []
@@ -104,8 +111,8 @@ def measure(config: perf_config.RunConfig, url: str, input_file: Path, workdir: 
             notes.append("shared_memory cuda skipped: no CUDA GPU on this machine")
             print("skipping --shared-memory cuda: no CUDA GPU here", flush=True)
             continue
-        for index, concurrency in enumerate(config.concurrency_ranges()):
-            csv_path = workdir / f"{shared_memory}-{index}.csv"
+        for concurrency in config.concurrency_ranges():
+            csv_path = perf_analyzer_csv(stem, config.model, shared_memory, concurrency)
             args = perf_analyzer_args(config, url, input_file, shared_memory, concurrency, csv_path, admin_key)
             print(f"perf_analyzer: shared memory {shared_memory}, concurrency {concurrency}", flush=True)
             status, output, shown = run_perf_analyzer(args)
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         stem.parent.mkdir(parents=True, exist_ok=True)
         with serving(config, args.url) as (url, admin_key), open(stem.with_suffix(".log"), "w") as log:
             version = server_version(url, config.protocol)
-            rows, commands, notes, failures = measure(config, url, input_file, workdir, log, admin_key)
+            rows, commands, notes, failures = measure(config, url, input_file, stem, log, admin_key)
         facts = {
             "date": started.isoformat(timespec="seconds"),
             "run": shlex.join(["python", "-m", "pixelserve.perf.run_perf", *(sys.argv[1:] if argv is None else argv)]),
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             "inputs": shlex.join(["python", "-m", "pixelserve.perf.make_inputs", *inputs_args]).replace(str(input_file), "inputs.json"),
             "window": f"{config.measurement_interval_ms} ms, stability {config.stability_percentage:g} %, max trials {config.max_trials}",
         }
-        commands = [c.replace(str(input_file), "inputs.json").replace(str(workdir) + "/", "") for c in commands]
+        commands = [c.replace(str(input_file), "inputs.json").replace(str(stem.parent) + "/", "") for c in commands]
         print()
         print(perf_csv.markdown_table(rows, TABLE_COLUMNS))
         for note in notes:

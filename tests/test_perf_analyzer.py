@@ -142,6 +142,27 @@ def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, model, 
         assert after[model] - before[model] >= measured, (model, before, after, measured)
 
 
+@pytest.mark.server
+def test_run_perf_keeps_perf_analyzers_own_csv_beside_its_summary(benchmark_server, tmp_path):
+    """run_perf against a running server: the summary and, per measurement, perf_analyzer's own -f CSV
+    (the format other tools read) land in the results folder, named after the model measured."""
+    status = run_perf.main(["--config", "cpu_smoke", "--url", benchmark_server.grpc_url, "--model",
+                            "image_classifier_encoded", "--encoding", "jpeg", "--concurrency", "1,2",
+                            "--shared-memory", "none", "--results-dir", str(tmp_path)])  # fmt: skip
+
+    assert status == 0
+    kept = sorted(path.name for path in tmp_path.glob("*.image_classifier_encoded-none-c*.csv"))
+    assert [name.rsplit(".", 2)[-2] for name in kept] == ["image_classifier_encoded-none-c1",
+                                                         "image_classifier_encoded-none-c2"]
+    for name in kept:
+        header = (tmp_path / name).read_text().splitlines()[0]
+        assert header.startswith("Concurrency,Inferences/Second,"), header
+        (row,) = perf_csv.read_perf_csv(tmp_path / name)
+        assert row["Inferences/Second"] > 0
+    (summary,) = [path for path in tmp_path.glob("cpu_smoke-*.csv") if path.name.count(".") == 1]
+    assert "throughput_infer_s" in summary.read_text().splitlines()[0]
+
+
 def test_perf_analyzer_libraries_are_relinked_when_their_target_is_gone(tmp_path, monkeypatch):
     """A link left pointing into a removed environment is replaced, not reused (perf_analyzer would not start)."""
     from pixelserve.triton_local import tools
