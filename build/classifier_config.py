@@ -91,14 +91,14 @@ def render_config(flavour: str = "onnxruntime") -> str:
 
 def ensemble_config(encoded: bool = False) -> Any:
     """An ensemble ending in the classifier with labelled predictions: ``image_classifier`` (raw images ->
-    preprocess -> classifier), or with ``encoded`` ``image_classifier_encoded`` (JPEG/PNG bytes -> decode
-    -> preprocess -> classifier)."""
+    preprocess -> classifier), or with ``encoded`` ``image_classifier_encoded`` (JPEG/PNG bytes -> preprocess's
+    optional ``encoded`` input, decoded there -> classifier)."""
     pb2 = model_config.pb2()
     name = ENCODED_ENSEMBLE_NAME if encoded else ENSEMBLE_NAME
     config = pb2.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size())
     if encoded:
         config.input.add(name="images", data_type=pb2.TYPE_STRING, dims=[1])
-        steps = [("decode", {"encoded": "images"}, {"images": "decoded"}), ("preprocess", {"images": "decoded"}, {})]
+        steps = [("preprocess", {"encoded": "images"}, {})]
     else:
         config.input.add(name="images", data_type=pb2.TYPE_UINT8, dims=[-1, -1, 3])
         steps = [("preprocess", {"images": "images"}, {})]

@@ -7,8 +7,8 @@ engines in one batched call (baseline JPEG only); what they refuse (progressive 
 goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and CPU codecs for PNG).
 Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.
 
-The decoded images are torch CUDA tensors, complete (their stream synchronised) when returned, so that
-they can be handed to the next model through DLPack.
+The decoded images are C-contiguous torch CUDA tensors, complete (their stream synchronised) when
+returned, so that the preprocessing kernels, on a stream of their own, can read them at once.
 """
 from __future__ import annotations
 
@@ -147,8 +147,7 @@ class GpuBatchDecoder:
                 image_format = headers[index].image_format
                 results[index] = image if image is not None else undecodable_error(
                     image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")
-            results = _packed(results)
-            stream.synchronize()  # the next model (another process) reads the pixels as soon as we return
+            stream.synchronize()  # the preprocessing copies them on another stream as soon as we return
         return results
 
     def _decode(self, decoder: Any, headers: list[Header], stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
@@ -169,32 +168,8 @@ class GpuBatchDecoder:
             return None
 
 
-def _packed(results: list[torch.Tensor | DecodeError]) -> list[torch.Tensor | DecodeError]:
-    """The same images, C-contiguous, copied out of nvImageCodec's memory into one buffer of torch's.
-
-    The Python backend's DLPack hand-off needs C-contiguous tensors; nvImageCodec's images may have padded
-    rows and live in its own allocator. One buffer per batch is one allocation instead of one per image
-    (on the H100 it did not change decode's output time: perf/results/h100/issue11, run2).
-    """
-    images = [result for result in results if isinstance(result, torch.Tensor)]
-    if not images:
-        return results
-    buffer = torch.empty(sum(image.numel() for image in images), dtype=torch.uint8, device=images[0].device)
-    packed: list[torch.Tensor | DecodeError] = []
-    offset = 0
-    for result in results:
-        if isinstance(result, torch.Tensor):
-            view = buffer[offset:offset + result.numel()].view(result.shape)
-            view.copy_(result)
-            offset += result.numel()
-            packed.append(view)
-        else:
-            packed.append(result)
-    return packed
-
-
 def _rgb_tensor(image: Any) -> torch.Tensor:
-    """A HWC uint8 RGB tensor of a decoded nvimgcodec.Image (a view where no conversion was needed)."""
+    """A C-contiguous HWC uint8 RGB tensor of a decoded nvimgcodec.Image (a view where no conversion was needed)."""
     try:
         tensor = torch.utils.dlpack.from_dlpack(image)
     except (TypeError, BufferError):  # a DLPack exchange torch and nvImageCodec disagree on: the CUDA array interface
@@ -206,7 +181,7 @@ def _rgb_tensor(image: Any) -> torch.Tensor:
         tensor = tensor.expand(-1, -1, 3)
     elif channels == 4:
         tensor = tensor[..., :3]
-    # Always a copy (a device-to-device copy, microseconds): the Image's rows may be padded, and its memory
-    # comes from nvImageCodec's allocator, while the Python backend hands torch (cudaMalloc) memory to
-    # the next model, as preprocess's outputs show.
-    return tensor
+    # The kernels' staging copies an image as one flat block: padded rows, a grey image's expanded channel
+    # or a dropped alpha channel are made contiguous first (a device-to-device copy); the tensor keeps the
+    # nvImageCodec Image it views alive.
+    return tensor.contiguous()

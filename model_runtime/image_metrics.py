@@ -1,12 +1,13 @@
 """What the preprocess model was given, as Prometheus counters beside Triton's own (custom metrics API).
 
 - ``pixelserve_preprocess_images_total{outcome,reason}``: images preprocessed (``ok``/``none``), requests
-  rejected for bad input (``rejected``/dtype|rank|channels|empty|oversized, one per request), and images
+  rejected for bad input (``rejected``/dtype|rank|channels|empty|oversized|undecodable|missing, one per
+  request; ``undecodable``: an encoded file that could not become an image), and images
   of a batch that failed as a whole (``failed``/``error``).
 - ``pixelserve_preprocess_images_by_size_total{size}`` and ``pixelserve_preprocess_input_pixels_total``:
   accepted images by input size bucket (height x width, at most the named frame's pixel count) and the
   pixels they carried.
-- ``pixelserve_stage_seconds_total{model="preprocess",stage}``: time in copy_in / kernel / hand_off
+- ``pixelserve_stage_seconds_total{model="preprocess",stage}``: time in copy_in / decode / kernel / hand_off
   (``PREPROCESS_STAGES`` groups the PhaseTimer phases).
 """
 from __future__ import annotations
@@ -24,10 +25,11 @@ SIZE_BUCKETS = (("vga", 640 * 480), ("720p", 1280 * 720), ("1080p", 1920 * 1080)
 LARGER = "larger"
 
 # The preprocess model's phases (PhaseTimer names in model.py and pixelserve.kernels.serving/gpu) by stage:
-# copy-in = reading the request tensors and staging them to the device, kernel = launch parameters, the
-# kernel and waiting for it, hand-off = building the output tensors (DLPack on the GPU).
-PREPROCESS_STAGES = {"read_inputs": "copy_in", "stage_h2d": "copy_in", "params": "kernel", "kernel": "kernel",
-                     "sync": "kernel", "outputs": "hand_off"}  # fmt: skip
+# copy-in = reading the request tensors and staging them to the device, decode = decoding encoded files,
+# kernel = launch parameters, the kernel and waiting for it, hand-off = building the output tensors (DLPack
+# on the GPU).
+PREPROCESS_STAGES = {"read_inputs": "copy_in", "stage_h2d": "copy_in", "decode": "decode", "params": "kernel",
+                     "kernel": "kernel", "sync": "kernel", "outputs": "hand_off"}  # fmt: skip
 
 
 def size_bucket(height: int, width: int) -> str:

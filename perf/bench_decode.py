@@ -5,7 +5,7 @@ and 4K, a batch of N distinct files each, prints images/s and us per image side 
   ours        nvImageCodec on the GPU (hardware JPEG engines, default backends for the rest;
               pixelserve.runtime.gpu_decoding), then our numba.cuda preprocessing, pixels never leave the GPU
   ours-sw     the same with nvImageCodec's default backends only (no hardware engines)
-  ours-decode the decode of `ours` alone (no preprocessing): what the decode model's step costs
+  ours-decode the decode of `ours` alone (no preprocessing): what decoding costs inside preprocess
   pil         PIL (our CPU decode path, pixelserve.runtime.decoding) on a thread per core, then our kernels
               (the host images are copied to the GPU by the preprocessing, as in the served CPU-decode path)
   opencv      cv2.imdecode on a thread per core (+ BGR->RGB), then our kernels

@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="127.0.0.1:8002")
     parser.add_argument("--points", default="system:1,system:32", help="comma list of mode:concurrency")
     parser.add_argument("--sizes", default="480x640,720x1280,1080x1920,1920x1080,600x800,1080x1080")
+    parser.add_argument("--encoding", choices=make_inputs.ENCODINGS, default="b64",
+                        help="input data: b64 (raw pixels, image_classifier) or jpeg (image_classifier_encoded)")
     parser.add_argument("--interval", type=int, default=3000, help="perf_analyzer measurement window, ms")
     parser.add_argument("--title", default="")
     parser.add_argument("--output", type=Path, required=True)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pixelserve-profile-") as tmp:
         input_file = Path(tmp) / "inputs.json"
         sizes = [item for size in args.sizes.split(",") for item in ("--size", size)]
-        make_inputs.main(["-o", str(input_file), "--encoding", "b64", "--count", "12", *sizes])
+        make_inputs.main(["-o", str(input_file), "--encoding", args.encoding, "--count", "12", *sizes])
         for point in args.points.split(","):
             mode, concurrency = point.split(":")
             csv_path = args.output.with_name(f"{args.output.stem}-{mode}-c{concurrency}.csv")

@@ -2,7 +2,8 @@
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
 # Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer]
 # `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
-# image_classifier_encoded (decode on the GPU) and measures both on the same photos (raw pixels vs JPEG q90).
+# image_classifier_encoded (decoded on the GPU inside preprocess) and measures both on the same photos (raw pixels
+# vs JPEG q90), keeping every perf_analyzer CSV, then profiles where an encoded request's time goes.
 # Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
 # `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
 # and the Python-backend floor models. The torch flavour needs model_repository/classifier/1/model.pt carried
@@ -156,22 +157,26 @@ fi
 if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
-    # One GPU, instances placed as a GPU host deploys them (build/placement.yaml: decode on KIND_GPU too).
+    # One GPU, instances placed as a GPU host deploys them (build/placement.yaml).
     rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -4
     CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
       --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
       --load-model=image_classifier --load-model=image_classifier_encoded \
       --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server-encoded.log 2>&1 &
     for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
-    curl -s localhost:8000/v2/models/decode/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('decode instances:', c.get('instance_group'))"
-    for config in h100_decode_raw h100_decode_encoded; do
+    curl -s localhost:8000/v2/models/preprocess/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('preprocess instances:', c.get('instance_group'))"
+    mkdir -p /tmp/results/encoded
+    for config in ${ENCODED_CONFIGS:-h100_decode_raw h100_decode_encoded}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
-        --concurrency "${CONCURRENCY:-1,8,32,64,128}" --results-dir "$OUT" 2>&1 | grep -v "^perf_analyzer:" | tail -8
+        --concurrency "${CONCURRENCY:-1,8,32,64,128}" --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -8
     done
     python3 -m pixelserve.perf.run_perf --config h100_decode_encoded_1080p --url 127.0.0.1:8001 \
-      --measurement-interval "${INTERVAL_MS:-5000}" --results-dir "$OUT" 2>&1 | grep -v "^perf_analyzer:" | tail -4
-    grep -E "decode: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$OUT/encoded-server-excerpt.log"
-    curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$OUT/encoded-metrics-end.txt"
+      --measurement-interval "${INTERVAL_MS:-5000}" --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -4
+    [ -n "${ENCODED_PROFILE:-none:1,none:64}" ] && python3 -m pixelserve.perf.profile_ensemble --model image_classifier_encoded \
+      --encoding jpeg --interval "${INTERVAL_MS:-5000}" --points "${ENCODED_PROFILE:-none:1,none:64}" \
+      --output /tmp/results/encoded/profile-encoded.md --title "image_classifier_encoded" | grep -E ': [0-9]+/s p50|exit'
+    grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > /tmp/results/encoded/server-excerpt.log
+    curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > /tmp/results/encoded/metrics-end.txt
     kill %1; wait
   else
     echo "encoded stage skipped: nvImageCodec is not importable (see above)"

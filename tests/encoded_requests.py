@@ -18,9 +18,10 @@ def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     return encode(image, "JPEG", quality=quality)
 
 
-def encoded_input(grpcclient, data: bytes):
-    """The ``images`` input of image_classifier_encoded: one file's bytes as a [1, 1] BYTES tensor."""
-    tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
+def encoded_input(grpcclient, data: bytes, name: str = "images"):
+    """The ``images`` input of image_classifier_encoded (``encoded`` of preprocess): one file's bytes as a [1, 1]
+    BYTES tensor."""
+    tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[data]], dtype=object))
     return tensor
 

@@ -282,7 +282,7 @@ def test_cli_subprocess(triton_server, photos):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("send", SENDS)
 def test_cli_sends_the_files_bytes_unless_told_raw(triton_server, protocol, send, fresh_photos, capsys):
-    before = request_counts(triton_server, RAW, ENCODED, "decode")
+    before = request_counts(triton_server, RAW, ENCODED)
     files = [str(f) for f in fresh_photos]
     code, results, err = run_json(capsys, [*files, "--protocol", protocol, "--url", server_url(triton_server, protocol),
                                            *SENDS[send]])  # fmt: skip
@@ -290,11 +290,11 @@ def test_cli_sends_the_files_bytes_unless_told_raw(triton_server, protocol, send
     assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
     n, none = len(files), {"success": 0, "fail": 0, "inferences": 0}
     answered = {"success": n, "fail": 0, "inferences": n}
-    if send == "encoded":  # decoded by the server's decode step; the raw ensemble sees nothing
-        expected = {ENCODED: answered, "decode": answered, RAW: none}
+    if send == "encoded":  # decoded by the server (in preprocess); the raw ensemble sees nothing
+        expected = {ENCODED: answered, RAW: none}
     else:
-        expected = {ENCODED: none, "decode": none, RAW: answered}
-    assert moved(before, request_counts(triton_server, RAW, ENCODED, "decode")) == expected
+        expected = {ENCODED: none, RAW: answered}
+    assert moved(before, request_counts(triton_server, RAW, ENCODED)) == expected
 
 
 @pytest.mark.server

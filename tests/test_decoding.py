@@ -15,10 +15,11 @@ from PIL import Image
 
 from images import encode, photo, png_header_only
 from pixelserve.runtime.decoding import DecodeError, decode_image
+from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 
 MAX_SIDE = 8192
-
-
+CPU_DECODER_PARAMETERS = {"max_image_side": str(MAX_SIDE), "decode_threads": "2", "gpu_hardware_decoder": "true",
+                          "gpu_decoder_options": ""}  # fmt: skip
 
 
 def _pil(data: bytes) -> np.ndarray:
@@ -105,3 +106,25 @@ def test_truncated_and_corrupt_files_get_a_clear_error():
     corrupt = png[:100] + bytes(b ^ 0xFF for b in png[100:400]) + png[400:]
     with pytest.raises(DecodeError, match="undecodable PNG image"):
         decode_image(corrupt, MAX_SIDE)
+
+
+def test_cpu_batch_decoder_answers_each_file_in_order():
+    """preprocess's decoder on a CPU instance: PIL's pixels for good files, a DecodeError for each bad one."""
+    good = [encode(photo(name), "JPEG", quality=90) for name in ("chelsea", "coffee")]
+    decoder = ImageDecoder(CPU_DECODER_PARAMETERS)
+    try:
+        results = decoder.decode([good[0], b"", good[1], b"not an image"])
+    finally:
+        decoder.close()
+    assert decoder.description == "PIL on 2 threads"
+    np.testing.assert_array_equal(results[0], _pil(good[0]))
+    np.testing.assert_array_equal(results[2], _pil(good[1]))
+    assert isinstance(results[1], DecodeError) and "empty" in str(results[1])
+    assert isinstance(results[3], DecodeError) and "not a JPEG or PNG" in str(results[3])
+
+
+def test_a_request_sends_exactly_one_file():
+    assert one_encoded_image(np.array([[b"abc"]], dtype=object)) == b"abc"
+    for tensor in (np.array([[b"a"], [b"b"]], dtype=object), np.empty((0, 1), dtype=object)):
+        with pytest.raises(DecodeError, match="one encoded image per request"):
+            one_encoded_image(tensor)

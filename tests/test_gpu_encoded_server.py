@@ -1,6 +1,7 @@
-"""The encoded ensemble with `decode` on a GPU instance (nvImageCodec) under a real tritonserver (device machine only).
+"""The encoded ensemble decoding on a GPU instance (nvImageCodec, inside preprocess) under a real tritonserver
+(device machine only).
 
-The shipped repository on a GPU host: decode's instance_group names no kind, so Triton makes it KIND_GPU.
+The shipped repository on a GPU host: preprocess's instance_group names no kind, so Triton makes it KIND_GPU.
 The GPU decoder's pixels differ from PIL's by a level or two (tests/test_gpu_decoding.py), so the
 predictions are compared by top-1 and loosely, not to 1e-4 as on the CPU path.
 """
@@ -34,14 +35,15 @@ def gpu_server():
     server.stop()
 
 
-def test_decode_runs_on_a_gpu_instance(gpu_server):
+def test_preprocess_decodes_on_a_gpu_instance(gpu_server):
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
-    config = client.get_model_config("decode", as_json=True)["config"]
+    config = client.get_model_config("preprocess", as_json=True)["config"]
     assert {group["kind"] for group in config["instance_group"]} == {"KIND_GPU"}
     log = gpu_server.log_path.read_text(errors="replace")
-    assert "decode: nvImageCodec" in log and "decode: PIL" not in log  # the GPU decoder, not the PIL fallback
+    # the GPU decoder, not the PIL fallback
+    assert "encoded images decoded with nvImageCodec" in log and "decoded with PIL" not in log
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)

@@ -123,7 +123,7 @@ def test_perf_analyzer_measures_the_ensemble(benchmark_server, tmp_path, model, 
     images = make_inputs.make_images([(224, 224), (240, 320), (300, 451)], ["chelsea", "coffee", "rocket"])
     encoded = model == "image_classifier_encoded"
     input_file = make_inputs.write_input_data(tmp_path / "inputs.json", images, encoding="jpeg" if encoded else "b64")
-    models = [model, *(["decode"] if encoded else []), "preprocess", "classifier"]
+    models = [model, "preprocess", "classifier"]
     before = _success_counts(benchmark_server.grpc_url, models)
 
     csv_path = tmp_path / "pa.csv"

@@ -42,11 +42,10 @@ def test_placement_for_n_gpus_is_one_group_per_gpu(placed, n):
     root, results = placed
     repo = root / f"{n}gpu"
     outcome = {r.model: r.placed for r in results[n]}
-    assert outcome["preprocess"] is True and outcome["decode"] is True  # decode: nvImageCodec on GPU hosts
+    assert outcome["preprocess"] is True
     assert outcome["classifier"] is (not _classifier_on_host())
     placements = place_instances.validate_placement(repo, n)
     assert placements["preprocess"] == {gpu: PER_GPU["preprocess"] for gpu in range(n)}
-    assert placements["decode"] == {gpu: PER_GPU["decode"] for gpu in range(n)}
     groups = _parse(repo / "preprocess" / "config.pbtxt").instance_group
     assert [(g.kind, g.count, list(g.gpus)) for g in groups] == [(KIND_GPU, PER_GPU["preprocess"], [gpu]) for gpu in range(n)]
 
@@ -97,7 +96,7 @@ def test_tensorrt_classifier_is_placed_one_per_gpu(tmp_path):
     repo = place_instances.copy_repository(MODEL_REPOSITORY, tmp_path / "repo")
     (repo / "classifier" / "config.pbtxt").write_text(classifier_config.render_config("tensorrt"))
     results = place_instances.place_repository(repo, [0, 1, 2, 3], PER_GPU)
-    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True, "decode": True}
+    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True}
     assert place_instances.validate_placement(repo, 4)["classifier"] == {gpu: PER_GPU["classifier"] for gpu in range(4)}
     assert classifier_config.contract_problems((repo / "classifier" / "config.pbtxt").read_text(), "tensorrt") == []
 

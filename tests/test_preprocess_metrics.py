@@ -7,7 +7,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from images import photo_at, uncached
+from encoded_requests import encoded_input
+from images import photo_at, uncached, uncached_jpeg
 from prometheus_text import scrape, value
 
 from pixelserve.runtime import image_metrics
@@ -58,13 +59,13 @@ def test_counters_sum_per_label_set_and_send_once_per_flush():
 def test_phase_timer_groups_phases_into_stages():
     FakeFamily.sent = {}
     timer = PhaseTimer("preprocess", FakeFamily, stages=image_metrics.PREPROCESS_STAGES)
-    for phase in ("read_inputs", "stage_h2d", "kernel", "outputs", "unmapped"):
+    for phase in ("read_inputs", "stage_h2d", "decode", "kernel", "outputs", "unmapped"):
         with timer.phase(phase):
             pass
     timer.count("pinned", 3)
     timer.flush()
     stages = {dict(labels)["stage"] for name, labels in FakeFamily.sent if name == "pixelserve_stage_seconds_total"}
-    assert stages == {"copy_in", "kernel", "hand_off"}
+    assert stages == {"copy_in", "decode", "kernel", "hand_off"}
     assert FakeFamily.sent[("pixelserve_phase_calls_total", (("model", "preprocess"), ("phase", "pinned")))] == 3
 
 
@@ -81,17 +82,23 @@ def test_preprocess_metrics_move_with_real_requests(triton_server):
             client.infer("image_classifier", [inp])
         except InferenceServerException:
             pass
+    encoded = {"good": uncached_jpeg(photo_at("coffee", 480, 640)), "bad": b"GIF89a not decodable here"}
+    for data in encoded.values():  # decoded inside preprocess: counted beside the raw images
+        try:
+            client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)])
+        except InferenceServerException:
+            pass
     after = scrape(triton_server.metrics_url)
 
     def moved(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved(image_metrics.IMAGES_NAME, outcome="ok", reason="none") == len(good)
-    for reason in bad:
+    assert moved(image_metrics.IMAGES_NAME, outcome="ok", reason="none") == len(good) + 1
+    for reason in [*bad, "undecodable"]:
         assert moved(image_metrics.IMAGES_NAME, outcome="rejected", reason=reason) == 1, reason
     assert moved(image_metrics.IMAGES_NAME, outcome="failed") == 0
     assert {size: moved(image_metrics.SIZE_NAME, size=size) for size in ("vga", "720p", "1080p", "4k")} == {
-        "vga": 1, "720p": 2, "1080p": 1, "4k": 0}
-    assert moved(image_metrics.PIXELS_NAME) == sum(image.shape[0] * image.shape[1] for image in good)
-    for stage in ("copy_in", "kernel", "hand_off"):
+        "vga": 2, "720p": 2, "1080p": 1, "4k": 0}
+    assert moved(image_metrics.PIXELS_NAME) == sum(image.shape[0] * image.shape[1] for image in good) + 480 * 640
+    for stage in ("copy_in", "decode", "kernel", "hand_off"):
         assert moved("pixelserve_stage_seconds_total", model="preprocess", stage=stage) > 0, stage

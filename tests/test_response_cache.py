@@ -23,7 +23,7 @@ from pixelserve.triton_local import server as triton_server_module
 
 pytestmark = pytest.mark.server
 ENCODED = "image_classifier_encoded"
-STEPS = ("decode", "preprocess", "classifier")
+STEPS = ("preprocess", "classifier")
 
 
 def _stats(client, model: str) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""Triton Python-backend model `preprocess`: ragged batch of uint8 HWC images -> normalised CHW batch."""
+"""Triton Python-backend model `preprocess`: uint8 HWC images or encoded JPEG/PNG files -> normalised CHW batch.
+
+A request sends either `images` (raw pixels, the `image_classifier` ensemble) or `encoded` (one file's
+bytes, the `image_classifier_encoded` ensemble). Encoded files are decoded first, on a GPU instance with
+nvImageCodec, all of a batch in one call; the pixels then go through the same kernel launch as raw images.
+"""
 import json
 import os
 
@@ -6,11 +11,13 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
+from pixelserve.runtime.decoding import DecodeError
+from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
-INPUT, OUTPUT = "images", "pixels"
+INPUT, ENCODED_INPUT, OUTPUT = "images", "encoded", "pixels"
 # Set to 1 to charge queued GPU work to the phase that queued it (profiling; adds a sync per phase).
 PROFILE_SYNC_ENV = "PIXELSERVE_PROFILE_SYNC"
 
@@ -24,6 +31,11 @@ def spec_from_model_config(config: dict) -> PreprocessSpec:
                                            "output_dtype": dtype})
 
 
+def _error_response(input_name, exc):
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(f"input '{input_name}': {exc}", pb_utils.TritonError.INVALID_ARG))
+
+
 def _numpy_dtype(array) -> np.dtype:
     """numpy dtype of a host array or of a CUDA array (torch, CuPy) through its array interface."""
     if isinstance(array, np.ndarray):
@@ -32,42 +44,71 @@ def _numpy_dtype(array) -> np.dtype:
 
 
 class TritonPythonModel:
-    """Validates each request, preprocesses every valid image of the batch in one kernel launch."""
+    """Validates (and decodes) each request, preprocesses every valid image of the batch in one kernel launch."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.spec = spec_from_model_config(config)
         self.max_batch = config["max_batch_size"]
-        if args["model_instance_kind"] == "GPU":
+        on_gpu = args["model_instance_kind"] == "GPU"
+        device_id = int(args["model_instance_device_id"]) if on_gpu else None
+        if on_gpu:
             from pixelserve.kernels.serving import CudaRunner
 
-            self.runner = CudaRunner(self.spec, int(args["model_instance_device_id"]), config["max_batch_size"])
+            self.runner = CudaRunner(self.spec, device_id, config["max_batch_size"])
         else:
             from pixelserve.kernels.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
+        self.decoder = ImageDecoder(config_parameters(config), device_id,
+                                    warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
         self.runner.warm_up()  # compile now, not on the first request
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
         self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES)
         self.image_metrics = ImageMetrics(pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
+        pb_utils.Logger.log_info(f"preprocess: encoded images decoded with {self.decoder.description}")
 
     def execute(self, requests):
         timer = self.timer
         responses = [None] * len(requests)
         images, owners = [], []
+        encoded, encoded_owners = [], []
         with timer.phase("read_inputs"):
             for index, request in enumerate(requests):
+                data = pb_utils.get_input_tensor_by_name(request, ENCODED_INPUT)
+                if data is not None:
+                    try:
+                        if pb_utils.get_input_tensor_by_name(request, INPUT) is not None:
+                            raise DecodeError(f"send either '{INPUT}' or '{ENCODED_INPUT}', not both")
+                        encoded.append(one_encoded_image(data.as_numpy()))
+                        encoded_owners.append(index)
+                    except DecodeError as exc:
+                        self.image_metrics.rejected("undecodable")
+                        responses[index] = _error_response(ENCODED_INPUT, exc)
+                    continue
                 try:
                     batch = self._request_images(request)
                 except ImageError as exc:
                     self.image_metrics.rejected(exc.reason)
-                    responses[index] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"input '{INPUT}': {exc}", pb_utils.TritonError.INVALID_ARG)
-                    )
+                    responses[index] = _error_response(INPUT, exc)
                     continue
                 owners.append((index, len(images), len(batch)))
                 images.extend(batch)
+        if encoded:
+            with timer.phase("decode"):
+                try:
+                    decoded = self.decoder.decode(encoded)
+                except Exception as exc:  # the decoder itself failed: every encoded request of the batch is told
+                    pb_utils.Logger.log_error(f"preprocess: decoding failed: {exc!r}")
+                    decoded = [DecodeError(f"decoding failed: {exc}")] * len(encoded)
+            for index, image in zip(encoded_owners, decoded):
+                if isinstance(image, DecodeError):
+                    self.image_metrics.rejected("undecodable")
+                    responses[index] = _error_response(ENCODED_INPUT, image)
+                else:
+                    owners.append((index, len(images), 1))
+                    images.append(image)
         if images:
             try:
                 outputs = self.runner.run(images, timer)
@@ -90,6 +131,8 @@ class TritonPythonModel:
     def _request_images(self, request):
         """The images of one request (leading dim = images in the request), each checked."""
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
+        if tensor is None:
+            raise ImageError(f"send '{INPUT}' (raw pixels) or '{ENCODED_INPUT}' (one JPEG or PNG file)", "missing")
         check_batch_shape(tensor.shape(), self.spec, self.max_batch)  # before any view of the data is made
         batch = tensor.as_numpy() if tensor.is_cpu() else self.runner.from_dlpack(tensor.to_dlpack())
         dtype = _numpy_dtype(batch)
@@ -104,4 +147,5 @@ class TritonPythonModel:
         return pb_utils.Tensor(OUTPUT, array)
 
     def finalize(self):
+        self.decoder.close()
         self.runner = None

@@ -1,0 +1,69 @@
+"""Encoded requests for `preprocess`: one JPEG/PNG file per request, decoded where the instance runs.
+
+A GPU instance decodes the encoded requests of a batch in one call with nvImageCodec
+(pixelserve.runtime.gpu_decoding) and keeps the pixels on the GPU for the kernels; a CPU instance, or a
+GPU instance without nvImageCodec, decodes with PIL (pixelserve.runtime.decoding) on a few threads.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .decoding import DecodeError, decode_image
+
+
+def one_encoded_image(encoded: npt.NDArray[Any]) -> bytes:
+    """The one encoded file of a request's BYTES tensor (DecodeError if it sent several or none)."""
+    if encoded.size != 1:
+        raise DecodeError(f"send one encoded image per request, got {encoded.size}")
+    return bytes(encoded.reshape(-1)[0])
+
+
+class ImageDecoder:
+    """Decodes a batch of encoded images; each gets its HWC uint8 RGB pixels (a CUDA tensor on a GPU
+    instance with nvImageCodec, else a numpy array) or its own DecodeError.
+
+    ``parameters`` are the model config's: ``max_image_side``, ``decode_threads``, ``gpu_hardware_decoder``
+    and ``gpu_decoder_options`` (model_repository/preprocess/config.pbtxt documents them).
+    """
+
+    def __init__(self, parameters: Mapping[str, str], device_id: int | None = None,
+                 warn: Callable[[str], None] = print) -> None:  # fmt: skip
+        self.max_side = int(parameters["max_image_side"])
+        threads = int(parameters["decode_threads"])
+        self._gpu: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        if device_id is not None:
+            try:
+                from .gpu_decoding import GpuBatchDecoder
+
+                self._gpu = GpuBatchDecoder(device_id, self.max_side, cpu_threads=threads,
+                                            options=parameters["gpu_decoder_options"],
+                                            hardware=parameters["gpu_hardware_decoder"] == "true")
+            except ImportError as exc:  # a GPU host without nvImageCodec or torch (the Triton container image)
+                warn(f"GPU instance without GPU decoding ({exc}); decoding with PIL")
+        if self._gpu is None:
+            self._pool = ThreadPoolExecutor(max_workers=threads)
+        self.description = self._gpu.backends if self._gpu is not None else f"PIL on {threads} threads"
+
+    def decode(self, batch: Sequence[bytes]) -> list[Any]:
+        """Pixels or a DecodeError for each encoded image, in order."""
+        if self._gpu is not None:
+            return self._gpu.decode(batch)  # type: ignore[no-any-return]
+        assert self._pool is not None
+        return list(self._pool.map(self._decode_on_cpu, batch))
+
+    def _decode_on_cpu(self, data: bytes) -> npt.NDArray[np.uint8] | DecodeError:
+        try:
+            return decode_image(data, self.max_side)
+        except DecodeError as exc:
+            return exc
+
+    def close(self) -> None:
+        """Stop the decoding threads and let go of the GPU decoder."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._gpu = None
