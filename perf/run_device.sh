@@ -43,6 +43,9 @@ else
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
 
+# A model folder that only an ignored __pycache__ keeps alive (its model was removed from git) fails Triton's load.
+find model_repository -name __pycache__ -type d -prune -exec rm -rf {} +
+find model_repository -mindepth 1 -type d -empty -delete
 if [ -f model_repository/classifier/1/model.pt ]; then
   # The GPU machine has no pretrained package: serve the carried weights, and export the ONNX reference
   # (used by the tests and the CPU flavour) from the same weights.
@@ -50,6 +53,28 @@ if [ -f model_repository/classifier/1/model.pt ]; then
   [ -f model_repository/classifier/1/model.onnx ] || python3 -m pixelserve.build.export_onnx \
     --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -1
 fi
+# Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points (points =
+# mode:concurrency,...), or set:model=count[,key=value...][,delay=us] to reload a model with another instance
+# count, parameters and queue delay. $2: the input encoding (b64 raw pixels, jpeg files).
+run_profiles() {
+  local step spec model rest count params name points
+  IFS=';' read -ra steps <<< "$1"
+  for step in "${steps[@]}"; do
+    if [[ $step == set:* ]]; then
+      spec="${step#set:}" model="${spec%%=*}" rest="${spec#*=}" count="${rest%%,*}" params=()
+      [[ $rest == *,* ]] && for kv in $(tr , ' ' <<< "${rest#*,}"); do
+        if [[ $kv == delay=* ]]; then params+=(--queue-delay-us "${kv#delay=}"); else params+=(--parameter "$kv"); fi
+      done
+      python3 -m pixelserve.perf.set_instances "$model" "$count" "${params[@]}"
+      continue
+    fi
+    IFS=':' read -r name model points <<< "$step"
+    python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$name.md" \
+      --model "$model" --encoding "$2" --points "$points" --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
+    tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
+  done
+}
+
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
   python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py} \
@@ -92,24 +117,7 @@ if [[ $stages == *ensemble* ]]; then
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
   for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
-  profile() { python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$1.md" \
-    --model "$2" --points "$3" --title "$1" | grep -E ': [0-9]+/s p50|perf_analyzer exit'; }
-  # PROFILES: steps separated by ';': name:model:points (points = mode:concurrency,...), or
-  # set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters, queue delay.
-  IFS=';' read -ra steps <<< "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
-  for step in "${steps[@]}"; do
-    if [[ $step == set:* ]]; then
-      spec="${step#set:}" model="${spec%%=*}" rest="${spec#*=}" count="${rest%%,*}" params=()
-      [[ $rest == *,* ]] && for kv in $(tr , ' ' <<< "${rest#*,}"); do
-        if [[ $kv == delay=* ]]; then params+=(--queue-delay-us "${kv#delay=}"); else params+=(--parameter "$kv"); fi
-      done
-      python3 -m pixelserve.perf.set_instances "$model" "$count" "${params[@]}"
-      continue
-    fi
-    IFS=':' read -r name model points <<< "$step"
-    profile "$name" "$model" "$points"
-    tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
-  done
+  run_profiles "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}" b64
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
@@ -166,15 +174,13 @@ if [[ $stages == *encoded* ]]; then
     for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
     curl -s localhost:8000/v2/models/preprocess/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('preprocess instances:', c.get('instance_group'))"
     mkdir -p /tmp/results/encoded
-    for config in ${ENCODED_CONFIGS:-h100_decode_raw h100_decode_encoded}; do
+    # ENCODED_CONFIGS="" skips these runs; CONCURRENCY overrides the configs' own levels.
+    for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
-        --concurrency "${CONCURRENCY:-1,8,32,64,128}" --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -8
+        ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -8
     done
-    python3 -m pixelserve.perf.run_perf --config h100_decode_encoded_1080p --url 127.0.0.1:8001 \
-      --measurement-interval "${INTERVAL_MS:-5000}" --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -4
-    [ -n "${ENCODED_PROFILE:-none:1,none:64}" ] && python3 -m pixelserve.perf.profile_ensemble --model image_classifier_encoded \
-      --encoding jpeg --interval "${INTERVAL_MS:-5000}" --points "${ENCODED_PROFILE:-none:1,none:64}" \
-      --output /tmp/results/encoded/profile-encoded.md --title "image_classifier_encoded" | grep -E ': [0-9]+/s p50|exit'
+    # ENCODED_PROFILES: run_profiles steps (e.g. set:preprocess=4,decode_threads=1;p4:image_classifier_encoded:none:32,none:128)
+    run_profiles "${ENCODED_PROFILES:-encoded/profile:image_classifier_encoded:none:1,none:64}" jpeg
     grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > /tmp/results/encoded/server-excerpt.log
     curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > /tmp/results/encoded/metrics-end.txt
     kill %1; wait
