@@ -55,9 +55,9 @@ if [ -f model_repository/classifier/1/model.pt ]; then
 fi
 # Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points (points =
 # mode:concurrency,...), or set:model=count[,key=value...][,delay=us] to reload a model with another instance
-# count, parameters and queue delay. $2: the input encoding (b64 raw pixels, jpeg files).
+# count, parameters and queue delay. Models named *_encoded get JPEG files, the others raw pixels.
 run_profiles() {
-  local step spec model rest count params name points
+  local step spec model rest count params name points encoding
   IFS=';' read -ra steps <<< "$1"
   for step in "${steps[@]}"; do
     if [[ $step == set:* ]]; then
@@ -69,8 +69,9 @@ run_profiles() {
       continue
     fi
     IFS=':' read -r name model points <<< "$step"
+    encoding=b64 && [[ $model == *_encoded ]] && encoding=jpeg
     python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$name.md" \
-      --model "$model" --encoding "$2" --points "$points" --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
+      --model "$model" --encoding "$encoding" --points "$points" --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
     tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
 }
@@ -117,7 +118,7 @@ if [[ $stages == *ensemble* ]]; then
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
     --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
   for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
-  run_profiles "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}" b64
+  run_profiles "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
   cp /tmp/pixelserve-triton-*/tritonserver.log /tmp/results/ 2>/dev/null
   kill %1; wait
@@ -153,7 +154,11 @@ if [[ $stages == *scaling* ]]; then
     ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
     --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
 fi
-if [[ $stages == *decode* ]]; then
+if [[ $stages == *decode-phases* ]]; then
+  echo "=== where the GPU decoder's time goes (perf/decode_phases.py)"
+  python3 -m pixelserve.perf.decode_phases 2>&1 | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee /tmp/results/decode_phases.md
+fi
+if [[ $stages == *decode\ * || $stages == *decode ]]; then
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \
@@ -180,7 +185,7 @@ if [[ $stages == *encoded* ]]; then
         ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -8
     done
     # ENCODED_PROFILES: run_profiles steps (e.g. set:preprocess=4,decode_threads=1;p4:image_classifier_encoded:none:32,none:128)
-    run_profiles "${ENCODED_PROFILES:-encoded/profile:image_classifier_encoded:none:1,none:64}" jpeg
+    run_profiles "${ENCODED_PROFILES:-encoded/profile:image_classifier_encoded:none:1,none:64}"
     grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > /tmp/results/encoded/server-excerpt.log
     curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > /tmp/results/encoded/metrics-end.txt
     kill %1; wait
