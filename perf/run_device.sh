@@ -171,23 +171,25 @@ if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     # One GPU, instances placed as a GPU host deploys them (build/placement.yaml).
-    rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -4
+    # PER_GPU (e.g. preprocess=2) overrides build/placement.yaml; results go to /tmp/results/$RESULTS_TAG.
+    rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo \
+      ${PER_GPU:+--per-gpu "$PER_GPU"} | tail -4
     CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
       --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
       --load-model=image_classifier --load-model=image_classifier_encoded \
       --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server-encoded.log 2>&1 &
     for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
     curl -s localhost:8000/v2/models/preprocess/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('preprocess instances:', c.get('instance_group'))"
-    mkdir -p /tmp/results/encoded
+    dir="/tmp/results/${RESULTS_TAG:-encoded}" && mkdir -p "$dir"
     # ENCODED_CONFIGS="" skips these runs; CONCURRENCY overrides the configs' own levels.
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
-        ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir /tmp/results/encoded 2>&1 | grep -v "^perf_analyzer:" | tail -8
+        ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -8
     done
     # ENCODED_PROFILES: run_profiles steps (e.g. set:preprocess=4,decode_threads=1;p4:image_classifier_encoded:none:32,none:128)
-    run_profiles "${ENCODED_PROFILES:-encoded/profile:image_classifier_encoded:none:1,none:64}"
-    grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > /tmp/results/encoded/server-excerpt.log
-    curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > /tmp/results/encoded/metrics-end.txt
+    run_profiles "${ENCODED_PROFILES:-${RESULTS_TAG:-encoded}/profile:image_classifier_encoded:none:1,none:64}"
+    grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$dir"/server-excerpt.log
+    curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$dir"/metrics-end.txt
     kill %1; wait
   else
     echo "encoded stage skipped: nvImageCodec is not importable (see above)"

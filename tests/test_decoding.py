@@ -113,6 +113,7 @@ def test_cpu_batch_decoder_answers_each_file_in_order():
     good = [encode(photo(name), "JPEG", quality=90) for name in ("chelsea", "coffee")]
     decoder = ImageDecoder(CPU_DECODER_PARAMETERS)
     try:
+        decoder.warm_up()
         results = decoder.decode([good[0], b"", good[1], b"not an image"])
     finally:
         decoder.close()

@@ -63,6 +63,7 @@ class TritonPythonModel:
         self.decoder = ImageDecoder(config_parameters(config), device_id,
                                     warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
         self.runner.warm_up()  # compile now, not on the first request
+        self.decoder.warm_up()
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
         self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES)
         self.image_metrics = ImageMetrics(pb_utils.MetricFamily)
