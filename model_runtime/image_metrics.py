@@ -1,8 +1,8 @@
 """What the preprocess model was given, as Prometheus counters beside Triton's own (custom metrics API).
 
 - ``pixelserve_preprocess_images_total{outcome,reason}``: images preprocessed (``ok``/``none``), requests
-  rejected for bad input (``rejected``/dtype|rank|channels|empty|oversized|undecodable|missing, one per
-  request; ``undecodable``: an encoded file that could not become an image), and images
+  rejected for bad input (``rejected``/dtype|rank|channels|empty|oversized|undecodable|both_inputs|missing,
+  one per request; ``undecodable``: an encoded file that could not become an image), and images
   of a batch that failed as a whole (``failed``/``error``).
 - ``pixelserve_preprocess_images_by_size_total{size}`` and ``pixelserve_preprocess_input_pixels_total``:
   accepted images by input size bucket (height x width, at most the named frame's pixel count) and the

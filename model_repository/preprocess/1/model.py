@@ -78,10 +78,13 @@ class TritonPythonModel:
         with timer.phase("read_inputs"):
             for index, request in enumerate(requests):
                 data = pb_utils.get_input_tensor_by_name(request, ENCODED_INPUT)
+                if data is not None and pb_utils.get_input_tensor_by_name(request, INPUT) is not None:
+                    self.image_metrics.rejected("both_inputs")
+                    responses[index] = _error_response(
+                        ENCODED_INPUT, f"send either '{INPUT}' or '{ENCODED_INPUT}', not both")
+                    continue
                 if data is not None:
                     try:
-                        if pb_utils.get_input_tensor_by_name(request, INPUT) is not None:
-                            raise DecodeError(f"send either '{INPUT}' or '{ENCODED_INPUT}', not both")
                         encoded.append(one_encoded_image(data.as_numpy()))
                         encoded_owners.append(index)
                     except DecodeError as exc:
