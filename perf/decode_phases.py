@@ -13,23 +13,15 @@ Run on a GPU host with nvImageCodec: python -m pixelserve.perf.decode_phases [--
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from typing import Callable
 
-from .bench_decode import MAX_SIDE, jpeg_batch
+from .bench_decode import MAX_SIDE, jpeg_batch, median_seconds
 from .make_inputs import parse_size
 
 
 def _median_ms(run: Callable[[], object], repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_seconds(run, repeat, warmup=1)
 
 
 def phases(files: list[bytes], repeat: int) -> dict[str, float]:
