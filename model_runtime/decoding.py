@@ -3,7 +3,7 @@
 PIL is the decoder because it reads the header before any pixel memory is allocated (so an oversized
 image is refused first), applies EXIF orientation, converts CMYK JPEGs (Adobe-inverted included) and
 palette/grey/16-bit PNGs, and is the reference the preprocessing is trained against; its decoders
-release the GIL, so the decode model runs a request batch on several threads.
+release the GIL, so `preprocess` decodes the files of a request batch on several threads.
 """
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def test_batch_job_streams_results_and_summarises(triton_server, job, tmp_path, 
         assert "error" not in record, record
         assert len(record["predictions"]) == 3 and record["predictions"][0]["index"] in expected_top1(name), record
         assert record["latency_ms"] > 0 and record["attempts"] == 1
-    # The files' bytes went to the server, whose decode step named what is wrong with each bad one.
+    # The files' bytes went to the server, whose preprocess step (decoding) named what is wrong with each bad one.
     assert records["broken.jpg"]["reason"] == "rejected" and "not a JPEG or PNG image" in records["broken.jpg"]["error"]
     assert records["too_tall.png"]["reason"] == "rejected" and "maximum side" in records["too_tall.png"]["error"]
     assert records["too_tall.png"]["attempts"] == 1  # bad input is not retried

@@ -197,7 +197,7 @@ def test_cli_folder_input(triton_server, photos, capsys):
     assert top1(results[0]) in CAT_INDICES and top1(results[1]) == ESPRESSO
 
 
-# What each bad file is told: by the server (its decode step) when the bytes are sent, by the client otherwise.
+# What each bad file is told: by the server (preprocess, decoding) when the bytes are sent, by the client otherwise.
 BAD_FILE_ERRORS = {
     "encoded": {"notes.txt": "server error: in ensemble 'image_classifier_encoded', input 'encoded': not a JPEG or PNG image",
                 "cut.jpg": "server error: in ensemble 'image_classifier_encoded', input 'encoded': undecodable JPEG image",
@@ -238,7 +238,7 @@ def test_cli_reports_server_error_for_one_image(triton_server, protocol, photos,
     code = main([str(wide), chelsea, "--protocol", protocol, "--url", url])
     out, err = capsys.readouterr()
     assert code == EXIT_SOME_FAILED
-    assert re.search(r"wide\.png: server error: .*above the maximum side of 8192 pixels", err)  # the decode step's check
+    assert re.search(r"wide\.png: server error: .*above the maximum side of 8192 pixels", err)  # preprocess's header check
     assert "Traceback" not in err
     assert out.startswith(chelsea + "\n")
 
