@@ -158,7 +158,7 @@ if [[ $stages == *decode-phases* ]]; then
   echo "=== where the GPU decoder's time goes (perf/decode_phases.py)"
   python3 -m pixelserve.perf.decode_phases 2>&1 | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee /tmp/results/decode_phases.md
 fi
-if [[ $stages == *decode\ * || $stages == *decode ]]; then
+if [[ " $stages " == *" decode "* ]]; then  # the word, not decode-phases or install-gpu-decode
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \

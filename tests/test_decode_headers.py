@@ -22,10 +22,6 @@ def nvimgcodec():
         pytest.skip(str(exc))
 
 
-
-
-
-
 def test_headers_of_good_files_are_read(nvimgcodec):
     from pixelserve.runtime.gpu_decoding import read_header
 

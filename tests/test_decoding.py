@@ -77,8 +77,6 @@ def test_png_alpha_is_dropped_and_16_bit_is_scaled_to_8():
     np.testing.assert_array_equal(decoded, np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2))
 
 
-
-
 def test_oversized_header_is_refused_before_decoding():
     start = time.perf_counter()
     with pytest.raises(DecodeError, match=r"declares 9000x9000, above the maximum side of 8192 pixels \(refused before"):

@@ -42,8 +42,6 @@ def decoder():
     return GpuBatchDecoder(0, MAX_SIDE)
 
 
-
-
 def _pil(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
@@ -118,8 +116,6 @@ def test_png_alpha_is_dropped_and_16_bit_is_scaled_to_8(decoder):
     expected = np.repeat((grey16 >> 8).astype(np.uint8)[..., None], 3, axis=2)
     assert got_grey16.shape == expected.shape
     assert np.abs(got_grey16.astype(int) - expected).max() <= 1
-
-
 
 
 def test_oversized_header_is_refused_before_decoding(decoder):
