@@ -101,3 +101,16 @@ class CudaRunner:
     def synchronize(self) -> None:
         """Wait for this runner's GPU work (profiling: charge queued work to the phase that queued it)."""
         self._preprocessor.synchronize()
+
+    def to_host(self, batch: CudaArray) -> Output:
+        """A host copy of a device batch from ``run``, in page-locked memory: one DMA for the whole batch."""
+        if self._library == "cupy":
+            memory = self._module.cuda.alloc_pinned_memory(batch.nbytes)  # from CuPy's page-locked pool
+            host: Output = np.frombuffer(memory, batch.dtype, batch.size).reshape(batch.shape)
+            batch.get(out=host)  # synchronous: no stream given
+            return host
+        torch = self._module
+        # torch's caching host allocator hands the page-locked block back once the numpy view is gone.
+        pinned = torch.empty(batch.shape, dtype=batch.dtype, pin_memory=True)
+        pinned.copy_(batch)  # synchronous: not non_blocking
+        return pinned.numpy()  # type: ignore[no-any-return]

@@ -29,7 +29,8 @@ LARGER = "larger"
 # kernel = launch parameters, the kernel and waiting for it, hand-off = building the output tensors (DLPack
 # on the GPU).
 PREPROCESS_STAGES = {"read_inputs": "copy_in", "stage_h2d": "copy_in", "decode": "decode", "params": "kernel",
-                     "kernel": "kernel", "sync": "kernel", "outputs": "hand_off"}  # fmt: skip
+                     "kernel": "kernel", "sync": "kernel", "to_host": "hand_off",
+                     "outputs": "hand_off"}  # fmt: skip
 
 
 def size_bucket(height: int, width: int) -> str:

@@ -53,11 +53,11 @@ if [ -f model_repository/classifier/1/model.pt ]; then
   [ -f model_repository/classifier/1/model.onnx ] || python3 -m pixelserve.build.export_onnx \
     --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -1
 fi
-# Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points (points =
-# mode:concurrency,...), or set:model=count[,key=value...][,delay=us] to reload a model with another instance
+# Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points[@sizes] (points =
+# mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or set:model=count[,key=value...][,delay=us] to reload a model with another instance
 # count, parameters and queue delay. Models named *_encoded get JPEG files, the others raw pixels.
 run_profiles() {
-  local step spec model rest count params name points encoding
+  local step spec model rest count params name points sizes encoding
   IFS=';' read -ra steps <<< "$1"
   for step in "${steps[@]}"; do
     if [[ $step == set:* ]]; then
@@ -69,9 +69,10 @@ run_profiles() {
       continue
     fi
     IFS=':' read -r name model points <<< "$step"
+    sizes="" && [[ $points == *@* ]] && sizes="${points#*@}" points="${points%%@*}"
     encoding=b64 && [[ $model == *_encoded ]] && encoding=jpeg
     python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$name.md" \
-      --model "$model" --encoding "$encoding" --points "$points" --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
+      --model "$model" --encoding "$encoding" --points "$points" ${sizes:+--sizes "$sizes"} --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
     tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
 }

@@ -30,8 +30,10 @@ def _engine(args: dict, config: dict):
             raise pb_utils.TritonModelException("runtime torch needs a KIND_GPU instance")
         from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
-        dims = tuple(pb_utils.get_input_config_by_name(config, INPUT)["dims"])
-        return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"], dims)
+        pixels = pb_utils.get_input_config_by_name(config, INPUT)
+        dtype = np.dtype(pb_utils.triton_string_to_numpy(pixels["data_type"])).name
+        return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"],
+                                   tuple(pixels["dims"]), input_dtype=dtype)
     from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))

@@ -62,6 +62,8 @@ class TritonPythonModel:
             self.runner = CpuRunner(self.spec)
         self.decoder = ImageDecoder(config_parameters(config), device_id,
                                     warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
+        # A GPU instance hands its batch on from the GPU (DLPack) or from the host (one copy per batch).
+        self.output_on_host = not on_gpu or config_parameters(config).get("output_memory", "gpu") == "cpu"
         self.runner.warm_up()  # compile now, not on the first request
         self.decoder.warm_up()
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
@@ -116,6 +118,9 @@ class TritonPythonModel:
         if images:
             try:
                 outputs = self.runner.run(images, timer)
+                if self.output_on_host and self.runner.on_gpu:
+                    with timer.phase("to_host"):
+                        outputs = self.runner.to_host(outputs)
                 with timer.phase("outputs"):
                     for index, start, count in owners:
                         responses[index] = pb_utils.InferenceResponse(
@@ -146,9 +151,9 @@ class TritonPythonModel:
 
     def _output(self, array):
         """A Triton tensor of the batch slice; GPU results are handed over through DLPack, not copied."""
-        if self.runner.on_gpu:
-            return pb_utils.Tensor.from_dlpack(OUTPUT, array)
-        return pb_utils.Tensor(OUTPUT, array)
+        if isinstance(array, np.ndarray):
+            return pb_utils.Tensor(OUTPUT, array)
+        return pb_utils.Tensor.from_dlpack(OUTPUT, array)
 
     def finalize(self):
         self.decoder.close()
