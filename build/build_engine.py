@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import model_config, trt_prereqs, triton_plan_config
+from . import classifier_config, model_config, trt_prereqs, triton_plan_config
 from .engine_settings import EngineSettings, resolve
 from .settings_file import SettingsError, add_settings_flags, load_settings
 from .triton_plan_config import EngineTensor
@@ -90,6 +90,20 @@ def quantize_layers(network: trt.INetworkDefinition) -> int:
 
     kinds = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
     return sum(1 for index in range(network.num_layers) if network.get_layer(index).type in kinds)
+
+
+def match_input_types(network: trt.INetworkDefinition, types: dict[str, str]) -> None:
+    """Give the named network inputs the Triton data types the ensemble hands them (e.g. FP16 pixels)."""
+    import tensorrt as trt
+
+    trt_types = {"TYPE_FP32": trt.DataType.FLOAT, "TYPE_FP16": trt.DataType.HALF}
+    for index in range(network.num_inputs):
+        tensor = network.get_input(index)
+        if tensor.name in types:
+            if types[tensor.name] not in trt_types:
+                raise BuildError(f"input {tensor.name!r}: no TensorRT type for {types[tensor.name]}")
+            tensor.dtype = trt_types[types[tensor.name]]
+            LOG.info("input %r set to %s (the data type preprocess hands on)", tensor.name, types[tensor.name])
 
 
 def apply_layer_precisions(network: trt.INetworkDefinition, overrides: dict[str, str]) -> int:
@@ -245,6 +259,8 @@ def build(settings: EngineSettings) -> None:
     if settings.precision == "int8" and qdq == 0:
         # Without Q/DQ TensorRT would fall back to implicit INT8 calibration, deprecated since 10.1.
         raise BuildError(f"{onnx_path} has no Q/DQ nodes; int8 builds need the model from build/quantize_int8.py")
+    pb2 = model_config.pb2()
+    match_input_types(network, {classifier_config.INPUT_NAME: pb2.DataType.Name(classifier_config.pixels_data_type())})
     apply_layer_precisions(network, settings.layer_precisions)
 
     timing_cache = None

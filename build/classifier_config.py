@@ -103,6 +103,7 @@ def ensemble_config(encoded: bool = False) -> Any:
     pb2 = model_config.pb2()
     name = ENCODED_ENSEMBLE_NAME if encoded else ENSEMBLE_NAME
     config = pb2.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size())
+    steps: list[tuple[str, dict[str, str], dict[str, str]]]  # (model, input_map, output_map)
     if encoded:
         config.input.add(name="images", data_type=pb2.TYPE_STRING, dims=[1])
         steps = [("preprocess", {"encoded": "images"}, {})]

@@ -94,13 +94,21 @@ class PreprocessSpec:
 
     @classmethod
     def from_config_file(cls, path: str) -> "PreprocessSpec":
-        """Read the spec from the ``parameters`` of a Triton ``config.pbtxt``."""
+        """Read the spec from a Triton ``config.pbtxt``: its ``parameters`` and, as the model does, the output
+        size and dtype from its ``pixels`` output (when it has one)."""
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
 
         with open(path, encoding="utf-8") as handle:
             config = text_format.Parse(handle.read(), model_config_pb2.ModelConfig())
-        return cls.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+        fields = {k: v.string_value for k, v in config.parameters.items()}
+        for output in config.output:
+            if output.name == "pixels":
+                _, height, width = output.dims
+                type_name = model_config_pb2.DataType.Name(output.data_type)
+                fields.update(out_height=str(height), out_width=str(width),
+                              output_dtype={"TYPE_FP32": "float32", "TYPE_FP16": "float16"}.get(type_name, type_name))
+        return cls.from_parameters(fields)
 
 
 def _parse_field(name: str, raw: str) -> object:

@@ -50,7 +50,8 @@ def test_both_flavours_share_the_contract(flavour):
     assert config.max_batch_size == classifier_config.max_batch_size()
     assert config.HasField("dynamic_batching")
     (inp,) = config.input
-    assert (inp.name, inp.data_type, list(inp.dims)) == ("pixels", model_config_pb2.TYPE_FP32, [3, 224, 224])
+    pixels_type = classifier_config.pixels_data_type()  # preprocess's output type, FP16 as shipped
+    assert (inp.name, inp.data_type, list(inp.dims)) == ("pixels", pixels_type, [3, 224, 224])
     (out,) = config.output
     assert (out.name, out.data_type, list(out.dims)) == ("logits", model_config_pb2.TYPE_FP32, [1000])
     assert out.label_filename == "labels.txt"

@@ -1,5 +1,6 @@
 """Configs that Triton needs as files beside the product (benchmark peers, floor probes, test models) must
-serve the same batch size as the product: the one max_batch_size, in model_repository/preprocess/config.pbtxt."""
+serve the same batch size as the product: the one max_batch_size, in model_repository/preprocess/config.pbtxt;
+and those that produce or take `pixels` must use its data type, written there too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,3 +25,13 @@ def test_batch_size_is_the_repository_one(path):
         f"{path.relative_to(REPO_ROOT)}: max_batch_size differs from model_repository/preprocess/config.pbtxt"
     )
 
+
+
+@pytest.mark.parametrize("path", COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_pixels_have_the_repository_data_type(path):
+    config = model_config.read_config(path)
+    for tensor in [*config.input, *config.output]:
+        if tensor.name == classifier_config.INPUT_NAME:
+            assert tensor.data_type == classifier_config.pixels_data_type(), (
+                f"{path.relative_to(REPO_ROOT)}: {tensor.name} data_type differs from model_repository/preprocess/config.pbtxt"
+            )

@@ -1,7 +1,9 @@
 """The preprocess model on a GPU instance under a real tritonserver (device machine only).
 
-Checks that the step after `preprocess` receives its input on the GPU (DLPack hand-off, no host round
-trip), that GPU results equal the CPU path (1e-4), and that inputs arriving in CUDA shared memory work.
+Checks that the step after `preprocess` receives its input where `output_memory` says (the host as shipped,
+the GPU through DLPack with "gpu"), that GPU results equal the CPU path (1e-4 in float32; in float16 the
+same float32 result may round to the neighbouring half, one unit in the last place), and that inputs
+arriving in CUDA shared memory work.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def spec():
     return PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
 
 
+def _tolerance(spec):
+    """GPU against CPU path: 1e-4 apart in float32, plus one half-precision ulp (2**-10 relative) in float16."""
+    return {"atol": 1e-4, "rtol": 2.0**-10 if spec.numpy_dtype == np.float16 else 0.0}
+
+
 def _infer(client_module, client, model, image, outputs):
     inp = client_module.InferInput("images", [1, *image.shape], "UINT8")
     inp.set_data_from_numpy(image[None])
@@ -53,15 +60,29 @@ def test_preprocess_runs_on_a_gpu_instance(gpu_server):
     assert config["instance_group"][0]["kind"] == "KIND_GPU"
 
 
-def test_next_step_receives_pixels_on_the_gpu(gpu_server, spec):
+@pytest.mark.parametrize("output_memory", ["cpu", "gpu"])
+def test_next_step_receives_pixels_where_output_memory_says(gpu_server, spec, output_memory):
+    import json
+
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
-    for image in (photo("chelsea"), photo_at("coffee", 1080, 1920)):
-        result = _infer(grpcclient, client, "preprocess_then_gpu_consumer", image, ["input_on_gpu", "checksum"])
-        assert bool(result.as_numpy("input_on_gpu")[0, 0]) is True
-        expected = preprocess_cpu([image], spec).astype(np.float64).sum()
-        assert abs(result.as_numpy("checksum")[0, 0] - expected) < 1.0  # 150528 values, each within 1e-5
+    config = client.get_model_config("preprocess", as_json=True)["config"]
+    shipped = config["parameters"]["output_memory"]["string_value"]
+    assert shipped == "cpu"  # the measured default (model_repository/preprocess/config.pbtxt)
+    if output_memory != shipped:
+        config["parameters"]["output_memory"]["string_value"] = output_memory
+        client.load_model("preprocess", config=json.dumps(config), headers=gpu_server.admin_headers)
+    try:
+        for image in (photo("chelsea"), photo_at("coffee", 1080, 1920)):
+            result = _infer(grpcclient, client, "preprocess_then_gpu_consumer", image, ["input_on_gpu", "checksum"])
+            assert bool(result.as_numpy("input_on_gpu")[0, 0]) is (output_memory == "gpu")
+            expected = preprocess_cpu([image], spec).astype(np.float64).sum()
+            # 150528 values, each the CPU path's or its neighbour in float16: the differences mostly cancel
+            assert abs(result.as_numpy("checksum")[0, 0] - expected) < 1.0
+    finally:
+        if output_memory != shipped:
+            client.load_model("preprocess", headers=gpu_server.admin_headers)  # back to the file's config
 
 
 def test_gpu_preprocess_equals_cpu_path(gpu_server, spec):
@@ -70,7 +91,7 @@ def test_gpu_preprocess_equals_cpu_path(gpu_server, spec):
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     for image in (photo("astronaut"), photo_at("rocket", 2160, 3840), photo_at("chelsea", 3, 5)):
         got = _infer(grpcclient, client, "preprocess", image, ["pixels"]).as_numpy("pixels")
-        np.testing.assert_allclose(got, preprocess_cpu([image], spec), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got, preprocess_cpu([image], spec), **_tolerance(spec))
 
 
 def test_input_in_cuda_shared_memory(gpu_server, spec):
@@ -94,7 +115,7 @@ def test_input_in_cuda_shared_memory(gpu_server, spec):
         inp = grpcclient.InferInput("images", list(image.shape), "UINT8")
         inp.set_shared_memory("images_in", image.nbytes)
         got = client.infer("preprocess", [inp]).as_numpy("pixels")
-        np.testing.assert_allclose(got, preprocess_cpu([image[0]], spec), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got, preprocess_cpu([image[0]], spec), **_tolerance(spec))
         stats = client.get_inference_statistics("preprocess", as_json=True)["model_stats"][0]
         assert int(stats["inference_stats"]["fail"].get("count", 0)) == 0  # JSON omits zero counts
     finally:

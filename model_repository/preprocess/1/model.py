@@ -62,8 +62,11 @@ class TritonPythonModel:
             self.runner = CpuRunner(self.spec)
         self.decoder = ImageDecoder(config_parameters(config), device_id,
                                     warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
-        # A GPU instance hands its batch on from the GPU (DLPack) or from the host (one copy per batch).
-        self.output_on_host = not on_gpu or config_parameters(config).get("output_memory", "gpu") == "cpu"
+        # A GPU instance hands its batch on from the host (one copy per batch) or from the GPU (DLPack).
+        output_memory = config_parameters(config).get("output_memory", "cpu")
+        if output_memory not in ("cpu", "gpu"):
+            raise pb_utils.TritonModelException(f"parameter output_memory={output_memory!r}: expected 'cpu' or 'gpu'")
+        self.output_on_host = not on_gpu or output_memory == "cpu"
         self.runner.warm_up()  # compile now, not on the first request
         self.decoder.warm_up()
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None

@@ -27,6 +27,6 @@ class TritonPythonModel:
                 import torch
 
                 batch = torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()
-            out = np.ascontiguousarray(np.stack([preprocess(img) for img in batch]))
+            out = np.ascontiguousarray(np.stack([preprocess(img) for img in batch]), np.float16)  # the config's type
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("pixels", out)]))
         return responses

@@ -29,7 +29,7 @@ class TritonPythonModel:
                 batch = torch.from_numpy(tensor.as_numpy()).to(self.device)
             else:
                 batch = torch.from_dlpack(tensor.to_dlpack())
-            out = torch.stack([self.preprocess(img) for img in batch]).contiguous()
+            out = torch.stack([self.preprocess(img) for img in batch]).half().contiguous()  # the config's type
             torch.cuda.synchronize(self.device)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("pixels", out)]))
         return responses
