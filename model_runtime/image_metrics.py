@@ -26,8 +26,8 @@ LARGER = "larger"
 
 # The preprocess model's phases (PhaseTimer names in model.py and pixelserve.kernels.serving/gpu) by stage:
 # copy-in = reading the request tensors and staging them to the device, decode = decoding encoded files,
-# kernel = launch parameters, the kernel and waiting for it, hand-off = building the output tensors (DLPack
-# on the GPU).
+# kernel = launch parameters, the kernel and waiting for it, hand-off = the batch's copy to page-locked host
+# memory (to_host) and building the output tensors.
 PREPROCESS_STAGES = {"read_inputs": "copy_in", "stage_h2d": "copy_in", "decode": "decode", "params": "kernel",
                      "kernel": "kernel", "sync": "kernel", "to_host": "hand_off",
                      "outputs": "hand_off"}  # fmt: skip
