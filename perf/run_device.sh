@@ -53,9 +53,10 @@ if [ -f model_repository/classifier/1/model.pt ]; then
   [ -f model_repository/classifier/1/model.onnx ] || python3 -m pixelserve.build.export_onnx \
     --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -1
 fi
-# Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points[@sizes] (points =
-# mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or set:model=count[,key=value...][,delay=us] to reload a model with another instance
-# count, parameters and queue delay. Models named *_encoded get JPEG files, the others raw pixels.
+# Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points[@sizes]
+# (points = mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or
+# set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters and
+# queue delay. Models named *_encoded get JPEG files, the others raw pixels.
 run_profiles() {
   local step spec model rest count params name points sizes encoding
   IFS=';' read -ra steps <<< "$1"
