@@ -153,7 +153,8 @@ class TritonPythonModel:
         return list(batch)
 
     def _output(self, array):
-        """A Triton tensor of the batch slice; GPU results are handed over through DLPack, not copied."""
+        """A Triton tensor of the batch slice: a host slice is copied into the stub's shared memory, a device
+        slice (output_memory "gpu") is handed over through DLPack."""
         if isinstance(array, np.ndarray):
             return pb_utils.Tensor(OUTPUT, array)
         return pb_utils.Tensor.from_dlpack(OUTPUT, array)
