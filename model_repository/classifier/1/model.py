@@ -10,6 +10,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pixelserve.runtime.garbage import GcPauses, freeze_startup_objects
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
@@ -49,6 +50,8 @@ class TritonPythonModel:
         self.output_on_gpu = self.engine.on_gpu and config_parameters(config).get("output_memory", "cpu") == "gpu"
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
+        self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
+        pb_utils.Logger.log_info(f"classifier: {freeze_startup_objects()} start-up objects frozen for the collector")
 
     def _pixels(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
@@ -83,7 +86,9 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[self._output(logits[start:stop])]))
                 start = stop
         timer.flush()
+        self.gc_pauses.flush()
         return responses
 
     def finalize(self):
+        self.gc_pauses.close()
         self.engine = None

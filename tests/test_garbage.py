@@ -1,0 +1,69 @@
+"""The collector helpers of the model processes (pixelserve.runtime.garbage), in this process and in a real server."""
+from __future__ import annotations
+
+import gc
+import re
+import urllib.request
+
+import pytest
+
+from images import photo
+
+from pixelserve.runtime.garbage import FREEZE_ENV, GcPauses, freeze_startup_objects
+
+
+@pytest.fixture
+def unfrozen():
+    yield
+    gc.unfreeze()  # give this test process its objects back
+
+
+def test_freeze_moves_the_live_objects_out_of_collections(unfrozen, monkeypatch):
+    monkeypatch.delenv(FREEZE_ENV, raising=False)
+    frozen = freeze_startup_objects()
+    assert frozen == gc.get_freeze_count() > 10_000  # pytest, numpy and this package at least
+    kept = [object() for _ in range(1000)]
+    assert len(gc.get_objects()) < frozen  # a collection walks only what came after the freeze
+    del kept
+
+
+def test_freeze_can_be_turned_off_for_measurements(unfrozen, monkeypatch):
+    monkeypatch.setenv(FREEZE_ENV, "0")
+    assert freeze_startup_objects() == 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_pauses_are_counted_per_generation_and_flushed():
+    pauses = GcPauses("test")
+    try:
+        gc.collect(2)
+        gc.collect(0)
+        (_, gen0), _, (seconds2, gen2) = pauses.pending()
+        assert gen0 >= 1 and gen2 >= 1 and seconds2 > 0.0
+        pauses.flush()
+        assert [count for _, count in pauses.pending()] == [0, 0, 0]
+    finally:
+        pauses.close()
+    gc.collect()
+    assert [count for _, count in pauses.pending()] == [0, 0, 0]  # closed: no longer called
+
+
+@pytest.mark.server
+def test_served_models_freeze_their_start_up_objects_and_export_pauses(triton_server):
+    log = triton_server.log_path.read_text(errors="replace")
+    for model in ("preprocess", "classifier"):
+        frozen = re.search(rf"{model}: (\d+) start-up objects frozen", log)
+        assert frozen and int(frozen.group(1)) > 10_000, model
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    image = photo("coffee")
+    inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
+    inp.set_data_from_numpy(image[None])
+    client.infer("image_classifier", [inp])  # each model flushes its counters at the end of execute()
+    with urllib.request.urlopen(triton_server.metrics_url, timeout=5) as response:
+        metrics = response.read().decode()
+    for model in ("preprocess", "classifier"):
+        for family in ("pixelserve_gc_pause_seconds_total", "pixelserve_gc_collections_total"):
+            series = [line for line in metrics.splitlines() if line.startswith(family + "{") and f'model="{model}"' in line]
+            assert {re.search(r'generation="(\d)"', line).group(1) for line in series} == {"0", "1", "2"}, (model, family)
