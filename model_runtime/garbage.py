@@ -1,33 +1,20 @@
-"""Python's garbage collector in a model process: start-up objects frozen, and its pauses counted.
+"""Python's garbage collector in a model process: how long it paused the process, per generation.
 
-A model process holds a few hundred thousand long-lived objects once numba, torch and the codecs are loaded;
-a full collection walks them all (about 200 ms on a 2-core CI host, with the request that triggered it
-waiting). Freezing them after ``initialize`` leaves later full collections only the objects made while
-serving. ``PIXELSERVE_GC_FREEZE=0`` keeps the default behaviour (for measuring the difference).
+Measured on the H100 (perf/results/README.md, "The collector"): while serving, the model processes ran only
+young-generation collections, a few dozen in minutes of load at about 0.15 ms each; freezing the start-up
+objects (gc.freeze) changed nothing measurable and was left out. These counters keep that visible.
 """
 from __future__ import annotations
 
 import gc
-import os
 import time
 from typing import Any
 
 from .counters import CounterFamily
 
-FREEZE_ENV = "PIXELSERVE_GC_FREEZE"
 PAUSE_METRIC = "pixelserve_gc_pause_seconds_total"
 COLLECTIONS_METRIC = "pixelserve_gc_collections_total"
 GENERATIONS = 3
-
-
-def freeze_startup_objects() -> int:
-    """Collect once, then move every object alive now to the permanent generation; returns how many were
-    frozen (0 when ``PIXELSERVE_GC_FREEZE=0``)."""
-    if os.environ.get(FREEZE_ENV, "1") == "0":
-        return 0
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 class GcPauses:

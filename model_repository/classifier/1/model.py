@@ -10,7 +10,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.runtime.garbage import GcPauses, freeze_startup_objects
+from pixelserve.runtime.garbage import GcPauses
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
@@ -51,7 +51,6 @@ class TritonPythonModel:
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
         self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
-        pb_utils.Logger.log_info(f"classifier: {freeze_startup_objects()} start-up objects frozen for the collector")
 
     def _pixels(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)

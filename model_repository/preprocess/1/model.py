@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
 from pixelserve.runtime.decoding import DecodeError
 from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
-from pixelserve.runtime.garbage import GcPauses, freeze_startup_objects
+from pixelserve.runtime.garbage import GcPauses
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
@@ -76,7 +76,6 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
         pb_utils.Logger.log_info(f"preprocess: encoded images decoded with {self.decoder.description}")
         self.gc_pauses = GcPauses("preprocess", pb_utils.MetricFamily)
-        pb_utils.Logger.log_info(f"preprocess: {freeze_startup_objects()} start-up objects frozen for the collector")
 
     def execute(self, requests):
         timer = self.timer
