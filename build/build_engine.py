@@ -96,13 +96,13 @@ def match_input_types(network: trt.INetworkDefinition, types: dict[str, str]) ->
     """Give the named network inputs the Triton data types the ensemble hands them (e.g. FP16 pixels)."""
     import tensorrt as trt
 
-    trt_types = {"TYPE_FP32": trt.DataType.FLOAT, "TYPE_FP16": trt.DataType.HALF}
+    engine_types = {triton: engine for engine, triton in triton_plan_config.TRITON_DTYPES.items()}
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
         if tensor.name in types:
-            if types[tensor.name] not in trt_types:
+            if types[tensor.name] not in engine_types:
                 raise BuildError(f"input {tensor.name!r}: no TensorRT type for {types[tensor.name]}")
-            tensor.dtype = trt_types[types[tensor.name]]
+            tensor.dtype = getattr(trt.DataType, engine_types[types[tensor.name]])
             LOG.info("input %r set to %s (the data type preprocess hands on)", tensor.name, types[tensor.name])
 
 

@@ -26,7 +26,6 @@ def test_batch_size_is_the_repository_one(path):
     )
 
 
-
 @pytest.mark.parametrize("path", COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_pixels_have_the_repository_data_type(path):
     config = model_config.read_config(path)

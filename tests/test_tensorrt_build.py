@@ -135,8 +135,8 @@ def test_plan_config_honours_the_classifier_contract(flavour: str) -> None:
 
     base = model_config.parse_config(classifier_config.render_config(flavour))
     # build_engine gives the engine's input the data type preprocess hands on
-    pixels_type = {"TYPE_FP16": "HALF", "TYPE_FP32": "FLOAT"}[
-        model_config.pb2().DataType.Name(classifier_config.pixels_data_type())]
+    engine_types = {triton: engine for engine, triton in triton_plan_config.TRITON_DTYPES.items()}
+    pixels_type = engine_types[model_config.pb2().DataType.Name(classifier_config.pixels_data_type())]
     engine_io = [EngineTensor("pixels", True, pixels_type, (-1, 3, 224, 224)), ENGINE_IO[1]]
     text = triton_plan_config.plan_config_text(base, engine_io)
     assert classifier_config.contract_problems(text, "tensorrt") == []

@@ -61,13 +61,14 @@ class TritonPythonModel:
             from pixelserve.kernels.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
-        self.decoder = ImageDecoder(config_parameters(config), device_id,
+        parameters = config_parameters(config)
+        self.decoder = ImageDecoder(parameters, device_id,
                                     warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
         # A GPU instance hands its batch on from the host (one copy per batch) or from the GPU (DLPack).
-        output_memory = config_parameters(config).get("output_memory", "cpu")
+        output_memory = parameters.get("output_memory", "cpu")
         if output_memory not in ("cpu", "gpu"):
             raise pb_utils.TritonModelException(f"parameter output_memory={output_memory!r}: expected 'cpu' or 'gpu'")
-        self.output_on_host = not on_gpu or output_memory == "cpu"
+        self.copy_to_host = on_gpu and output_memory == "cpu"
         self.runner.warm_up()  # compile now, not on the first request
         self.decoder.warm_up()
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
@@ -123,7 +124,7 @@ class TritonPythonModel:
         if images:
             try:
                 outputs = self.runner.run(images, timer)
-                if self.output_on_host and self.runner.on_gpu:
+                if self.copy_to_host:
                     with timer.phase("to_host"):
                         outputs = self.runner.to_host(outputs)
                 with timer.phase("outputs"):
