@@ -28,9 +28,11 @@ class GcPauses:
                                       "Seconds the Python garbage collector paused this model's process", labels)
         self._collections = CounterFamily(metric_family, COLLECTIONS_METRIC,
                                           "Python garbage collections in this model's process", labels)
-        # Plain lists, written by the callback: it may run in the middle of any allocation, even inside flush().
-        self._pending_seconds = [0.0] * GENERATIONS
-        self._pending_collections = [0] * GENERATIONS
+        # Running totals, written only by the callback (collections never overlap): it may run in the middle of
+        # any allocation, on any thread, even inside flush(). flush() sends what they gained since it last looked.
+        self._seconds_total = [0.0] * GENERATIONS
+        self._collections_total = [0] * GENERATIONS
+        self._flushed = [(0.0, 0)] * GENERATIONS
         self._started = 0.0
         gc.callbacks.append(self._on_collection)
 
@@ -39,21 +41,22 @@ class GcPauses:
             self._started = time.perf_counter()
             return
         generation = info["generation"]
-        self._pending_seconds[generation] += time.perf_counter() - self._started
-        self._pending_collections[generation] += 1
+        self._seconds_total[generation] += time.perf_counter() - self._started
+        self._collections_total[generation] += 1
 
     def pending(self) -> list[tuple[float, int]]:
         """Seconds and collections per generation since the last flush."""
-        return list(zip(self._pending_seconds, self._pending_collections))
+        totals = zip(list(self._seconds_total), list(self._collections_total))
+        return [(seconds - s0, count - c0) for (seconds, count), (s0, c0) in zip(totals, self._flushed)]
 
     def flush(self) -> None:
         """Send what was counted since the last flush."""
-        for generation in range(GENERATIONS):
-            seconds, self._pending_seconds[generation] = self._pending_seconds[generation], 0.0
-            collections, self._pending_collections[generation] = self._pending_collections[generation], 0
+        totals = list(zip(list(self._seconds_total), list(self._collections_total)))
+        for generation, ((seconds, count), (s0, c0)) in enumerate(zip(totals, self._flushed)):
             # zeros too: every series exists from the first flush on, so that rates start from it
-            self._seconds.add(seconds, self.model, str(generation))
-            self._collections.add(collections, self.model, str(generation))
+            self._seconds.add(seconds - s0, self.model, str(generation))
+            self._collections.add(count - c0, self.model, str(generation))
+        self._flushed = totals
         self._seconds.flush()
         self._collections.flush()
 

@@ -60,7 +60,7 @@ class TorchCudaClassifier:
 
     def __init__(self, weights_path: str, device_id: int, max_batch_size: int,
                  input_shape: tuple[int, ...] = (3, 224, 224), channels_last: bool = True,
-                 input_dtype: str = "float32") -> None:
+                 input_dtype: str = "float32", high_priority: bool = False) -> None:
         import torch
 
         self.torch = torch
@@ -71,7 +71,10 @@ class TorchCudaClassifier:
         # Module.to takes memory_format (it forwards to Tensor.to); torch's overloads of it leave it out.
         self.model = load_network(weights_path).half().to(  # type: ignore[call-overload]
             self.device, memory_format=self.memory_format)
-        self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+        # A high-priority stream lets the classifier's kernels (graph replays take the priority of the stream they
+        # are launched into) go ahead of other processes' decode and preprocess kernels where the GPU runs them side
+        # by side (MPS); time-sliced processes never share the GPU, so there it changes nothing.
+        self.stream = torch.cuda.Stream(self.device, priority=-1 if high_priority else 0)  # type: ignore[no-untyped-call]
         self.buckets = batch_buckets(max_batch_size)
         dtype = getattr(torch, np.dtype(input_dtype).name)
         self.static_in = torch.zeros((max_batch_size, *input_shape), dtype=dtype, device=self.device)

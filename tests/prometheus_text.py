@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
+
+from pixelserve.build import classifier_config
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -22,6 +25,12 @@ def parse(text: str) -> dict[tuple[str, frozenset], float]:
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return parse(response.read().decode())
+
+
+def counters_sent() -> None:
+    """Wait until the models have sent what they counted so far: their flush interval (``metrics_interval_ms``
+    in preprocess's config.pbtxt, which the classifier's follows) and a margin."""
+    time.sleep(float(classifier_config.metrics_interval_ms()) / 1e3 + 0.5)
 
 
 def value(samples: dict, name: str, **labels: str) -> float:

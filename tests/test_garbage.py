@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from images import photo
+from prometheus_text import counters_sent
 
 from pixelserve.runtime.garbage import GcPauses
 
@@ -35,7 +36,8 @@ def test_served_models_export_their_collector_pauses(triton_server):
     image = photo("coffee")
     inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
     inp.set_data_from_numpy(image[None])
-    client.infer("image_classifier", [inp])  # each model flushes its counters at the end of execute()
+    client.infer("image_classifier", [inp])
+    counters_sent()
     with urllib.request.urlopen(triton_server.metrics_url, timeout=5) as response:
         metrics = response.read().decode()
     for model in ("preprocess", "classifier"):

@@ -112,7 +112,7 @@ def prometheus(triton_server, tmp_path_factory):
 @pytest.mark.server
 def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
     from model_stats import settled
-    from prometheus_text import scrape, total
+    from prometheus_text import counters_sent, scrape, total
 
     assert _wait_for(prometheus, 'up{job="triton"}', lambda v: v == 1) == 1
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
@@ -136,6 +136,7 @@ def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
         samples = scrape(triton_server.metrics_url)
         return {expr: total(samples, name, **labels) for expr, (name, labels) in counters.items()}
 
+    counters_sent()
     before = settled(read_counters)  # once the last request is counted (model_stats.settled)
     for expr, value in before.items():  # Prometheus has caught up with the server
         assert _wait_for(prometheus, expr, lambda v, value=value: v >= value) == value, expr

@@ -190,6 +190,9 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
     output_memory = client.get_model_config("preprocess", as_json=True)["config"]["parameters"]["output_memory"]
     expected_where, other = ("gpu", "host") if output_memory["string_value"] == "gpu" else ("host", "gpu")
 
+    from prometheus_text import counters_sent
+
+    counters_sent()
     with urllib.request.urlopen(torch_flavour_server.metrics_url, timeout=5) as response:
         metrics = response.read().decode()
     on = {where: sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()

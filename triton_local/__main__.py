@@ -32,16 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-model", default=PROBE_MODEL, help="model the health probe runs (8x8 uint8 image in)")
     parser.add_argument("--no-response-cache", dest="response_cache", action="store_false",
                         help="serve without the response cache (benchmarks: perf_analyzer 2.51 aborts on ensemble cache hits)")
+    parser.add_argument("--mps", action="store_true",
+                        help="run the server under a CUDA MPS daemon of its own, so that its GPU instances share the "
+                             "GPU side by side (needs nvidia-cuda-mps-control; see README)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     args = parser.parse_args(argv)
     server = LocalTritonServer(
         args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
         address=args.address, supervise=args.supervise, health_model=args.health_model, response_cache=args.response_cache,
+        mps=args.mps,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
     keyed = "$" + KEY_ENV if os.environ.get(KEY_ENV) else "a random key (set $" + KEY_ENV + " to use them)"
     print(f"model-repository, shared-memory, logging and trace APIs: header {ADMIN_HEADER} = {keyed}")
+    if server.mps is not None:
+        print(f"MPS daemon: {server.mps.pipe_dir}")
     print(f"log: {server.log_path}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -9,6 +9,8 @@ with a real inference (health.py) every ``PIXELSERVE_PROBE_INTERVAL`` seconds (d
 answered once. When the server exits, a stub is dead or ``PIXELSERVE_PROBE_FAILURES`` probes in a row
 fail (default 3), it kills the server and exits non-zero, and the container's ``restart:`` policy starts
 a fresh one. ``PIXELSERVE_SUPERVISE=0`` execs tritonserver instead (no probes, no restarts).
+``PIXELSERVE_MPS=1`` starts a CUDA MPS daemon (mps.py) in ``PIXELSERVE_MPS_DIR`` (default /tmp/pixelserve-mps)
+first and makes the server its client.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Sequence
 
 from . import access
 from .health import Unhealthy, probe
+from .mps import MpsDaemon
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
 
 
@@ -64,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run tritonserver under the health probe (or exec it with PIXELSERVE_SUPERVISE=0) and exit with its fate."""
     args = list(sys.argv[1:] if argv is None else argv)
     argv = command(args)
+    mps = None
+    if os.environ.get("PIXELSERVE_MPS", "0") == "1":
+        mps = MpsDaemon(os.environ.get("PIXELSERVE_MPS_DIR", "/tmp/pixelserve-mps"))
+        mps.start()
+        os.environ.update(mps.env)
     if os.environ.get("PIXELSERVE_SUPERVISE", "1") == "0":
         os.execvp(argv[0], argv)
     removed = clean_stale_shm_regions()
@@ -72,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     process = subprocess.Popen(argv, start_new_session=True)
     for signum in (signal.SIGTERM, signal.SIGINT):  # PID 1 in the container: hand the stop to the server
         signal.signal(signum, lambda sig, _frame: process.send_signal(sig))
-    sys.exit(supervise(process, _http_url(args), float(os.environ.get("PIXELSERVE_PROBE_INTERVAL", "2")),
-                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3"))))
+    status = supervise(process, _http_url(args), float(os.environ.get("PIXELSERVE_PROBE_INTERVAL", "2")),
+                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3")))
+    if mps is not None:
+        mps.stop()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

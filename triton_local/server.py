@@ -18,6 +18,7 @@ from typing import Sequence
 
 from . import access, paths
 from .health import PROBE_MODEL, Unhealthy, probe
+from .mps import MpsDaemon
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
 # The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
@@ -153,7 +154,8 @@ class LocalTritonServer:
     (``access.py``; ``admin_headers`` is what a client passes). With ``supervise=True`` a watchdog thread
     probes ``health_model`` with a real inference every ``probe_interval`` seconds and restarts the
     server (same ports, same key) when it has exited, when a stub is dead, or after
-    ``probe_failures`` failed probes in a row; ``restarts`` records each recovery.
+    ``probe_failures`` failed probes in a row; ``restarts`` records each recovery. With ``mps=True`` the
+    server runs as the client of a CUDA MPS daemon of its own (``mps.py``), started before it and stopped after.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class LocalTritonServer:
         health_model: str = PROBE_MODEL,
         probe_interval: float = 1.0,
         probe_failures: int = 3,
+        mps: bool = False,
     ) -> None:
         self.address = address
         self.admin_key = access.admin_key(admin_key)
@@ -193,6 +196,8 @@ class LocalTritonServer:
         self._base_env = env
         self.response_cache = response_cache
         self._process: subprocess.Popen[bytes] | None = None
+        # One MPS daemon for the server's life, restarts included (triton_local/mps.py).
+        self.mps = MpsDaemon(self._workdir / "mps") if mps else None
 
     @property
     def _client_host(self) -> str:
@@ -243,6 +248,8 @@ class LocalTritonServer:
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":
         """Start the server (after removing stale shared-memory regions) and wait until it and all its models are ready."""
         self._stopping.clear()
+        if self.mps is not None and not self.mps.running:
+            self.mps.start()
         self._launch(timeout)
         if self.supervise and (self._watchdog is None or not self._watchdog.is_alive()):
             self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
@@ -254,6 +261,8 @@ class LocalTritonServer:
         self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
         clean_stale_shm_regions()
         env = server_environment(self._base_env, make_python_env(self._workdir / "python-env"))
+        if self.mps is not None:
+            env.update(self.mps.env)
         log = open(self.log_path, log_mode)
         self._process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -395,6 +404,8 @@ class LocalTritonServer:
             self._watchdog = None
         with self._lock:  # waits for a restart in progress
             self._terminate(timeout)
+        if self.mps is not None:
+            self.mps.stop()
         clean_stale_shm_regions()
         shutil.rmtree(self._workdir, ignore_errors=True)
 

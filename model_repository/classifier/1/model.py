@@ -11,6 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pixelserve.runtime.garbage import GcPauses
+from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
@@ -33,8 +34,12 @@ def _engine(args: dict, config: dict):
 
         pixels = pb_utils.get_input_config_by_name(config, INPUT)
         dtype = np.dtype(pb_utils.triton_string_to_numpy(pixels["data_type"])).name
+        priority = config_parameters(config).get("cuda_stream_priority")
+        if priority not in ("normal", "high"):
+            raise pb_utils.TritonModelException(f"parameter cuda_stream_priority={priority!r}: expected 'normal' or "
+                                                f"'high'; {BUILD_HINT.format(runtime=runtime)}")
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"],
-                                   tuple(pixels["dims"]), input_dtype=dtype)
+                                   tuple(pixels["dims"]), input_dtype=dtype, high_priority=priority == "high")
     from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))
@@ -51,6 +56,13 @@ class TritonPythonModel:
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
         self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
+        try:
+            interval_s = interval_from_parameters(config_parameters(config))
+        except ValueError as exc:  # a config generated before the parameter existed: regenerate it
+            runtime = config_parameters(config).get("runtime", "onnxruntime")
+            raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
+        self.metrics = MetricsFlusher((self.timer.flush, self.gc_pauses.flush), interval_s,
+                                      on_error=lambda message: pb_utils.Logger.log_error(f"classifier: {message}"))
 
     def _pixels(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, INPUT)
@@ -84,10 +96,10 @@ class TritonPythonModel:
                 stop = start + len(batch)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[self._output(logits[start:stop])]))
                 start = stop
-        timer.flush()
-        self.gc_pauses.flush()
+        self.metrics.after_execute()
         return responses
 
     def finalize(self):
+        self.metrics.close()
         self.gc_pauses.close()
         self.engine = None

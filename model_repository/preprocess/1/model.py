@@ -15,6 +15,7 @@ from pixelserve.runtime.decoding import DecodeError
 from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 from pixelserve.runtime.garbage import GcPauses
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
+from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
 
@@ -77,6 +78,12 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
         pb_utils.Logger.log_info(f"preprocess: encoded images decoded with {self.decoder.description}")
         self.gc_pauses = GcPauses("preprocess", pb_utils.MetricFamily)
+        try:
+            interval_s = interval_from_parameters(parameters)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        self.metrics = MetricsFlusher((self.timer.flush, self.image_metrics.flush, self.gc_pauses.flush), interval_s,
+                                      on_error=lambda message: pb_utils.Logger.log_error(f"preprocess: {message}"))
 
     def execute(self, requests):
         timer = self.timer
@@ -139,9 +146,7 @@ class TritonPythonModel:
                     responses[index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"preprocess failed: {exc}")
                     )
-        timer.flush()
-        self.image_metrics.flush()
-        self.gc_pauses.flush()
+        self.metrics.after_execute()
         return responses
 
     def _request_images(self, request):
@@ -164,6 +169,7 @@ class TritonPythonModel:
         return pb_utils.Tensor.from_dlpack(OUTPUT, array)
 
     def finalize(self):
+        self.metrics.close()
         self.gc_pauses.close()
         self.decoder.close()
         self.runner = None
