@@ -80,14 +80,33 @@ class GpuUtilisationSampler(threading.Thread):
         return statistics.median(self.samples) if self.samples else None
 
 
+def host_cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all the host's cores since boot (/proc/stat), None where there is none."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """The share of the host's CPU time spent busy between two ``host_cpu_times`` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path: Path) -> dict:
     """Run one perf_analyzer measurement and return its summary, stage deltas and phase deltas."""
     config = perf_config.RunConfig(model=args.model, measurement_interval_ms=args.interval)
     before_stats, before_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     sampler = GpuUtilisationSampler(args.metrics)
     sampler.start()
+    cpu_before = host_cpu_times()
     pa_args = run_perf.perf_analyzer_args(config, args.grpc, input_file, mode, str(concurrency), csv_path)
     status, output, shown = run_perf.run_perf_analyzer(pa_args)
+    cpu_busy = busy_fraction(cpu_before, host_cpu_times())
     utilisation = sampler.stop()
     after_stats, after_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     if status != 0 or not csv_path.exists():
@@ -106,7 +125,7 @@ def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path:
         if calls - c0 > 0:
             phases[key] = ((seconds - s0) / (calls - c0) * 1e6, calls - c0)
     return {"mode": mode, "concurrency": concurrency, "summary": summary, "stages": stages, "phases": phases,
-            "gpu_util": utilisation, "command": shown}
+            "gpu_util": utilisation, "cpu_busy": cpu_busy, "command": shown}
 
 
 def render(points: list[dict]) -> str:
@@ -119,9 +138,11 @@ def render(points: list[dict]) -> str:
             continue
         s = p["summary"]
         util = "n/a" if p["gpu_util"] is None else f"{p['gpu_util'] * 100:.0f} %"
+        cpu = "n/a" if p.get("cpu_busy") is None else f"{p['cpu_busy'] * 100:.0f} %"
         lines += [f"### {p['mode']} shared memory, concurrency {p['concurrency']}", "",
                   f"{s['throughput_infer_s']:.0f} images/s, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
-                  f"GPU utilisation (median of 1 s samples) {util}", "",
+                  f"GPU utilisation (median of 1 s samples) {util}, host CPU busy (all cores, perf_analyzer "
+                  f"included) {cpu}", "",
                   "| model | executions | mean batch | queue us/req | compute input us/req | compute infer us/req | compute output us/req |",
                   "|---|---|---|---|---|---|---|"]
         for model, d in sorted(p["stages"].items()):
@@ -171,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.model} {mode} c{concurrency}: {points[-1]['failed']}", flush=True)
                 continue
             s = points[-1]["summary"]
+            cpu = points[-1]["cpu_busy"]
             print(f"{args.model} {mode} c{concurrency}: {s['throughput_infer_s']:.0f}/s p50 {s['p50_ms']:.2f} "
-                  f"p99 {s['p99_ms']:.2f} ms", flush=True)
+                  f"p99 {s['p99_ms']:.2f} ms" + ("" if cpu is None else f", CPU {cpu * 100:.0f}%"), flush=True)
     text = render(points)
     args.output.write_text((f"## {args.title}\n\n" if args.title else "") + text)
     print(text)

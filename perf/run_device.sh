@@ -41,7 +41,10 @@ else
   echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ and run install-gpu-decode first. Import error:"
   tail -3 /tmp/nvimgcodec-import.log
 fi
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,compute_mode --format=csv
+# MPS=1: the encoded stage's server runs under a CUDA MPS daemon of its own (pixelserve-server --mps,
+# triton_local/mps.py), so that its instance processes share the GPU side by side instead of time-slicing it.
+MPS_ARGS=() && [ "${MPS:-0}" = 1 ] && MPS_ARGS=(--mps)
 
 # A model folder that only an ignored __pycache__ keeps alive (its model was removed from git) fails Triton's load.
 find model_repository -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -176,13 +179,19 @@ if [[ $stages == *encoded* ]]; then
     # PER_GPU (e.g. preprocess=2) overrides build/placement.yaml; results go to /tmp/results/$RESULTS_TAG.
     rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo \
       ${PER_GPU:+--per-gpu "$PER_GPU"} | tail -4
-    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
-      --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
+    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache "${MPS_ARGS[@]}" \
+      --model-repository /tmp/placed-repo --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
       --load-model=image_classifier --load-model=image_classifier_encoded \
       --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server-encoded.log 2>&1 &
     for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
     curl -s localhost:8000/v2/models/preprocess/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('preprocess instances:', c.get('instance_group'))"
     dir="/tmp/results/${RESULTS_TAG:-encoded}" && mkdir -p "$dir"
+    if [ "${MPS:-0}" = 1 ]; then  # the clients the MPS server holds: one per process with a CUDA context
+      export CUDA_MPS_PIPE_DIRECTORY="$(sed -n 's/^MPS daemon: //p' /tmp/results/server-encoded.log)"
+      for pid in $(echo get_server_list | nvidia-cuda-mps-control); do
+        echo "MPS server $pid, clients: $(echo "get_client_list $pid" | nvidia-cuda-mps-control | wc -l)"
+      done
+    fi
     # ENCODED_CONFIGS="" skips these runs; CONCURRENCY overrides the configs' own levels.
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
@@ -192,7 +201,8 @@ if [[ $stages == *encoded* ]]; then
     run_profiles "${ENCODED_PROFILES:-${RESULTS_TAG:-encoded}/profile:image_classifier_encoded:none:1,none:64}"
     grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$dir"/server-excerpt.log
     curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$dir"/metrics-end.txt
-    kill %1; wait
+    [ "${MPS:-0}" = 1 ] && cp "$(dirname "$CUDA_MPS_PIPE_DIRECTORY")"/log/control.log "$dir"/mps-control.log
+    kill %1; wait  # the launcher stops the server, then its MPS daemon
   else
     echo "encoded stage skipped: nvImageCodec is not importable (see above)"
   fi

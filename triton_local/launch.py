@@ -23,7 +23,7 @@ from typing import Sequence
 
 from . import access
 from .health import Unhealthy, probe
-from .mps import MpsDaemon
+from .mps import MpsDaemon, MpsUnavailable
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
 
 
@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     mps = None
     if os.environ.get("PIXELSERVE_MPS", "0") == "1":
         mps = MpsDaemon(os.environ.get("PIXELSERVE_MPS_DIR", "/tmp/pixelserve-mps"))
-        mps.start()
+        try:
+            mps.start()
+        except MpsUnavailable as exc:
+            sys.exit(f"pixelserve-tritonserver: PIXELSERVE_MPS=1: {exc}")
         os.environ.update(mps.env)
     if os.environ.get("PIXELSERVE_SUPERVISE", "1") == "0":
         os.execvp(argv[0], argv)
