@@ -50,3 +50,14 @@ def test_shipped_repository_serves_real_photos_as_clients_of_its_own_mps_daemon(
     finally:
         server.stop()
     assert not server.mps.running  # the daemon quit with the server
+
+
+def test_container_entry_point_stops_with_the_reason_when_mps_cannot_start(tmp_path, monkeypatch):
+    from pixelserve.triton_local import launch
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("PIXELSERVE_MPS", "1")
+    monkeypatch.setenv("PIXELSERVE_MPS_DIR", str(tmp_path / "mps"))
+    with pytest.raises(SystemExit) as stopped:
+        launch.main(["--model-repository=/nonexistent"])
+    assert "PIXELSERVE_MPS=1" in str(stopped.value.code) and CONTROL in str(stopped.value.code)
