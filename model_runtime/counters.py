@@ -26,17 +26,19 @@ class CounterFamily:
         """Add ``value`` to the series with these label values (in ``label_names`` order)."""
         self._totals[labels] = self._totals.get(labels, 0.0) + value
 
+    def _changed(self) -> dict[tuple[str, ...], float]:
+        totals = dict(self._totals)  # one C-level copy: consistent while another thread adds
+        return {labels: total for labels, total in totals.items() if self._sent.get(labels) != total}
+
     def pending(self) -> dict[tuple[str, ...], float]:
         """What was added since the last flush, per label values (series added to since, zeros included)."""
-        totals = dict(self._totals)  # one C-level copy: consistent while another thread adds
-        return {labels: total - self._sent.get(labels, 0.0) for labels, total in totals.items()
-                if labels not in self._sent or total != self._sent[labels]}
+        return {labels: total - self._sent.get(labels, 0.0) for labels, total in self._changed().items()}
 
     def flush(self) -> None:
         """Send what was added since the last flush to Triton (nothing outside Triton)."""
-        for labels, value in self.pending().items():
+        for labels, total in self._changed().items():
             if self._family is not None:
                 if labels not in self._metrics:
                     self._metrics[labels] = self._family.Metric(labels=dict(zip(self.label_names, labels)))
-                self._metrics[labels].increment(value)
-            self._sent[labels] = self._sent.get(labels, 0.0) + value
+                self._metrics[labels].increment(total - self._sent.get(labels, 0.0))
+            self._sent[labels] = total  # the total itself: a sum of differences would drift in floating point

@@ -96,3 +96,14 @@ def test_a_failing_flush_is_reported_and_the_others_still_run():
     flusher.close()
     assert family._family.total("a") == 3
     assert errors and "server gone" in errors[0]
+
+
+def test_fractional_sums_leave_nothing_pending_after_a_flush():
+    family = CounterFamily(Recorder, "x_total", "", ("k",))
+    for _ in range(3):
+        for value in (0.1, 0.2, 0.7, 1e-9):  # sums that floating point cannot hold exactly
+            family.add(value, "a")
+        family.flush()
+        assert family.pending() == {}
+    sent = family._family.sent
+    assert len(sent) == 3 and sum(amount for _, amount in sent) == pytest.approx(3 * (1.0 + 1e-9))
