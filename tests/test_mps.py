@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from conftest import HAS_GPU, MODEL_REPOSITORY
+from reference_top1 import assert_reference_top1
 
-from pixelserve.build import reference_images
 from pixelserve.triton_local import LocalTritonServer
 from pixelserve.triton_local.mps import CONTROL, MpsUnavailable
 
@@ -38,12 +38,7 @@ def test_shipped_repository_serves_real_photos_as_clients_of_its_own_mps_daemon(
     try:
         server.start(timeout=300)
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        for name, expected in reference_images.EXPECTED_TOP1.items():
-            image = reference_images.load_photo(name)
-            inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
-            inp.set_data_from_numpy(image[None])
-            scores = client.infer("image_classifier", [inp]).as_numpy("predictions")[0]
-            assert int(scores.argmax()) in expected, name
+        assert_reference_top1(client)
         (mps_server,) = server.mps.server_pids()
         # tritonserver itself and at least the preprocess instance (KIND_GPU on a GPU host) hold CUDA contexts
         assert len(server.mps.client_pids(mps_server)) >= 2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import HAS_GPU, MODEL_REPOSITORY
+from reference_top1 import assert_reference_top1
 
 from pixelserve.build import classifier_config, export_onnx, reference_images
 from pixelserve.runtime.torch_classifier import batch_buckets, load_network, save_weights
@@ -176,12 +177,7 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
     config = client.get_model_config("classifier", as_json=True)["config"]
     assert config["instance_group"][0]["kind"] == "KIND_GPU"
     assert config["parameters"]["runtime"]["string_value"] == "torch"
-    for name, expected in reference_images.EXPECTED_TOP1.items():
-        image = reference_images.load_photo(name)
-        inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
-        inp.set_data_from_numpy(image[None])
-        scores = client.infer("image_classifier", [inp]).as_numpy("predictions")[0]
-        assert int(scores.argmax()) in expected, name
+    assert_reference_top1(client)
     stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
     assert int(stats["execution_count"]) >= len(reference_images.EXPECTED_TOP1)
     # The hand-off from preprocess arrives where preprocess's output_memory says (the host, as shipped).
