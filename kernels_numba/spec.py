@@ -98,6 +98,7 @@ class PreprocessSpec:
         size and dtype from its ``pixels`` output (when it has one)."""
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
+        from tritonclient.utils import triton_to_np_dtype
 
         with open(path, encoding="utf-8") as handle:
             config = text_format.Parse(handle.read(), model_config_pb2.ModelConfig())
@@ -106,8 +107,9 @@ class PreprocessSpec:
             if output.name == "pixels":
                 _, height, width = output.dims
                 type_name = model_config_pb2.DataType.Name(output.data_type)
+                numpy_type = triton_to_np_dtype(type_name.removeprefix("TYPE_"))
                 fields.update(out_height=str(height), out_width=str(width),
-                              output_dtype={"TYPE_FP32": "float32", "TYPE_FP16": "float16"}.get(type_name, type_name))
+                              output_dtype=type_name if numpy_type is None else np.dtype(numpy_type).name)
         return cls.from_parameters(fields)
 
 

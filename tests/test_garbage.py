@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import gc
-import re
-import urllib.request
 
 import pytest
 
 from images import photo
-from prometheus_text import counters_sent
+from prometheus_text import counters_sent, scrape
 
 from pixelserve.runtime.garbage import GcPauses
 
@@ -38,9 +36,9 @@ def test_served_models_export_their_collector_pauses(triton_server):
     inp.set_data_from_numpy(image[None])
     client.infer("image_classifier", [inp])
     counters_sent()
-    with urllib.request.urlopen(triton_server.metrics_url, timeout=5) as response:
-        metrics = response.read().decode()
+    samples = scrape(triton_server.metrics_url)
     for model in ("preprocess", "classifier"):
         for family in ("pixelserve_gc_pause_seconds_total", "pixelserve_gc_collections_total"):
-            series = [line for line in metrics.splitlines() if line.startswith(family + "{") and f'model="{model}"' in line]
-            assert {re.search(r'generation="(\d)"', line).group(1) for line in series} == {"0", "1", "2"}, (model, family)
+            generations = {dict(labels).get("generation") for name, labels in samples
+                           if name == family and ("model", model) in labels}
+            assert generations == {"0", "1", "2"}, (model, family)

@@ -181,17 +181,13 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
     stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
     assert int(stats["execution_count"]) >= len(reference_images.EXPECTED_TOP1)
     # The hand-off from preprocess arrives where preprocess's output_memory says (the host, as shipped).
-    import urllib.request
-
     output_memory = client.get_model_config("preprocess", as_json=True)["config"]["parameters"]["output_memory"]
     expected_where, other = ("gpu", "host") if output_memory["string_value"] == "gpu" else ("host", "gpu")
 
-    from prometheus_text import counters_sent
+    from prometheus_text import counters_sent, scrape, total
 
     counters_sent()
-    with urllib.request.urlopen(torch_flavour_server.metrics_url, timeout=5) as response:
-        metrics = response.read().decode()
-    on = {where: sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                     if line.startswith("pixelserve_phase_calls_total{") and 'model="classifier"' in line
-                     and f'phase="inputs_on_{where}"' in line) for where in ("gpu", "host")}
+    samples = scrape(torch_flavour_server.metrics_url)
+    on = {where: total(samples, "pixelserve_phase_calls_total", model="classifier", phase=f"inputs_on_{where}")
+          for where in ("gpu", "host")}
     assert on[expected_where] >= len(reference_images.EXPECTED_TOP1) and on[other] == 0, on
