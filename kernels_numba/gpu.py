@@ -110,13 +110,23 @@ class CudaPreprocessor:
         self._dev_rows = cuda.device_array(max(1, row_elements), np.float32)  # antialiased path only
         self._image_out_bytes = 3 * spec.out_height * spec.out_width * np.dtype(spec.numpy_dtype).itemsize
 
+    def reserve(self, shapes: Sequence[tuple[int, ...]]) -> None:
+        """Size the buffers now for a batch of HWC images of these shapes, so that no such batch waits for them.
+
+        Growing while serving allocates page-locked and device memory and drops every captured graph: on the
+        H100 with 8 instances sharing the GPU a growth step stalled its batch for 35-420 ms
+        (perf/results/README.md, "Buffers sized at load")."""
+        params = batch_params(shapes, self.spec)
+        self._reserve(len(shapes), sum(int(np.prod(shape)) for shape in shapes), row_buffer_size(params, self.spec))
+
     def _reserve(self, n_images: int, n_bytes: int, row_elements: int) -> None:
         if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size or row_elements > self._dev_rows.size:
             self.synchronize()  # queued copies may still read the old buffers
+            # Doubling: a batch beyond the reservation costs few growth steps.
             self._allocate(
                 max(n_images, self._host_params.shape[0]),
-                max(n_bytes, int(self._dev_src.size * 1.5)),
-                max(row_elements, int(self._dev_rows.size * 1.5)),
+                max(n_bytes, self._dev_src.size * 2 if n_bytes > self._dev_src.size else self._dev_src.size),
+                max(row_elements, self._dev_rows.size * 2 if row_elements > self._dev_rows.size else self._dev_rows.size),
             )
 
     # -- driver-level helpers (real GPU only) --------------------------------------------------------

@@ -24,8 +24,8 @@ class CpuRunner:
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
 
-    def warm_up(self) -> None:
-        """Compile the kernel (or load it from numba's cache)."""
+    def warm_up(self, batch: int = 1) -> None:
+        """Compile the kernel (or load it from numba's cache); ``batch`` is the GPU runner's (nothing to hold here)."""
         self.run(_warm_up_images())
 
     def synchronize(self) -> None:
@@ -62,7 +62,9 @@ class CudaRunner:
 
     on_gpu = True
 
-    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1) -> None:
+    def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1,
+                 reserve_size: tuple[int, int] | None = None) -> None:
+        """``reserve_size`` (height, width): size the buffers for ``max_batch_size`` images of it now."""
         from numba import cuda
 
         from .gpu import CudaPreprocessor
@@ -74,10 +76,15 @@ class CudaRunner:
         if self._library == "cupy":
             self._module.cuda.Device(device_id).use()
         self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size)
+        if reserve_size is not None:
+            self._preprocessor.reserve([(*reserve_size, 3)] * max_batch_size)
 
-    def warm_up(self) -> None:
-        """Compile the kernel for this GPU and size the buffers before the first request."""
+    def warm_up(self, batch: int = 1) -> None:
+        """Compile the kernel for this GPU before the first request; with ``batch``, also hand a batch of that
+        many (small) images to the host once, so that the page-locked output block is held from the start."""
         self.run(_warm_up_images())
+        if batch > 1:
+            self.to_host(self.run((_warm_up_images() * batch)[:batch]))
 
     def from_dlpack(self, capsule: object) -> CudaArray:
         """A device view of a tensor that arrived on the GPU (no copy)."""

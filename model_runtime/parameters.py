@@ -7,3 +7,17 @@ from typing import Any, Mapping
 def config_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     """``{key: string_value}`` of the model config's ``parameters`` (the JSON of ``args["model_config"]``)."""
     return {key: str(value["string_value"]) for key, value in model_config.get("parameters", {}).items()}
+
+
+def image_size_parameter(parameters: Mapping[str, str], key: str) -> tuple[int, int] | None:
+    """``(height, width)`` from a ``HxW`` parameter such as ``1080x1920``; None for ``0`` or an absent key."""
+    text = parameters.get(key, "0").strip()
+    if text in ("", "0"):
+        return None
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"parameter {key}={text!r}: expected HEIGHTxWIDTH (e.g. 1080x1920) or 0") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"parameter {key}={text!r}: height and width must be positive")
+    return height, width

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 from .counters import CounterFamily
+from .slow_log import SlowLog
 
 METRIC_NAME = "pixelserve_phase_seconds_total"
 COUNT_NAME = "pixelserve_phase_calls_total"
@@ -18,13 +19,15 @@ class PhaseTimer:
     ``stages`` (optional) maps phase names onto coarser stages (e.g. copy_in, kernel, hand_off), whose
     seconds are exported as ``pixelserve_stage_seconds_total{model,stage}``; unmapped phases only count
     in the per-phase counters.
+    ``slow_log`` (optional) is told each phase's seconds, to name the phases of a slow ``execute``.
     ``sync`` (profiling only) is called at the end of every phase so that queued GPU work is charged to
     the phase that queued it; in normal serving it is None and a phase costs two ``perf_counter`` calls.
     """
 
     def __init__(self, model: str, metric_family: Any = None, sync: Callable[[], None] | None = None,
-                 stages: Mapping[str, str] | None = None) -> None:
+                 stages: Mapping[str, str] | None = None, slow_log: SlowLog | None = None) -> None:
         self.model = model
+        self.slow_log = slow_log
         self.sync = sync
         self.stages = dict(stages or {})
         self._seconds = CounterFamily(metric_family, METRIC_NAME, "Seconds spent in each phase of execute()", ("model", "phase"))
@@ -47,6 +50,8 @@ class PhaseTimer:
             self._calls.add(1, self.model, name)
             if name in self.stages:
                 self._stage_seconds.add(seconds, self.model, self.stages[name])
+            if self.slow_log is not None:
+                self.slow_log.phase(name, seconds)
 
     def count(self, name: str, calls: int) -> None:
         """Add ``calls`` occurrences of an event that takes no time of its own (e.g. images copied one way)."""

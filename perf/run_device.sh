@@ -58,6 +58,7 @@ if [ -f model_repository/classifier/1/model.pt ]; then
 fi
 # Profile steps against the running server (ports 8001/8002), separated by ';': name:model:points[@sizes]
 # (points = mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or
+# timeline:name:model:concurrency[@HxW] (perf/latency_timeline.py: each request's send time and latency), or
 # set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters and
 # queue delay. Models named *_encoded get JPEG files, the others raw pixels.
 run_profiles() {
@@ -70,6 +71,14 @@ run_profiles() {
         if [[ $kv == delay=* ]]; then params+=(--queue-delay-us "${kv#delay=}"); else params+=(--parameter "$kv"); fi
       done
       python3 -m pixelserve.perf.set_instances "$model" "$count" "${params[@]}"
+      continue
+    fi
+    if [[ $step == timeline:* ]]; then  # timeline:name:model:concurrency[@HxW]: every request's latency and send time
+      IFS=':' read -r _ name model points <<< "$step"
+      python3 -m pixelserve.perf.latency_timeline --url 127.0.0.1:8001 --model "$model" --concurrency "${points%%@*}" \
+        $([[ $points == *@* ]] && echo --size "${points#*@}") --seconds "${TIMELINE_SECONDS:-20}" \
+        --period "${TIMELINE_PERIOD_S:-1}" --title "$name" --json "/tmp/results/$name.json"
+      tar -czf "$OUT/results.tgz" -C /tmp/results .
       continue
     fi
     IFS=':' read -r name model points <<< "$step"
@@ -200,6 +209,7 @@ if [[ $stages == *encoded* ]]; then
     # ENCODED_PROFILES: run_profiles steps (e.g. set:preprocess=4,decode_threads=1;p4:image_classifier_encoded:none:32,none:128)
     run_profiles "${ENCODED_PROFILES:-${RESULTS_TAG:-encoded}/profile:image_classifier_encoded:none:1,none:64}"
     grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$dir"/server-excerpt.log
+    grep -h "slow execute" /tmp/pixelserve-triton-*/tritonserver.log > "$dir"/slow-log.txt 2>/dev/null
     curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$dir"/metrics-end.txt
     [ "${MPS:-0}" = 1 ] && cp "$(dirname "$CUDA_MPS_PIPE_DIRECTORY")"/log/control.log "$dir"/mps-control.log
     kill %1; wait  # the launcher stops the server, then its MPS daemon

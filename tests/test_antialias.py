@@ -75,6 +75,32 @@ def test_cuda_antialias_small_images_match_pil(rng):
     assert_pil_parity(out.copy_to_host(), images, spec)
 
 
+def test_reserved_buffers_hold_a_full_batch_and_grow_beyond_it(rng):
+    """A batch within the reservation runs in the buffers sized at construction (input, staging, the rows of
+    the antialias pass); a bigger one grows them and still matches PIL. GPU or CUDA simulator."""
+    from numba import cuda
+
+    from pixelserve.kernels.gpu import CudaPreprocessor
+
+    spec = PreprocessSpec(antialias=True, resize_mode="stretch", out_height=7, out_width=9)
+    pre = CudaPreprocessor(spec, max_images=1, input_bytes=1)
+    pre.reserve([(24, 30, 3)] * 3)
+    buffers = (pre._dev_src, pre._host_src, pre._dev_rows, pre._host_params)
+
+    def run(images):
+        out = cuda.to_device(poisoned(len(images), spec))
+        pre.run(images, out)
+        pre.synchronize()
+        return out.copy_to_host()
+
+    within = [random_image(rng, h, w) for h, w in [(24, 30), (30, 24), (17, 29)]]
+    assert_pil_parity(run(within), within, spec)
+    assert (pre._dev_src, pre._host_src, pre._dev_rows, pre._host_params) == buffers, "a reserved batch reallocated"
+    beyond = [random_image(rng, 40, 52) for _ in range(4)]
+    assert_pil_parity(run(beyond), beyond, spec)
+    assert pre._dev_src.size >= sum(image.size for image in beyond) and pre._host_params.shape[0] >= 4
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("resolution", list(RESOLUTIONS))
 @pytest.mark.parametrize("spec_name", list(AA_SPECS))

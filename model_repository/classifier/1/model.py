@@ -14,6 +14,7 @@ from pixelserve.runtime.garbage import GcPauses
 from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
 from pixelserve.runtime.parameters import config_parameters
 from pixelserve.runtime.phases import PhaseTimer
+from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, OUTPUT = "pixels", "logits"
 ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
@@ -53,11 +54,13 @@ class TritonPythonModel:
         self.engine = _engine(args, config)
         # Logits are small: on the host they reach the client without a GPU hand-off (see README).
         self.output_on_gpu = self.engine.on_gpu and config_parameters(config).get("output_memory", "cpu") == "gpu"
-        self.timer = PhaseTimer("classifier", pb_utils.MetricFamily)
+        self.slow_log = SlowLog("classifier", 0.0, pb_utils.Logger.log_warn)  # threshold set below
+        self.timer = PhaseTimer("classifier", pb_utils.MetricFamily, slow_log=self.slow_log)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
         self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
         try:
             interval_s = interval_from_parameters(config_parameters(config))
+            self.slow_log.threshold_s = threshold_from_parameters(config_parameters(config))
         except ValueError as exc:  # a config generated before the parameter existed: regenerate it
             runtime = config_parameters(config).get("runtime", "onnxruntime")
             raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
@@ -78,6 +81,13 @@ class TritonPythonModel:
         return pb_utils.Tensor(OUTPUT, np.ascontiguousarray(logits, np.float32))
 
     def execute(self, requests):
+        self.slow_log.start()
+        try:
+            return self._execute(requests)
+        finally:
+            self.slow_log.finish(len(requests))
+
+    def _execute(self, requests):
         timer = self.timer
         with timer.phase("read_inputs"):
             batches = [self._pixels(r) for r in requests]

@@ -16,10 +16,12 @@ from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 from pixelserve.runtime.garbage import GcPauses
 from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
 from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
-from pixelserve.runtime.parameters import config_parameters
+from pixelserve.runtime.parameters import config_parameters, image_size_parameter
 from pixelserve.runtime.phases import PhaseTimer
+from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, ENCODED_INPUT, OUTPUT = "images", "encoded", "pixels"
+RESERVE_PARAMETER = "reserve_image_size"
 # Set to 1 to charge queued GPU work to the phase that queued it (profiling; adds a sync per phase).
 PROFILE_SYNC_ENV = "PIXELSERVE_PROFILE_SYNC"
 
@@ -53,16 +55,20 @@ class TritonPythonModel:
         self.spec = spec_from_model_config(config)
         self.max_batch = config["max_batch_size"]
         on_gpu = args["model_instance_kind"] == "GPU"
+        parameters = config_parameters(config)
+        try:
+            reserve_size = image_size_parameter(parameters, RESERVE_PARAMETER)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
         device_id = int(args["model_instance_device_id"]) if on_gpu else None
         if on_gpu:
             from pixelserve.kernels.serving import CudaRunner
 
-            self.runner = CudaRunner(self.spec, device_id, config["max_batch_size"])
+            self.runner = CudaRunner(self.spec, device_id, config["max_batch_size"], reserve_size=reserve_size)
         else:
             from pixelserve.kernels.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
-        parameters = config_parameters(config)
         self.decoder = ImageDecoder(parameters, device_id,
                                     warn=lambda message: pb_utils.Logger.log_warn(f"preprocess: {message}"))
         # A GPU instance hands its batch on from the host (one copy per batch) or from the GPU (DLPack).
@@ -70,22 +76,32 @@ class TritonPythonModel:
         if output_memory not in ("cpu", "gpu"):
             raise pb_utils.TritonModelException(f"parameter output_memory={output_memory!r}: expected 'cpu' or 'gpu'")
         self.copy_to_host = on_gpu and output_memory == "cpu"
-        self.runner.warm_up()  # compile now, not on the first request
-        self.decoder.warm_up()
+        self.runner.warm_up(self.max_batch if self.copy_to_host else 1)  # compile now, not on the first request
+        self.decoder.warm_up(self.max_batch, reserve_size)
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
-        self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES)
+        try:
+            interval_s = interval_from_parameters(parameters)
+            slow_s = threshold_from_parameters(parameters)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        self.slow_log = SlowLog("preprocess", slow_s, pb_utils.Logger.log_warn)
+        self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES,
+                                slow_log=self.slow_log)
         self.image_metrics = ImageMetrics(pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
         pb_utils.Logger.log_info(f"preprocess: encoded images decoded with {self.decoder.description}")
         self.gc_pauses = GcPauses("preprocess", pb_utils.MetricFamily)
-        try:
-            interval_s = interval_from_parameters(parameters)
-        except ValueError as exc:
-            raise pb_utils.TritonModelException(str(exc)) from None
         self.metrics = MetricsFlusher((self.timer.flush, self.image_metrics.flush, self.gc_pauses.flush), interval_s,
                                       on_error=lambda message: pb_utils.Logger.log_error(f"preprocess: {message}"))
 
     def execute(self, requests):
+        self.slow_log.start()
+        try:
+            return self._execute(requests)
+        finally:
+            self.slow_log.finish(len(requests))
+
+    def _execute(self, requests):
         timer = self.timer
         responses = [None] * len(requests)
         images, owners = [], []
