@@ -67,6 +67,11 @@ def _nbytes(array: CudaArray) -> int:
     return int(np.prod(array.shape)) * itemsize
 
 
+def _grown(capacity: int, needed: int) -> int:
+    """A buffer's new capacity: unchanged when it holds ``needed``, else at least doubled (few growth steps)."""
+    return capacity if needed <= capacity else max(needed, 2 * capacity)
+
+
 def _check(result: Any) -> Any:
     """Unpack a cuda.bindings driver call result, raising on an error code."""
     error, *values = result if isinstance(result, tuple) else (result,)
@@ -122,12 +127,8 @@ class CudaPreprocessor:
     def _reserve(self, n_images: int, n_bytes: int, row_elements: int) -> None:
         if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size or row_elements > self._dev_rows.size:
             self.synchronize()  # queued copies may still read the old buffers
-            # Doubling: a batch beyond the reservation costs few growth steps.
-            self._allocate(
-                max(n_images, self._host_params.shape[0]),
-                max(n_bytes, self._dev_src.size * 2 if n_bytes > self._dev_src.size else self._dev_src.size),
-                max(row_elements, self._dev_rows.size * 2 if row_elements > self._dev_rows.size else self._dev_rows.size),
-            )
+            self._allocate(max(n_images, self._host_params.shape[0]), _grown(self._dev_src.size, n_bytes),
+                           _grown(self._dev_rows.size, row_elements))
 
     # -- driver-level helpers (real GPU only) --------------------------------------------------------
     @property
