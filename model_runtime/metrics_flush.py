@@ -9,21 +9,14 @@ from __future__ import annotations
 import threading
 from typing import Callable, Sequence
 
+from .parameters import milliseconds_parameter
+
 INTERVAL_PARAMETER = "metrics_interval_ms"
 
 
 def interval_from_parameters(parameters: dict[str, str]) -> float:
     """Seconds between flushes from the model's ``metrics_interval_ms`` parameter (0: every execute)."""
-    text = parameters.get(INTERVAL_PARAMETER)
-    if text is None:
-        raise ValueError(f"parameter {INTERVAL_PARAMETER} is missing from config.pbtxt")
-    try:
-        milliseconds = float(text)
-    except ValueError:
-        raise ValueError(f"parameter {INTERVAL_PARAMETER}={text!r}: expected milliseconds") from None
-    if not milliseconds >= 0:  # NaN too
-        raise ValueError(f"parameter {INTERVAL_PARAMETER}={text!r}: expected 0 or more milliseconds")
-    return milliseconds / 1e3
+    return milliseconds_parameter(parameters, INTERVAL_PARAMETER)
 
 
 class MetricsFlusher:

@@ -21,3 +21,17 @@ def image_size_parameter(parameters: Mapping[str, str], key: str) -> tuple[int, 
     if height <= 0 or width <= 0:
         raise ValueError(f"parameter {key}={text!r}: height and width must be positive")
     return height, width
+
+
+def milliseconds_parameter(parameters: Mapping[str, str], key: str, default: str | None = None) -> float:
+    """Seconds from a parameter given in milliseconds (0 or more); ``default`` when absent, else an error."""
+    text = parameters.get(key, default)
+    if text is None:
+        raise ValueError(f"parameter {key} is missing from config.pbtxt")
+    try:
+        milliseconds = float(text)
+    except ValueError:
+        raise ValueError(f"parameter {key}={text!r}: expected milliseconds") from None
+    if not milliseconds >= 0:  # NaN too
+        raise ValueError(f"parameter {key}={text!r}: expected 0 or more milliseconds")
+    return milliseconds / 1e3

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from .parameters import milliseconds_parameter
 
 THRESHOLD_PARAMETER = "slow_log_ms"
 
 
 def threshold_from_parameters(parameters: dict[str, str]) -> float:
     """Seconds from the model's ``slow_log_ms`` parameter (0: off); a missing parameter means off."""
-    text = parameters.get(THRESHOLD_PARAMETER, "0")
-    try:
-        milliseconds = float(text)
-    except ValueError:
-        raise ValueError(f"parameter {THRESHOLD_PARAMETER}={text!r}: expected milliseconds") from None
-    if not milliseconds >= 0:  # NaN too
-        raise ValueError(f"parameter {THRESHOLD_PARAMETER}={text!r}: expected 0 or more milliseconds")
-    return milliseconds / 1e3
+    return milliseconds_parameter(parameters, THRESHOLD_PARAMETER, default="0")
 
 
 class SlowLog:
@@ -58,6 +54,15 @@ class SlowLog:
         phases = getattr(self._local, "phases", None) if self.enabled else None
         if phases is not None:
             phases.append((name, seconds))
+
+    @contextmanager
+    def watching(self, requests: int) -> Iterator[None]:
+        """Around one ``execute()`` of ``requests`` requests: ``start`` before, ``finish`` after, even on error."""
+        self.start()
+        try:
+            yield
+        finally:
+            self.finish(requests)
 
     def finish(self, requests: int) -> float | None:
         """The ``execute()`` of ``requests`` requests ends; returns its seconds when it was slow and logged."""

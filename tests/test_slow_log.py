@@ -76,3 +76,13 @@ def test_image_size_parameter():
     for bad in ("1080", "0x5", "axb", "1080x1920x3"):
         with pytest.raises(ValueError, match="reserve_image_size"):
             image_size_parameter({"reserve_image_size": bad}, "reserve_image_size")
+
+
+def test_watching_logs_an_execute_that_raised():
+    clock, lines = Clock(), []
+    log = SlowLog("classifier", 0.01, lines.append, clock=clock)
+    with pytest.raises(RuntimeError):
+        with log.watching(2):
+            clock.now += 0.5
+            raise RuntimeError("the batch failed")
+    assert len(lines) == 1 and "500.0 ms for 2 request(s)" in lines[0]

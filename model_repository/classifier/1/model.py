@@ -81,11 +81,8 @@ class TritonPythonModel:
         return pb_utils.Tensor(OUTPUT, np.ascontiguousarray(logits, np.float32))
 
     def execute(self, requests):
-        self.slow_log.start()
-        try:
+        with self.slow_log.watching(len(requests)):
             return self._execute(requests)
-        finally:
-            self.slow_log.finish(len(requests))
 
     def _execute(self, requests):
         timer = self.timer

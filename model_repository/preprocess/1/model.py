@@ -95,11 +95,8 @@ class TritonPythonModel:
                                       on_error=lambda message: pb_utils.Logger.log_error(f"preprocess: {message}"))
 
     def execute(self, requests):
-        self.slow_log.start()
-        try:
+        with self.slow_log.watching(len(requests)):
             return self._execute(requests)
-        finally:
-            self.slow_log.finish(len(requests))
 
     def _execute(self, requests):
         timer = self.timer
