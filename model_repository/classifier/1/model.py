@@ -51,19 +51,20 @@ class TritonPythonModel:
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        parameters = config_parameters(config)
+        try:
+            interval_s = interval_from_parameters(parameters)
+            slow_s = threshold_from_parameters(parameters)
+        except ValueError as exc:  # a config generated before the parameter existed: regenerate it
+            runtime = parameters.get("runtime", "onnxruntime")
+            raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
         self.engine = _engine(args, config)
         # Logits are small: on the host they reach the client without a GPU hand-off (see README).
-        self.output_on_gpu = self.engine.on_gpu and config_parameters(config).get("output_memory", "cpu") == "gpu"
-        self.slow_log = SlowLog("classifier", 0.0, pb_utils.Logger.log_warn)  # threshold set below
+        self.output_on_gpu = self.engine.on_gpu and parameters.get("output_memory", "cpu") == "gpu"
+        self.slow_log = SlowLog("classifier", slow_s, pb_utils.Logger.log_warn)
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily, slow_log=self.slow_log)
         pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
         self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
-        try:
-            interval_s = interval_from_parameters(config_parameters(config))
-            self.slow_log.threshold_s = threshold_from_parameters(config_parameters(config))
-        except ValueError as exc:  # a config generated before the parameter existed: regenerate it
-            runtime = config_parameters(config).get("runtime", "onnxruntime")
-            raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
         self.metrics = MetricsFlusher((self.timer.flush, self.gc_pauses.flush), interval_s,
                                       on_error=lambda message: pb_utils.Logger.log_error(f"classifier: {message}"))
 

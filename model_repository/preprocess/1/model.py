@@ -58,6 +58,8 @@ class TritonPythonModel:
         parameters = config_parameters(config)
         try:
             reserve_size = image_size_parameter(parameters, RESERVE_PARAMETER)
+            interval_s = interval_from_parameters(parameters)
+            slow_s = threshold_from_parameters(parameters)
         except ValueError as exc:
             raise pb_utils.TritonModelException(str(exc)) from None
         device_id = int(args["model_instance_device_id"]) if on_gpu else None
@@ -79,11 +81,6 @@ class TritonPythonModel:
         self.runner.warm_up(self.max_batch if self.copy_to_host else 1)  # compile now, not on the first request
         self.decoder.warm_up(self.max_batch, reserve_size)
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
-        try:
-            interval_s = interval_from_parameters(parameters)
-            slow_s = threshold_from_parameters(parameters)
-        except ValueError as exc:
-            raise pb_utils.TritonModelException(str(exc)) from None
         self.slow_log = SlowLog("preprocess", slow_s, pb_utils.Logger.log_warn)
         self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES,
                                 slow_log=self.slow_log)
