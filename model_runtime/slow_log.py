@@ -6,7 +6,6 @@ log, with the phases that made it slow and the wall-clock time, lets a stall be 
 """
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -14,6 +13,11 @@ from typing import Callable, Iterator
 from .parameters import milliseconds_parameter
 
 THRESHOLD_PARAMETER = "slow_log_ms"
+
+
+def wall_clock(unix_seconds: float) -> str:
+    """HH:MM:SS.mmm in local time, as Triton's log writes it."""
+    return time.strftime("%H:%M:%S", time.localtime(unix_seconds)) + f".{int(unix_seconds * 1e3) % 1000:03d}"
 
 
 def threshold_from_parameters(parameters: dict[str, str]) -> float:
@@ -35,7 +39,8 @@ class SlowLog:
         self._write = write
         self._every_s = every_s
         self._clock = clock
-        self._local = threading.local()
+        self._phases: list[tuple[str, float]] | None = None  # of the execute() in progress (one at a time)
+        self._started = 0.0
         self._last_line = -float("inf")
         self._left_out = 0
 
@@ -46,14 +51,12 @@ class SlowLog:
     def start(self) -> None:
         """An ``execute()`` begins."""
         if self.enabled:
-            self._local.phases = []
-            self._local.started = self._clock()
+            self._phases, self._started = [], self._clock()
 
     def phase(self, name: str, seconds: float) -> None:
         """A phase of the current ``execute()`` took ``seconds``."""
-        phases = getattr(self._local, "phases", None) if self.enabled else None
-        if phases is not None:
-            phases.append((name, seconds))
+        if self._phases is not None:
+            self._phases.append((name, seconds))
 
     @contextmanager
     def watching(self, requests: int) -> Iterator[None]:
@@ -66,12 +69,11 @@ class SlowLog:
 
     def finish(self, requests: int) -> float | None:
         """The ``execute()`` of ``requests`` requests ends; returns its seconds when it was slow and logged."""
-        phases = getattr(self._local, "phases", None) if self.enabled else None
+        phases, self._phases = self._phases, None
         if phases is None:
             return None
         now = self._clock()
-        seconds: float = now - self._local.started
-        self._local.phases = None
+        seconds = now - self._started
         if seconds <= self.threshold_s:
             return None
         if now - self._last_line < self._every_s:
@@ -79,8 +81,7 @@ class SlowLog:
             return None
         slowest = sorted(phases, key=lambda item: -item[1])[:4]
         inside = sum(s for _, s in phases)
-        wall = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1e3) % 1000:03d}"
-        text = (f"{self.model}: slow execute() at {wall}: {seconds * 1e3:.1f} ms for {requests} request(s); "
+        text = (f"{self.model}: slow execute() at {wall_clock(time.time())}: {seconds * 1e3:.1f} ms for {requests} request(s); "
                 f"phases {', '.join(f'{name} {s * 1e3:.1f}' for name, s in slowest)} ms; "
                 f"outside the timed phases {(seconds - inside) * 1e3:.1f} ms")
         if self._left_out:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelserve.runtime.slow_log import wall_clock
+
 from .make_inputs import jpeg_bytes, parse_size, resized_photo
 
 BINS = 10
@@ -88,11 +90,6 @@ def summarize(rows: np.ndarray, period: float, slow_factor: float) -> dict:
         "slow_by_phase": histogram,
         "slowest": [{"sent_s": round(float(t), 4), "latency_ms": round(float(d) * 1e3, 2)} for t, d in slowest],
     }
-
-
-def wall_clock(unix_seconds: float) -> str:
-    """HH:MM:SS.mmm in local time, as Triton's log writes it."""
-    return time.strftime("%H:%M:%S", time.localtime(unix_seconds)) + f".{int(unix_seconds * 1e3) % 1000:03d}"
 
 
 def main(argv: list[str] | None = None) -> int:
