@@ -52,7 +52,10 @@ _RUNTIME: dict[str, dict[str, Any]] = {
         # copies every GPU input to the host first.
         # "high": the classifier's kernels go first where processes share the GPU side by side (MPS):
         # H100, MPS, encoded ensemble at concurrency 32: 3,150 images/s against 2,908 (perf/results/h100/issue11-mps).
-        "parameters": {"runtime": "torch", "FORCE_CPU_ONLY_INPUT_TENSORS": "no", "cuda_stream_priority": "high"},
+        # "fold_batchnorm": BatchNorms folded into their convolutions before the graphs are captured
+        # (pixelserve.runtime.torch_classifier.fold_for_inference; perf/results/README.md, "Folded BatchNorm").
+        "parameters": {"runtime": "torch", "FORCE_CPU_ONLY_INPUT_TENSORS": "no", "cuda_stream_priority": "high",
+                       "fold_batchnorm": "true"},
     },
     "tensorrt": {
         "runtime": ("platform", "tensorrt_plan"),

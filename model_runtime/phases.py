@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Mapping
 
 from .counters import CounterFamily
@@ -11,6 +11,8 @@ from .slow_log import SlowLog
 METRIC_NAME = "pixelserve_phase_seconds_total"
 COUNT_NAME = "pixelserve_phase_calls_total"
 STAGE_METRIC_NAME = "pixelserve_stage_seconds_total"
+# The phase that is the whole execute(): the other phases are parts of it, so it is left out of their sum.
+EXECUTE_PHASE = "execute"
 
 
 class PhaseTimer:
@@ -52,6 +54,19 @@ class PhaseTimer:
                 self._stage_seconds.add(seconds, self.model, self.stages[name])
             if self.slow_log is not None:
                 self.slow_log.phase(name, seconds)
+
+    @contextmanager
+    def execute(self, requests: int) -> Iterator[None]:
+        """Around one ``execute()`` of ``requests`` requests: charged whole to phase ``EXECUTE_PHASE``, and watched
+        by the slow log. Its time minus the other phases' is the model's own code between them; Triton's compute
+        time minus it is the Python backend's handling around ``execute()``."""
+        with self.slow_log.watching(requests) if self.slow_log is not None else nullcontext():
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._seconds.add(time.perf_counter() - start, self.model, EXECUTE_PHASE)
+                self._calls.add(1, self.model, EXECUTE_PHASE)
 
     def count(self, name: str, calls: int) -> None:
         """Add ``calls`` occurrences of an event that takes no time of its own (e.g. images copied one way)."""

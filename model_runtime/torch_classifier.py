@@ -4,6 +4,9 @@ EfficientNet-Lite0 (the `efficientnet_lite_pytorch` architecture) is loaded from
 ``build/build_classifier.py --flavour torch`` writes. Every batch-size bucket (powers of two up to
 ``max_batch_size``) is captured once as a CUDA graph; a call copies its inputs into the graph's static
 input, replays the smallest bucket that holds them and returns a copy of the logits.
+Before capture, each BatchNorm is folded into the convolution before it and symmetric "same" padding moves into
+the convolution (``fold_for_inference``), as TensorRT does when it builds an engine: each replay then launches 61
+kernels fewer (49 BatchNorms, 12 pads) of about 160, which is what sets the time at small batches.
 """
 from __future__ import annotations
 
@@ -41,6 +44,47 @@ def save_weights(model: torch.nn.Module, arch: str, path: str) -> None:
     torch.save({"format": WEIGHTS_FORMAT, "arch": arch, "state_dict": state}, path)
 
 
+# (module class name, (convolution, its BatchNorm) attribute pairs) of the efficientnet_lite_pytorch architecture.
+_CONV_BN_PAIRS = {
+    "EfficientNet": (("_conv_stem", "_bn0"), ("_conv_head", "_bn1")),
+    "MBConvBlock": (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")),
+}
+
+
+def fold_for_inference(model: torch.nn.Module) -> dict[str, int]:
+    """Fold every BatchNorm into the convolution before it and move symmetric padding into the convolution, in place.
+
+    ``model`` must be in eval mode (folding uses the running statistics). Returns how many BatchNorms and padding
+    layers were removed. The result computes the same function up to rounding.
+    """
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fold_for_inference needs a model in eval mode")
+    folded = {"batchnorm": 0, "padding": 0}
+    for module in list(model.modules()):
+        for conv_name, bn_name in _CONV_BN_PAIRS.get(type(module).__name__, ()):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if conv is None and bn is None:  # e.g. no expansion convolution in a block of expand ratio 1
+                continue
+            if not isinstance(conv, torch.nn.Conv2d) or not isinstance(bn, torch.nn.BatchNorm2d):
+                raise ValueError(f"{type(module).__name__}.{conv_name}/{bn_name}: expected Conv2d then BatchNorm2d, "
+                                 f"found {type(conv).__name__} and {type(bn).__name__}")
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(module, bn_name, torch.nn.Identity())
+            folded["batchnorm"] += 1
+    for module in model.modules():
+        pad = getattr(module, "static_padding", None)
+        if isinstance(module, torch.nn.Conv2d) and isinstance(pad, torch.nn.ZeroPad2d) and module.padding == (0, 0):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:  # stride-2 layers pad one side more: those keep their pad
+                module.padding = (top, left)
+                module.static_padding = torch.nn.Identity()
+                folded["padding"] += 1
+    return folded
+
+
 def load_network(path: str) -> torch.nn.Module:
     """The module stored by ``save_weights``, in float32 on the CPU, eval mode."""
     import torch
@@ -60,7 +104,7 @@ class TorchCudaClassifier:
 
     def __init__(self, weights_path: str, device_id: int, max_batch_size: int,
                  input_shape: tuple[int, ...] = (3, 224, 224), channels_last: bool = True,
-                 input_dtype: str = "float32", high_priority: bool = False) -> None:
+                 input_dtype: str = "float32", high_priority: bool = False, fold: bool = True) -> None:
         import torch
 
         self.torch = torch
@@ -68,8 +112,10 @@ class TorchCudaClassifier:
         self.device = torch.device("cuda", device_id)
         torch.cuda.set_device(self.device)
         torch.backends.cudnn.benchmark = True
+        network = load_network(weights_path)
+        self.folded = fold_for_inference(network) if fold else {"batchnorm": 0, "padding": 0}
         # Module.to takes memory_format (it forwards to Tensor.to); torch's overloads of it leave it out.
-        self.model = load_network(weights_path).half().to(  # type: ignore[call-overload]
+        self.model = network.half().to(  # type: ignore[call-overload]
             self.device, memory_format=self.memory_format)
         # A high-priority stream lets the classifier's kernels (graph replays take the priority of the stream they
         # are launched into) go ahead of other processes' decode and preprocess kernels where the GPU runs them side

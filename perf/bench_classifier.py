@@ -1,30 +1,53 @@
-"""GPU time of the torch classifier flavour per batch bucket, NHWC (channels_last) vs NCHW, side by side.
+"""GPU time of the torch classifier flavour per batch bucket, side by side: BatchNorm folded (served) or not,
+NHWC (channels_last, served) or NCHW.
+
+Two numbers per row: the median GPU time of one graph replay (CUDA events), and the median wall time of a
+whole ``run()`` from FP16 host pixels (what the served ``infer`` phase measures: gather, copy in, replay,
+copy of the logits, synchronise).
 
 Usage (GPU host, model_repository/classifier/1/model.pt built): python perf/bench_classifier.py
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+
+import numpy as np
 
 from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "model_repository" / "classifier" / "1" / "model.pt"
+VARIANTS = (("NHWC", True, True), ("NHWC", True, False), ("NCHW", False, True), ("NCHW", False, False))
+
+
+def run_seconds(engine: TorchCudaClassifier, batch: int, repeats: int = 50) -> float:
+    """Median wall seconds of ``engine.run`` on one FP16 host batch of ``batch`` images."""
+    pixels = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float16)
+    engine.run([pixels])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine.run([pixels])
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print a table of median replay times (CUDA events) and images/s for each layout and bucket."""
+    """Print a table of median replay and run() times and images/s for each variant and bucket."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--max-batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    print("| layout | batch | ms per replay | images/s |\n|---|---|---|---|")
-    for channels_last in (True, False):
-        engine = TorchCudaClassifier(str(args.weights), 0, args.max_batch_size, channels_last=channels_last)
+    print("| layout | BatchNorm | batch | ms per replay | images/s (replay) | ms per run() |\n|---|---|---|---|---|---|")
+    for layout, channels_last, fold in VARIANTS:
+        engine = TorchCudaClassifier(str(args.weights), 0, args.max_batch_size, channels_last=channels_last,
+                                     input_dtype="float16", fold=fold)
         for batch in engine.buckets:
-            seconds = engine.replay_seconds(batch)
-            layout = "NHWC" if channels_last else "NCHW"
-            print(f"| {layout} | {batch} | {seconds * 1e3:.3f} | {batch / seconds:,.0f} |", flush=True)
+            replay = engine.replay_seconds(batch)
+            run = run_seconds(engine, batch)
+            print(f"| {layout} | {'folded' if fold else 'separate'} | {batch} | {replay * 1e3:.3f} | "
+                  f"{batch / replay:,.0f} | {run * 1e3:.3f} |", flush=True)
     return 0
 
 

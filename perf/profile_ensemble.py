@@ -23,6 +23,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
+from pixelserve.runtime.phases import EXECUTE_PHASE
+
 from . import make_inputs, perf_config, perf_csv, run_perf
 
 PHASE_RE = re.compile(r'^pixelserve_phase_(seconds|calls)_total\{model="([^"]+)",phase="([^"]+)"\} (\S+)$', re.M)
@@ -153,13 +155,17 @@ def render(points: list[dict]) -> str:
             lines += ["", "| model.py phase | us per execute() | calls |", "|---|---|---|"]
             for (model, phase), (us, calls) in sorted(p["phases"].items()):
                 lines.append(f"| {model}: {phase} | {us:.0f} | {calls:.0f} |")
-            lines += ["", "| model | compute infer us/req | in model.py phases us/execute | the rest: the stub around execute() |",
-                      "|---|---|---|---|"]
+            lines += ["", "| model | compute infer us/req | execute() us | in its phases | in execute(), between the "
+                      "phases | the Python backend around execute() |", "|---|---|---|---|---|---|"]
             for model, d in sorted(p["stages"].items()):
-                timed = sum(us for (m, _), (us, _) in p["phases"].items() if m == model)
+                timed = sum(us for (m, phase), (us, _) in p["phases"].items() if m == model and phase != EXECUTE_PHASE)
+                whole = p["phases"].get((model, EXECUTE_PHASE), (None, 0))[0]
                 if timed and d["compute_infer_count"]:
                     infer = d["compute_infer_ns"] / d["compute_infer_count"] / 1e3
-                    lines.append(f"| {model} | {infer:.0f} | {timed:.0f} | {infer - timed:.0f} |")
+                    between = "n/a" if whole is None else f"{whole - timed:.0f}"
+                    around = infer - (timed if whole is None else whole)
+                    lines.append(f"| {model} | {infer:.0f} | {'n/a' if whole is None else f'{whole:.0f}'} | {timed:.0f} "
+                                 f"| {between} | {around:.0f} |")
         lines += ["", f"`{p['command']}`", ""]
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """The slow-execute log: threshold parsing, which executions are logged, and its rate limit."""
 import pytest
 
-from pixelserve.runtime.phases import PhaseTimer
+from pixelserve.runtime.phases import EXECUTE_PHASE, PhaseTimer
 from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 
 
@@ -60,11 +60,26 @@ def test_off_by_default_and_fed_by_the_phase_timer():
     clock = Clock()
     log = SlowLog("classifier", 0.001, lines.append, clock=clock)
     timer = PhaseTimer("classifier", slow_log=log)
-    log.start()
-    with timer.phase("infer"):
-        clock.now += 0.01
-    log.finish(4)
-    assert len(lines) == 1 and "infer" in lines[0]
+    with timer.execute(4):
+        with timer.phase("infer"):
+            clock.now += 0.01
+    assert len(lines) == 1 and "infer" in lines[0] and "for 4 request(s)" in lines[0]
+
+
+def test_the_whole_execute_is_a_phase_that_holds_the_others():
+    timer = PhaseTimer("preprocess")
+    for _ in range(2):
+        with timer.execute(1):
+            with timer.phase("decode"):
+                sum(range(20000))
+            sum(range(20000))  # between the phases: in execute() only
+    totals = timer.totals()
+    assert totals[EXECUTE_PHASE][1] == 2 and totals["decode"][1] == 2
+    assert totals[EXECUTE_PHASE][0] > totals["decode"][0] > 0
+    with pytest.raises(RuntimeError):
+        with timer.execute(1):
+            raise RuntimeError("a failed execute() is timed too")
+    assert timer.totals()[EXECUTE_PHASE][1] == 3
 
 
 def test_image_size_parameter():

@@ -3,7 +3,9 @@
 Tolerances (logits of EfficientNet-Lite0 on real photos, whose logits have a spread of about 1.5):
 - weights stored in FP16 (model.pt), network run in float32 on the CPU, vs the FP32 export: max 0.05;
 - the served flavour (FP16 weights and FP16 arithmetic on the GPU) vs ONNX Runtime FP32 on an export
-  of the same weights: max |diff| 0.3 and ||diff|| / ||ref|| 1e-2, top-1 equal.
+  of the same weights: max |diff| 0.3 and ||diff|| / ||ref|| 1e-2, top-1 equal;
+- BatchNorm folded vs not, float64 on the CPU: max |diff| 1e-9 (the same function, rounded differently);
+  FP16 on the GPU: max |diff| 0.1, top-1 equal.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from conftest import HAS_GPU, MODEL_REPOSITORY
 from reference_top1 import assert_reference_top1
 
 from pixelserve.build import classifier_config, export_onnx, reference_images
-from pixelserve.runtime.torch_classifier import batch_buckets, load_network, save_weights
+from pixelserve.runtime.torch_classifier import batch_buckets, fold_for_inference, load_network, save_weights
 
 SHIPPED_WEIGHTS = MODEL_REPOSITORY / "classifier" / "1" / "model.pt"
 WEIGHTS_ROUNDING_MAX_ABS = 0.05
 SERVED_MAX_ABS = 0.3
 SERVED_MAX_REL_L2 = 1e-2
+FOLDED_FLOAT64_MAX_ABS = 1e-9
+FOLDED_FP16_MAX_ABS = 0.1
 
 
 def _pretrained_available() -> bool:
@@ -74,6 +78,29 @@ def test_fp16_weights_stay_close_to_the_fp32_export(tmp_path, request, photos_ba
     expected = _ort_logits(fp32_onnx, photos_batch)
     assert np.abs(got - expected).max() <= WEIGHTS_ROUNDING_MAX_ABS
     assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_folded_network_computes_the_same_logits(weights, photos_batch):
+    """Every BatchNorm folded and the symmetric pads moved into their convolutions; float64, photos and noise."""
+    import torch
+
+    network = load_network(str(weights)).double()
+    folded = load_network(str(weights)).double()
+    assert fold_for_inference(folded) == {"batchnorm": 49, "padding": 12}
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.ZeroPad2d) for m in folded.modules()) == 5  # the stride-2 layers' one-sided pads
+    noise = np.random.default_rng(20261126).normal(0.0, 1.0, (2, 3, 224, 224))
+    batch = torch.from_numpy(np.concatenate([photos_batch.astype(np.float64), noise]))
+    with torch.no_grad():
+        expected, got = network(batch).numpy(), folded(batch).numpy()
+    print(f"max |diff| {np.abs(got - expected).max():.2e}")
+    assert np.abs(got - expected).max() <= FOLDED_FLOAT64_MAX_ABS
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_folding_needs_eval_mode(weights):
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_for_inference(load_network(str(weights)).train())
 
 
 def test_weights_file_of_another_format_is_refused(tmp_path):
@@ -141,6 +168,20 @@ def test_gpu_float16_input_gives_the_float32_logits(gpu_classifier, weights, pho
     got = half.run([photos_batch.astype(np.float16)]).cpu().numpy()
     expected = gpu_classifier.run([photos_batch]).cpu().numpy()
     np.testing.assert_allclose(got, expected, atol=0.05, rtol=0)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+@pytest.mark.gpu
+def test_gpu_folded_and_separate_batchnorm_agree(gpu_classifier, weights, photos_batch):
+    """The served (folded) graphs against graphs of the network as stored, FP16 both."""
+    from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+
+    separate = TorchCudaClassifier(str(weights), 0, max_batch_size=4, fold=False)
+    assert gpu_classifier.folded == {"batchnorm": 49, "padding": 12} and separate.folded["batchnorm"] == 0
+    got = gpu_classifier.run([photos_batch]).cpu().numpy()
+    expected = separate.run([photos_batch]).cpu().numpy()
+    print(f"max |diff| {np.abs(got - expected).max():.4f}")
+    assert np.abs(got - expected).max() <= FOLDED_FP16_MAX_ABS
     assert (got.argmax(1) == expected.argmax(1)).all()
 
 

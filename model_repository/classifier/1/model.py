@@ -35,12 +35,15 @@ def _engine(args: dict, config: dict):
 
         pixels = pb_utils.get_input_config_by_name(config, INPUT)
         dtype = np.dtype(pb_utils.triton_string_to_numpy(pixels["data_type"])).name
-        priority = config_parameters(config).get("cuda_stream_priority")
-        if priority not in ("normal", "high"):
-            raise pb_utils.TritonModelException(f"parameter cuda_stream_priority={priority!r}: expected 'normal' or "
-                                                f"'high'; {BUILD_HINT.format(runtime=runtime)}")
+        parameters = config_parameters(config)
+        priority, fold = parameters.get("cuda_stream_priority"), parameters.get("fold_batchnorm")
+        if priority not in ("normal", "high") or fold not in ("true", "false"):
+            raise pb_utils.TritonModelException(
+                f"parameters cuda_stream_priority={priority!r} (expected 'normal' or 'high') and fold_batchnorm="
+                f"{fold!r} (expected 'true' or 'false'); {BUILD_HINT.format(runtime=runtime)}")
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"],
-                                   tuple(pixels["dims"]), input_dtype=dtype, high_priority=priority == "high")
+                                   tuple(pixels["dims"]), input_dtype=dtype, high_priority=priority == "high",
+                                   fold=fold == "true")
     from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))
@@ -61,9 +64,10 @@ class TritonPythonModel:
         self.engine = _engine(args, config)
         # Logits are small: on the host they reach the client without a GPU hand-off (see README).
         self.output_on_gpu = self.engine.on_gpu and parameters.get("output_memory", "cpu") == "gpu"
-        self.slow_log = SlowLog("classifier", slow_s, pb_utils.Logger.log_warn)
-        self.timer = PhaseTimer("classifier", pb_utils.MetricFamily, slow_log=self.slow_log)
-        pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}")
+        self.timer = PhaseTimer("classifier", pb_utils.MetricFamily,
+                                slow_log=SlowLog("classifier", slow_s, pb_utils.Logger.log_warn))
+        folded = getattr(self.engine, "folded", None)
+        pb_utils.Logger.log_info(f"classifier: {type(self.engine).__name__}" + (f", folded {folded}" if folded else ""))
         self.gc_pauses = GcPauses("classifier", pb_utils.MetricFamily)
         self.metrics = MetricsFlusher((self.timer.flush, self.gc_pauses.flush), interval_s,
                                       on_error=lambda message: pb_utils.Logger.log_error(f"classifier: {message}"))
@@ -82,7 +86,7 @@ class TritonPythonModel:
         return pb_utils.Tensor(OUTPUT, np.ascontiguousarray(logits, np.float32))
 
     def execute(self, requests):
-        with self.slow_log.watching(len(requests)):
+        with self.timer.execute(len(requests)):
             return self._execute(requests)
 
     def _execute(self, requests):

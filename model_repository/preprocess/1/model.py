@@ -81,9 +81,8 @@ class TritonPythonModel:
         self.runner.warm_up(self.max_batch if self.copy_to_host else 1)  # compile now, not on the first request
         self.decoder.warm_up(self.max_batch, reserve_size)
         sync = self.runner.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
-        self.slow_log = SlowLog("preprocess", slow_s, pb_utils.Logger.log_warn)
         self.timer = PhaseTimer("preprocess", pb_utils.MetricFamily, sync=sync, stages=PREPROCESS_STAGES,
-                                slow_log=self.slow_log)
+                                slow_log=SlowLog("preprocess", slow_s, pb_utils.Logger.log_warn))
         self.image_metrics = ImageMetrics(pb_utils.MetricFamily)
         pb_utils.Logger.log_info(f"preprocess: {type(self.runner).__name__} with {self.spec}")
         pb_utils.Logger.log_info(f"preprocess: encoded images decoded with {self.decoder.description}")
@@ -92,7 +91,7 @@ class TritonPythonModel:
                                       on_error=lambda message: pb_utils.Logger.log_error(f"preprocess: {message}"))
 
     def execute(self, requests):
-        with self.slow_log.watching(len(requests)):
+        with self.timer.execute(len(requests)):
             return self._execute(requests)
 
     def _execute(self, requests):
