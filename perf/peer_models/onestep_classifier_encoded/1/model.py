@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.build import model_config
-from pixelserve.kernels import PreprocessSpec
 from pixelserve.kernels.serving import CudaRunner
+from pixelserve.perf.shipped_settings import preprocess_settings
 from pixelserve.runtime.decoding import DecodeError
 from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 from pixelserve.runtime.parameters import image_size_parameter
@@ -24,12 +23,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         device_id = int(args["model_instance_device_id"])
-        preprocess = model_config.read_config(REPOSITORY / "preprocess" / "config.pbtxt")
-        parameters = {key: value.string_value for key, value in preprocess.parameters.items()}
-        (pixels,) = [o for o in preprocess.output if o.name == "pixels"]
-        dtype = np.dtype(pb_utils.triton_string_to_numpy(model_config.pb2().DataType.Name(pixels.data_type))).name
-        spec = PreprocessSpec.from_parameters({**parameters, "out_height": int(pixels.dims[1]),
-                                               "out_width": int(pixels.dims[2]), "output_dtype": dtype})
+        parameters, spec, _ = preprocess_settings()
         batch = config["max_batch_size"]
         reserve = image_size_parameter(parameters, "reserve_image_size")
         self.runner = CudaRunner(spec, device_id, batch, reserve_size=reserve)
@@ -37,7 +31,8 @@ class TritonPythonModel:
         self.decoder = ImageDecoder(parameters, device_id)
         self.decoder.warm_up(batch, reserve)
         self.classifier = TorchCudaClassifier(str(REPOSITORY / "classifier" / "1" / "model.pt"), device_id, batch,
-                                              tuple(int(d) for d in pixels.dims), input_dtype=dtype, high_priority=True)
+                                              (3, spec.out_height, spec.out_width), input_dtype=spec.output_dtype,
+                                              high_priority=True)
 
     def execute(self, requests):
         responses = [None] * len(requests)
