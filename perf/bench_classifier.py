@@ -10,27 +10,22 @@ Usage (GPU host, model_repository/classifier/1/model.pt built): python perf/benc
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
+from .bench_decode import median_seconds
+
 WEIGHTS = Path(__file__).resolve().parent.parent / "model_repository" / "classifier" / "1" / "model.pt"
 VARIANTS = (("NHWC", True, True), ("NHWC", True, False), ("NCHW", False, True), ("NCHW", False, False))
 
 
 def run_seconds(engine: TorchCudaClassifier, batch: int, repeats: int = 50) -> float:
-    """Median wall seconds of ``engine.run`` on one FP16 host batch of ``batch`` images."""
+    """Median wall seconds of ``engine.run`` (complete on return) on one FP16 host batch of ``batch`` images."""
     pixels = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float16)
-    engine.run([pixels])
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        engine.run([pixels])
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(lambda: engine.run([pixels]), repeats, warmup=1)
 
 
 def main(argv: list[str] | None = None) -> int:

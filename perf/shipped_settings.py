@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from pixelserve.build import model_config
+from pixelserve.build.classifier_config import PREPROCESS_CONFIG
 from pixelserve.kernels import PreprocessSpec
-
-PREPROCESS_CONFIG = Path(__file__).resolve().parent.parent / "model_repository" / "preprocess" / "config.pbtxt"
 
 
 def preprocess_settings(path: Path = PREPROCESS_CONFIG) -> tuple[dict[str, str], PreprocessSpec, int]:

@@ -1,10 +1,10 @@
 """Benchmark peer: JPEG/PNG bytes -> ImageNet logits in one Python-backend step (see config.pbtxt)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from pixelserve.build.classifier_config import REPO_ROOT
 from pixelserve.kernels.serving import CudaRunner
 from pixelserve.perf.shipped_settings import preprocess_settings
 from pixelserve.runtime.decoding import DecodeError
@@ -12,7 +12,7 @@ from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
 from pixelserve.runtime.parameters import image_size_parameter
 from pixelserve.runtime.torch_classifier import TorchCudaClassifier
 
-REPOSITORY = Path(__file__).resolve().parents[4] / "model_repository"
+WEIGHTS = REPO_ROOT / "model_repository" / "classifier" / "1" / "model.pt"
 
 
 def _error(message):
@@ -30,7 +30,7 @@ class TritonPythonModel:
         self.runner.warm_up()
         self.decoder = ImageDecoder(parameters, device_id)
         self.decoder.warm_up(batch, reserve)
-        self.classifier = TorchCudaClassifier(str(REPOSITORY / "classifier" / "1" / "model.pt"), device_id, batch,
+        self.classifier = TorchCudaClassifier(str(WEIGHTS), device_id, batch,
                                               (3, spec.out_height, spec.out_width), input_dtype=spec.output_dtype,
                                               high_priority=True)
 
