@@ -151,15 +151,18 @@ def write_config(flavour: str, model_dir: Path) -> Path:
     return path
 
 
-def write_ensemble(model_dir: Path) -> Path:
-    """Write the generated ensemble configs (raw and encoded) beside the classifier in `model_dir`'s repository.
+def write_ensemble(model_dir: Path, flavour: str = "onnxruntime") -> Path:
+    """Write the generated configs of the models clients call beside the classifier in `model_dir`'s repository:
+    the raw ensemble, and the encoded model for `flavour` (classifier_config.encoded_config).
 
     Returns the raw ensemble's config path."""
+    texts = {classifier_config.ENSEMBLE_NAME: classifier_config.render_ensemble(),
+             classifier_config.ENCODED_ENSEMBLE_NAME: classifier_config.render_encoded(flavour)}
     paths = []
-    for name, encoded in ((classifier_config.ENSEMBLE_NAME, False), (classifier_config.ENCODED_ENSEMBLE_NAME, True)):
+    for name, text in texts.items():
         path = model_dir.parent / name / "config.pbtxt"
         (path.parent / "1").mkdir(parents=True, exist_ok=True)
-        path.write_text(classifier_config.render_ensemble(encoded))
+        path.write_text(text)
         paths.append(path)
     return paths[0]
 
@@ -194,7 +197,7 @@ def check_config(flavour: str, model_dir: Path) -> None:
 def install(flavour: str, onnx_path: Path | None, model_dir: Path, weights: Path | None = None) -> tuple:
     """Put the `flavour` model built from `onnx_path` and its config into `model_dir`.
 
-    Writes the image_classifier ensemble beside it. Returns (model file, config.pbtxt path).
+    Writes the models clients call (write_ensemble) beside it. Returns (model file, config.pbtxt path).
     """
     config_path = model_dir / "config.pbtxt"
     if flavour != "torch" and onnx_path is None:
@@ -218,7 +221,7 @@ def install(flavour: str, onnx_path: Path | None, model_dir: Path, weights: Path
                 config_path.write_text(previous)
             raise
     check_config(flavour, model_dir)
-    write_ensemble(model_dir)
+    write_ensemble(model_dir, flavour)
     return artifact, config_path
 
 

@@ -1,6 +1,7 @@
 """The configs the build writes: model_repository/classifier (per flavour) and the image_classifier ensemble.
 
-Both are ``ModelConfig`` messages rendered by model_config (protobuf text_format, generated header).
+Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier_encoded`` is one Python-backend model instead
+of an ensemble (``one_step_encoded_config``). All are ``ModelConfig`` messages rendered by model_config (protobuf text_format, generated header).
 Every flavour shares name, inputs, outputs, labels and batching; only its row of ``_RUNTIME`` differs.
 ``max_batch_size``, the data type of the pixels and the Python-backend models' shared parameters
 (``metrics_interval_ms``, ``slow_log_ms``) are written once, in
@@ -65,6 +66,20 @@ _RUNTIME: dict[str, dict[str, Any]] = {
     },
 }
 FLAVOURS = tuple(_RUNTIME)
+
+# Where the classifier is a Python-backend model on the GPU (torch), image_classifier_encoded is one Python-backend
+# model that decodes, preprocesses and classifies (model_repository/image_classifier_encoded/1/model.py), not the
+# ensemble preprocess -> classifier: every step of an ensemble costs a Python-backend round trip (about 1 ms of stub
+# handling per execute() of the classifier on the H100), and the one step served 3.04-3.46x the raw ensemble at
+# concurrency 32 where the two steps served 2.43-2.93x (perf/results/README.md, "Issue 11, session 6"). A TensorRT
+# classifier runs in Triton's own backend, with no stub: there the two-step ensemble stays.
+ONE_STEP_FLAVOURS = ("torch",)
+# The one step reads the classifier's weights from the classifier model beside it (its path from the model's dir).
+WEIGHTS_PARAMETER = "classifier_weights"
+# preprocess's parameters that only say how it hands `pixels` to a next step: the one step has none.
+_HAND_OFF_PARAMETERS = ("output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS")
+# The spec's output size and dtype, which preprocess reads from its `pixels` output, as parameters of the one step.
+_NUMPY_DTYPES = {"TYPE_FP16": "float16", "TYPE_FP32": "float32"}
 
 
 def max_batch_size(preprocess_config: Path = PREPROCESS_CONFIG) -> int:
@@ -153,6 +168,53 @@ def ensemble_config(encoded: bool = False) -> Any:
     if encoded:
         config.response_cache.enable = True
     return config
+
+
+def one_step_encoded_config(flavour: str = "torch") -> Any:
+    """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
+    labelled output; preprocess's batching and parameters (with its output's size and dtype as ``out_height``,
+    ``out_width`` and ``output_dtype``) and the classifier's flavour parameters, each from where it is set."""
+    pb2 = model_config.pb2()
+    preprocess = model_config.read_config(PREPROCESS_CONFIG)
+    config = pb2.ModelConfig(name=ENCODED_ENSEMBLE_NAME, backend="python", max_batch_size=preprocess.max_batch_size)
+    config.input.add(name="images", data_type=pb2.TYPE_STRING, dims=[1])
+    config.output.add(name="predictions", data_type=pb2.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABEL_FILENAME)
+    config.dynamic_batching.CopyFrom(preprocess.dynamic_batching)
+    config.instance_group.add(count=1, kind=pb2.ModelInstanceGroup.Kind.Value(_RUNTIME[flavour]["kind"]))
+    for key, value in preprocess.parameters.items():
+        if key not in _HAND_OFF_PARAMETERS:
+            config.parameters[key].string_value = value.string_value
+    (pixels,) = [o for o in preprocess.output if o.name == INPUT_NAME]
+    _, height, width = pixels.dims
+    spec = {"out_height": str(height), "out_width": str(width),
+            "output_dtype": _NUMPY_DTYPES[pb2.DataType.Name(pixels.data_type)]}
+    for key, value in spec.items():
+        config.parameters[key].string_value = value
+    for key, value in _RUNTIME[flavour]["parameters"].items():
+        if key not in _HAND_OFF_PARAMETERS:
+            config.parameters[key].string_value = value
+    config.parameters[WEIGHTS_PARAMETER].string_value = f"../{MODEL_NAME}/1/model.pt"
+    config.response_cache.enable = True  # as on the encoded ensemble (ensemble_config says why only there)
+    return config
+
+
+def encoded_config(flavour: str = "onnxruntime") -> Any:
+    """``image_classifier_encoded`` for `flavour`: one Python-backend model (ONE_STEP_FLAVOURS) or the ensemble."""
+    return one_step_encoded_config(flavour) if flavour in ONE_STEP_FLAVOURS else ensemble_config(encoded=True)
+
+
+def render_encoded(flavour: str = "onnxruntime") -> str:
+    """The config.pbtxt text of ``image_classifier_encoded`` for `flavour`."""
+    if flavour not in ONE_STEP_FLAVOURS:
+        return render_ensemble(encoded=True)
+    return model_config.config_text(one_step_encoded_config(flavour), [
+        "The product: an image in, ImageNet scores out (ask for `class_count` to get top-k labels).",
+        "Encoded images in: one JPEG or PNG file's bytes per request, as a [1, 1] BYTES tensor.",
+        f"Generated by pixelserve.build.classifier_config (flavour: {flavour}); do not edit by hand.",
+        "One Python-backend step (1/model.py): decode, preprocess and classify (ONE_STEP_FLAVOURS says why).",
+        "max_batch_size, dynamic_batching and the preprocessing and decoding parameters come from",
+        "model_repository/preprocess/config.pbtxt (which documents them); the rest from the classifier's flavour.",
+    ])
 
 
 def render_ensemble(encoded: bool = False) -> str:

@@ -57,6 +57,15 @@ class ImageDecoder:
         assert self._pool is not None
         return list(self._pool.map(self._decode_on_cpu, batch))
 
+    def decode_each(self, batch: Sequence[bytes], on_failure: Callable[[Exception], None]) -> list[Any]:
+        """As ``decode``; where the decoder itself fails (not one file), every image of the batch gets a
+        DecodeError and ``on_failure`` is told why."""
+        try:
+            return self.decode(batch)
+        except Exception as exc:
+            on_failure(exc)
+            return [DecodeError(f"decoding failed: {exc}")] * len(batch)
+
     def warm_up(self, batch: int = 1, size: tuple[int, int] | None = None) -> None:
         """Decode a baseline JPEG (the hardware engines) and a PNG (the default decoders) now: nvImageCodec
         sets its decoders up on their first call, which took about 1 s per instance on the H100. With

@@ -10,7 +10,7 @@ kernels fewer (49 BatchNorms, 12 pads) of about 160, which is what sets the time
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +18,19 @@ if TYPE_CHECKING:
     import torch
 
 WEIGHTS_FORMAT = "pixelserve-torch-classifier-1"
+
+
+PRIORITY_PARAMETER, FOLD_PARAMETER = "cuda_stream_priority", "fold_batchnorm"
+
+
+def options_from_parameters(parameters: Mapping[str, str]) -> dict[str, bool]:
+    """TorchCudaClassifier's ``high_priority`` and ``fold`` from a model config's ``cuda_stream_priority``
+    ("normal" or "high") and ``fold_batchnorm`` ("true" or "false"); ValueError names a missing or wrong one."""
+    priority, fold = parameters.get(PRIORITY_PARAMETER), parameters.get(FOLD_PARAMETER)
+    if priority not in ("normal", "high") or fold not in ("true", "false"):
+        raise ValueError(f"parameters {PRIORITY_PARAMETER}={priority!r} (expected 'normal' or 'high') and "
+                         f"{FOLD_PARAMETER}={fold!r} (expected 'true' or 'false')")
+    return {"high_priority": priority == "high", "fold": fold == "true"}
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:

@@ -188,7 +188,7 @@ if [[ $stages == *encoded* ]]; then
     # PER_GPU (e.g. preprocess=2) overrides build/placement.yaml; results go to /tmp/results/$RESULTS_TAG.
     rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo \
       ${PER_GPU:+--per-gpu "$PER_GPU"} | tail -4
-    # PEERS (e.g. onestep_classifier_encoded): benchmark peers of perf/peer_models/ served beside the ensembles.
+    # PEERS (e.g. twostep_classifier_encoded): benchmark peers of perf/peer_models/ served beside the ensembles.
     PEER_ARGS=() && for peer in ${PEERS:-}; do PEER_ARGS+=(--load-model="$peer"); done
     CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache "${MPS_ARGS[@]}" \
       --model-repository /tmp/placed-repo ${PEERS:+--model-repository perf/peer_models} --http-port 8000 --grpc-port 8001 \

@@ -152,3 +152,69 @@ def test_contract_check_names_each_breach():
     assert classifier_config.contract_problems(no_labels, "tensorrt") == [
         "output label_filename is '', expected 'labels.txt'"
     ]
+
+
+PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
+
+
+@pytest.mark.parametrize("flavour", [f for f in classifier_config.FLAVOURS if f not in classifier_config.ONE_STEP_FLAVOURS])
+def test_encoded_model_is_the_two_step_ensemble_where_the_classifier_is_not_torch(flavour):
+    config = _parse(classifier_config.render_encoded(flavour))
+    assert (config.name, config.platform) == ("image_classifier_encoded", "ensemble")
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step]
+    assert steps == [("preprocess", {"encoded": "images"}, {"pixels": "pixels"}),
+                     ("classifier", {"pixels": "pixels"}, {"logits": "predictions"})]
+
+
+def test_torch_encoded_model_is_one_gpu_python_step_with_the_ensembles_contract():
+    assert classifier_config.ONE_STEP_FLAVOURS == ("torch",)
+    config = _parse(classifier_config.render_encoded("torch"))
+    ensemble = _parse(classifier_config.render_ensemble(encoded=True))
+    assert (config.name, config.backend, config.platform) == ("image_classifier_encoded", "python", "")
+    assert config.max_batch_size == ensemble.max_batch_size == classifier_config.max_batch_size()
+    assert list(config.input) == list(ensemble.input) and list(config.output) == list(ensemble.output)
+    assert config.output[0].label_filename == "labels.txt"
+    assert config.response_cache.enable
+    (group,) = config.instance_group
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
+
+
+def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
+    """preprocess's config.pbtxt for batching, preprocessing and decoding; the torch flavour's row for the classifier;
+    the classifier model's weights. Nothing is written a second time by hand."""
+    preprocess = _parse(PREPROCESS_CONFIG.read_text())
+    config = _parse(classifier_config.render_encoded("torch"))
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    hand_off = {"output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS"}
+    for key, value in preprocess.parameters.items():
+        if key in hand_off:
+            assert key not in parameters, key
+        else:
+            assert parameters[key] == value.string_value, key
+    assert config.dynamic_batching == preprocess.dynamic_batching
+    (pixels,) = [o for o in preprocess.output if o.name == "pixels"]
+    assert [int(parameters["out_height"]), int(parameters["out_width"])] == list(pixels.dims)[1:]
+    assert parameters["output_dtype"] == {model_config_pb2.TYPE_FP16: "float16",
+                                          model_config_pb2.TYPE_FP32: "float32"}[pixels.data_type]
+    torch_classifier = _parse(classifier_config.render_config("torch"))
+    for key in ("cuda_stream_priority", "fold_batchnorm", "metrics_interval_ms", "slow_log_ms"):
+        assert parameters[key] == torch_classifier.parameters[key].string_value, key
+    weights = (REPO_ROOT / "model_repository" / "image_classifier_encoded" / parameters["classifier_weights"]).resolve()
+    assert weights == (CLASSIFIER_DIR / "1" / "model.pt").resolve()
+
+
+def test_the_one_steps_parameters_make_the_spec_preprocess_makes():
+    from pixelserve.kernels import PreprocessSpec
+
+    config = _parse(classifier_config.render_encoded("torch"))
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert PreprocessSpec.from_parameters(parameters) == PreprocessSpec.from_config_file(str(PREPROCESS_CONFIG))
+
+
+def test_build_writes_the_encoded_model_of_its_flavour(tmp_path):
+    model_dir = tmp_path / "classifier"
+    for flavour in ("torch", "onnxruntime"):
+        build_classifier.write_ensemble(model_dir, flavour)
+        written = (tmp_path / "image_classifier_encoded" / "config.pbtxt").read_text()
+        assert written == classifier_config.render_encoded(flavour)
+        assert (tmp_path / "image_classifier" / "config.pbtxt").read_text() == classifier_config.render_ensemble()

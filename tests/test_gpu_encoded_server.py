@@ -1,7 +1,7 @@
-"""The encoded ensemble decoding on a GPU instance (nvImageCodec, inside preprocess) under a real tritonserver
-(device machine only).
+"""image_classifier_encoded decoding on a GPU instance (nvImageCodec) under a real tritonserver (device machine only).
 
-The shipped repository on a GPU host: preprocess's instance_group names no kind, so Triton makes it KIND_GPU.
+The shipped repository on a GPU host: with the torch flavour image_classifier_encoded is one KIND_GPU Python-backend
+step; with the others it is an ensemble whose preprocess (no kind in its instance_group, so KIND_GPU) decodes.
 The GPU decoder's pixels differ from PIL's by a level or two (tests/test_gpu_decoding.py), so the
 predictions are compared by top-1 and loosely, not to 1e-4 as on the CPU path.
 """
@@ -35,15 +35,18 @@ def gpu_server():
     server.stop()
 
 
-def test_preprocess_decodes_on_a_gpu_instance(gpu_server):
+def test_encoded_files_are_decoded_on_a_gpu_instance(gpu_server):
+    """With the torch flavour image_classifier_encoded is one GPU step of its own; with the others an ensemble whose
+    preprocess decodes. Either way the GPU decoder, not the PIL fallback."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
-    config = client.get_model_config("preprocess", as_json=True)["config"]
+    encoded = client.get_model_config("image_classifier_encoded", as_json=True)["config"]
+    decoding = "image_classifier_encoded" if encoded.get("backend") == "python" else "preprocess"
+    config = client.get_model_config(decoding, as_json=True)["config"]
     assert {group["kind"] for group in config["instance_group"]} == {"KIND_GPU"}
     log = gpu_server.log_path.read_text(errors="replace")
-    # the GPU decoder, not the PIL fallback
-    assert "encoded images decoded with nvImageCodec" in log and "decoded with PIL" not in log
+    assert f"{decoding}: encoded images decoded with nvImageCodec" in log and "decoded with PIL" not in log
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)

@@ -95,8 +95,10 @@ def test_config_without_instance_group_gets_one():
 def test_tensorrt_classifier_is_placed_one_per_gpu(tmp_path):
     repo = place_instances.copy_repository(MODEL_REPOSITORY, tmp_path / "repo")
     (repo / "classifier" / "config.pbtxt").write_text(classifier_config.render_config("tensorrt"))
+    (repo / "image_classifier_encoded" / "config.pbtxt").write_text(classifier_config.render_encoded("tensorrt"))
     results = place_instances.place_repository(repo, [0, 1, 2, 3], PER_GPU)
-    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True}
+    # with TensorRT image_classifier_encoded is an ensemble: no instances of its own
+    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True, "image_classifier_encoded": False}
     assert place_instances.validate_placement(repo, 4)["classifier"] == {gpu: PER_GPU["classifier"] for gpu in range(4)}
     assert classifier_config.contract_problems((repo / "classifier" / "config.pbtxt").read_text(), "tensorrt") == []
 
@@ -210,7 +212,9 @@ def test_scaling_dry_run_plans_and_validates_8_gpus(capsys):
         validated = out.split(f"== {n} GPU(s)")[1].split("validated: ")[1].splitlines()[0]
         assert "preprocess: " + ", ".join(f"GPU {g} x{PER_GPU['preprocess']}" for g in range(n)) in validated
         assert f"--concurrency-range {concurrency} --shared-memory cuda" in out
-    placed_models = len([m for m in PER_GPU if m != "classifier" or not _classifier_on_host()])
+    # the classifier where it runs on the GPU, image_classifier_encoded where it is a model, not an ensemble
+    placed_models = len([m for m in PER_GPU
+                         if place_instances.host_reason(_parse(MODEL_REPOSITORY / m / "config.pbtxt")) is None])
     assert out.count("kind: KIND_GPU") == placed_models * (1 + 2 + 4 + 8)
     assert "gpus: [7]" in out and "--size 1080x1920" in out and "--load-model=preprocess" in out
 
@@ -261,3 +265,15 @@ def test_efficiency_is_blank_without_a_one_gpu_point():
     points = [p for p in _points() if p.gpus != 1]
     assert scaling_report.efficiencies(points) == {}
     assert all(row["efficiency"] is None for row in scaling_report.table_rows(points))
+
+
+def test_one_step_encoded_model_is_placed_like_preprocess(tmp_path):
+    """With the torch flavour image_classifier_encoded is a Python-backend model of its own, placed on every GPU."""
+    repo = place_instances.copy_repository(MODEL_REPOSITORY, tmp_path / "repo")
+    (repo / "image_classifier_encoded" / "config.pbtxt").write_text(classifier_config.render_encoded("torch"))
+    results = {r.model: r for r in place_instances.place_repository(repo, [0, 1], PER_GPU)}
+    assert results["image_classifier_encoded"].placed
+    placed = _parse(repo / "image_classifier_encoded" / "config.pbtxt")
+    count = PER_GPU["image_classifier_encoded"]
+    assert [(g.kind, g.count, list(g.gpus)) for g in placed.instance_group] == [(KIND_GPU, count, [0]), (KIND_GPU, count, [1])]
+    assert placed.response_cache.enable and placed.backend == "python"

@@ -232,3 +232,16 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
     on = {where: total(samples, "pixelserve_phase_calls_total", model="classifier", phase=f"inputs_on_{where}")
           for where in ("gpu", "host")}
     assert on[expected_where] >= len(reference_images.EXPECTED_TOP1) and on[other] == 0, on
+
+
+def test_options_come_from_the_two_parameters_and_a_wrong_one_is_named():
+    from pixelserve.runtime.torch_classifier import options_from_parameters
+
+    assert options_from_parameters({"cuda_stream_priority": "high", "fold_batchnorm": "true"}) == \
+        {"high_priority": True, "fold": True}
+    assert options_from_parameters({"cuda_stream_priority": "normal", "fold_batchnorm": "false"}) == \
+        {"high_priority": False, "fold": False}
+    with pytest.raises(ValueError, match="fold_batchnorm='yes'"):
+        options_from_parameters({"cuda_stream_priority": "high", "fold_batchnorm": "yes"})
+    with pytest.raises(ValueError, match="cuda_stream_priority=None"):
+        options_from_parameters({"fold_batchnorm": "true"})

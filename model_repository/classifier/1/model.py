@@ -31,19 +31,16 @@ def _engine(args: dict, config: dict):
     if runtime == "torch":
         if args["model_instance_kind"] != "GPU":
             raise pb_utils.TritonModelException("runtime torch needs a KIND_GPU instance")
-        from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+        from pixelserve.runtime.torch_classifier import TorchCudaClassifier, options_from_parameters
 
         pixels = pb_utils.get_input_config_by_name(config, INPUT)
         dtype = np.dtype(pb_utils.triton_string_to_numpy(pixels["data_type"])).name
-        parameters = config_parameters(config)
-        priority, fold = parameters.get("cuda_stream_priority"), parameters.get("fold_batchnorm")
-        if priority not in ("normal", "high") or fold not in ("true", "false"):
-            raise pb_utils.TritonModelException(
-                f"parameters cuda_stream_priority={priority!r} (expected 'normal' or 'high') and fold_batchnorm="
-                f"{fold!r} (expected 'true' or 'false'); {BUILD_HINT.format(runtime=runtime)}")
+        try:
+            options = options_from_parameters(config_parameters(config))
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"],
-                                   tuple(pixels["dims"]), input_dtype=dtype, high_priority=priority == "high",
-                                   fold=fold == "true")
+                                   tuple(pixels["dims"]), input_dtype=dtype, **options)
     from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))

@@ -125,11 +125,8 @@ class TritonPythonModel:
                 images.extend(batch)
         if encoded:
             with timer.phase("decode"):
-                try:
-                    decoded = self.decoder.decode(encoded)
-                except Exception as exc:  # the decoder itself failed: every encoded request of the batch is told
-                    pb_utils.Logger.log_error(f"preprocess: decoding failed: {exc!r}")
-                    decoded = [DecodeError(f"decoding failed: {exc}")] * len(encoded)
+                decoded = self.decoder.decode_each(
+                    encoded, lambda exc: pb_utils.Logger.log_error(f"preprocess: decoding failed: {exc!r}"))
             for index, image in zip(encoded_owners, decoded):
                 if isinstance(image, DecodeError):
                     self.image_metrics.rejected("undecodable")
