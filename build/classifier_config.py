@@ -172,7 +172,7 @@ def ensemble_config(encoded: bool = False) -> Any:
 
 def one_step_encoded_config(flavour: str = "torch") -> Any:
     """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
-    labelled output; preprocess's batching and parameters (with its output's size and dtype as ``out_height``,
+    labelled output, without its response cache; preprocess's batching and parameters (with its output's size and dtype as ``out_height``,
     ``out_width`` and ``output_dtype``) and the classifier's flavour parameters, each from where it is set."""
     pb2 = model_config.pb2()
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
@@ -194,7 +194,9 @@ def one_step_encoded_config(flavour: str = "torch") -> Any:
         if key not in _HAND_OFF_PARAMETERS:
             config.parameters[key].string_value = value
     config.parameters[WEIGHTS_PARAMETER].string_value = f"../{MODEL_NAME}/1/model.pt"
-    config.response_cache.enable = True  # as on the encoded ensemble (ensemble_config says why only there)
+    # No response cache here, unlike on the ensemble: Triton 2.51 caches a Python-backend model's per-request error
+    # response as a success with no outputs, so a second request with the same bad bytes would get an empty answer
+    # (seen on this server; an ensemble's errors are not cached). README, "The response cache".
     return config
 
 

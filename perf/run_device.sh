@@ -2,7 +2,7 @@
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
 # Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [decode-phases] [encoded] [analyzer]
 # `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
-# image_classifier_encoded (decoded on the GPU inside preprocess) and measures both on the same photos (raw pixels
+# image_classifier_encoded (torch flavour: decode, preprocess and classify in one GPU step) and measures both on the same photos (raw pixels
 # vs JPEG q90), keeping every perf_analyzer CSV, then profiles where an encoded request's time goes.
 # Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
 # `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer

@@ -276,4 +276,4 @@ def test_one_step_encoded_model_is_placed_like_preprocess(tmp_path):
     placed = _parse(repo / "image_classifier_encoded" / "config.pbtxt")
     count = PER_GPU["image_classifier_encoded"]
     assert [(g.kind, g.count, list(g.gpus)) for g in placed.instance_group] == [(KIND_GPU, count, [0]), (KIND_GPU, count, [1])]
-    assert placed.response_cache.enable and placed.backend == "python"
+    assert placed.backend == "python" and placed.output[0].label_filename == "labels.txt"
