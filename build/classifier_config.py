@@ -1,7 +1,8 @@
 """The configs the build writes: model_repository/classifier (per flavour) and the image_classifier ensemble.
 
-Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier_encoded`` is one Python-backend model instead
-of an ensemble (``one_step_encoded_config``). All are ``ModelConfig`` messages rendered by model_config (protobuf text_format, generated header).
+Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier_encoded`` is one Python-backend model
+instead of an ensemble (``one_step_encoded_config``). All are ``ModelConfig`` messages rendered by model_config
+(protobuf text_format, generated header).
 Every flavour shares name, inputs, outputs, labels and batching; only its row of ``_RUNTIME`` differs.
 ``max_batch_size``, the data type of the pixels and the Python-backend models' shared parameters
 (``metrics_interval_ms``, ``slow_log_ms``) are written once, in
@@ -70,9 +71,9 @@ FLAVOURS = tuple(_RUNTIME)
 # Where the classifier is a Python-backend model on the GPU (torch), image_classifier_encoded is one Python-backend
 # model that decodes, preprocesses and classifies (model_repository/image_classifier_encoded/1/model.py), not the
 # ensemble preprocess -> classifier: every step of an ensemble costs a Python-backend round trip (about 1 ms of stub
-# handling per execute() of the classifier on the H100), and the one step served 3.04-3.46x the raw ensemble at
-# concurrency 32 where the two steps served 2.43-2.93x (perf/results/README.md, "Issue 11, session 6"). A TensorRT
-# classifier runs in Triton's own backend, with no stub: there the two-step ensemble stays.
+# handling per execute() of the classifier on the H100). On three H100 servers the one step served 2.78-3.29x the raw
+# ensemble at concurrency 32, the two steps beside it 2.26-2.66x (perf/results/README.md, "Issue 11, session 7").
+# A TensorRT classifier runs in Triton's own backend, with no stub: there the two-step ensemble stays.
 ONE_STEP_FLAVOURS = ("torch",)
 # The one step reads the classifier's weights from the classifier model beside it (its path from the model's dir).
 WEIGHTS_PARAMETER = "classifier_weights"
@@ -172,8 +173,9 @@ def ensemble_config(encoded: bool = False) -> Any:
 
 def one_step_encoded_config(flavour: str = "torch") -> Any:
     """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
-    labelled output, without its response cache; preprocess's batching and parameters (with its output's size and dtype as ``out_height``,
-    ``out_width`` and ``output_dtype``) and the classifier's flavour parameters, each from where it is set."""
+    labelled output, without its response cache; preprocess's batching and parameters (with its output's size and
+    dtype as ``out_height``, ``out_width`` and ``output_dtype``) and the classifier's flavour parameters, each from
+    where it is set."""
     pb2 = model_config.pb2()
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
     config = pb2.ModelConfig(name=ENCODED_ENSEMBLE_NAME, backend="python", max_batch_size=preprocess.max_batch_size)
