@@ -242,7 +242,9 @@ def test_ctrl_c_stops_the_job_keeps_results_and_releases_regions(triton_server, 
     process = subprocess.Popen(
         [sys.executable, "-m", "pixelserve.client.classify", str(folder), "--output", str(output), "--url",
          triton_server.grpc_url, "--shared-memory", "system", "--concurrency", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as at a terminal: a suite started in the background (`cmd &` in a script) passes SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 3):
         time.sleep(0.1)
