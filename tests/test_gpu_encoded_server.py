@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
-from encoded_requests import assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
+from encoded_requests import ESPRESSO, assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
 from images import PHOTO_NAMES, photo, photo_at
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
@@ -66,3 +66,24 @@ def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_server, name):
 
 def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_server):
     assert_bad_files_fail_alone(gpu_server.grpc_url, good_count=24)
+
+
+def test_oversized_and_several_files_are_refused_and_the_server_keeps_serving(gpu_server):
+    """A header declaring a side above max_image_side and a request carrying two files each get an INVALID_ARG
+    naming the problem (before any pixel memory for the first); the next good file is answered."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from images import png_header_only
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    with pytest.raises(InferenceServerException, match="above the maximum side of 8192") as oversized:
+        client.infer("image_classifier_encoded", [encoded_input(grpcclient, png_header_only(9000, 20))])
+    assert "StatusCode.INVALID_ARGUMENT" in str(oversized.value.status())
+    data = jpeg(photo("coffee"))
+    two = grpcclient.InferInput("images", [2, 1], "BYTES")  # two files in one request (a batch of 2)
+    two.set_data_from_numpy(np.array([[data], [data]], dtype=object))
+    with pytest.raises(InferenceServerException, match="one encoded image per request, got 2"):
+        client.infer("image_classifier_encoded", [two])
+    good = client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
+    assert int(good[0].argmax()) == ESPRESSO
