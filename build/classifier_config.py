@@ -79,8 +79,6 @@ ONE_STEP_FLAVOURS = ("torch",)
 WEIGHTS_PARAMETER = "classifier_weights"
 # preprocess's parameters that only say how it hands `pixels` to a next step: the one step has none.
 _HAND_OFF_PARAMETERS = ("output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS")
-# The spec's output size and dtype, which preprocess reads from its `pixels` output, as parameters of the one step.
-_NUMPY_DTYPES = {"TYPE_FP16": "float16", "TYPE_FP32": "float32"}
 
 
 def max_batch_size(preprocess_config: Path = PREPROCESS_CONFIG) -> int:
@@ -174,8 +172,10 @@ def ensemble_config(encoded: bool = False) -> Any:
 def one_step_encoded_config(flavour: str = "torch") -> Any:
     """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
     labelled output, without its response cache; preprocess's batching and parameters (with its output's size and
-    dtype as ``out_height``, ``out_width`` and ``output_dtype``) and the classifier's flavour parameters, each from
-    where it is set."""
+    dtype as ``out_height``, ``out_width`` and ``output_dtype``: kernels.spec.config_file_parameters) and the
+    classifier's flavour parameters, each from where it is set."""
+    from pixelserve.kernels.spec import config_file_parameters
+
     pb2 = model_config.pb2()
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
     config = pb2.ModelConfig(name=ENCODED_ENSEMBLE_NAME, backend="python", max_batch_size=preprocess.max_batch_size)
@@ -183,16 +183,8 @@ def one_step_encoded_config(flavour: str = "torch") -> Any:
     config.output.add(name="predictions", data_type=pb2.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABEL_FILENAME)
     config.dynamic_batching.CopyFrom(preprocess.dynamic_batching)
     config.instance_group.add(count=1, kind=pb2.ModelInstanceGroup.Kind.Value(_RUNTIME[flavour]["kind"]))
-    for key, value in preprocess.parameters.items():
-        if key not in _HAND_OFF_PARAMETERS:
-            config.parameters[key].string_value = value.string_value
-    (pixels,) = [o for o in preprocess.output if o.name == INPUT_NAME]
-    _, height, width = pixels.dims
-    spec = {"out_height": str(height), "out_width": str(width),
-            "output_dtype": _NUMPY_DTYPES[pb2.DataType.Name(pixels.data_type)]}
-    for key, value in spec.items():
-        config.parameters[key].string_value = value
-    for key, value in _RUNTIME[flavour]["parameters"].items():
+    settings = {**config_file_parameters(str(PREPROCESS_CONFIG)), **_RUNTIME[flavour]["parameters"]}
+    for key, value in settings.items():
         if key not in _HAND_OFF_PARAMETERS:
             config.parameters[key].string_value = value
     config.parameters[WEIGHTS_PARAMETER].string_value = f"../{MODEL_NAME}/1/model.pt"
