@@ -1,6 +1,7 @@
 """CUDA path: the shared per-pixel math in one launch over every output pixel of a ragged batch."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,7 +65,7 @@ def _device_pointer(array: CudaArray) -> int:
 
 def _nbytes(array: CudaArray) -> int:
     itemsize: int = array.element_size() if hasattr(array, "element_size") else array.dtype.itemsize
-    return int(np.prod(array.shape)) * itemsize
+    return int(math.prod(array.shape)) * itemsize
 
 
 def _grown(capacity: int, needed: int) -> int:
@@ -122,7 +123,7 @@ class CudaPreprocessor:
         H100 with 8 instances sharing the GPU a growth step stalled its batch for 35-420 ms
         (perf/results/README.md, "Buffers sized at load")."""
         params = batch_params(shapes, self.spec)
-        self._reserve(len(shapes), sum(int(np.prod(shape)) for shape in shapes), row_buffer_size(params, self.spec))
+        self._reserve(len(shapes), sum(math.prod(shape) for shape in shapes), row_buffer_size(params, self.spec))
 
     def _reserve(self, n_images: int, n_bytes: int, row_elements: int) -> None:
         if n_images > self._host_params.shape[0] or n_bytes > self._dev_src.size or row_elements > self._dev_rows.size:
@@ -162,7 +163,7 @@ class CudaPreprocessor:
         start = 0
         dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
-            size = int(np.prod(img.shape))
+            size = math.prod(img.shape)
             if _is_device_array(img):
                 counts["images_from_gpu"] += 1
                 if self._use_driver:

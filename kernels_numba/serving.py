@@ -97,9 +97,11 @@ class CudaRunner:
         dtype = getattr(self._module, np.dtype(self.spec.numpy_dtype).name)
         return self._module.empty(shape, dtype=dtype, device=f"cuda:{self.device_id}")
 
-    def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER) -> CudaArray:
-        """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return."""
-        out = self._empty(len(images))
+    def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER, out: CudaArray | None = None) -> CudaArray:
+        """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return; written
+        into ``out`` (a C-contiguous CUDA array of that shape and the output dtype) where given, else into a new one."""
+        if out is None:
+            out = self._empty(len(images))
         self._preprocessor.run(images, out, timer)
         with timer.phase("sync"):
             self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it

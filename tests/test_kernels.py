@@ -143,3 +143,25 @@ def test_cuda_kernels_run_here_on_the_gpu_or_the_simulator():
     spec = SMALL_SPECS["stretch"]
     image = np.full((3, 4, 3), 200, np.uint8)
     check_batch(_cuda_run([image], spec), [image], spec)
+
+
+@pytest.mark.gpu
+def test_serving_runner_writes_into_the_buffer_it_is_given(rng):
+    """CudaRunner.run(out=...): the one-step model hands it the classifier's graph input. Host and device images,
+    mixed sizes, the shipped antialiased FP16 spec; the buffer is poisoned and must come back whole, against the
+    CPU path (same math)."""
+    import torch
+
+    from pixelserve.kernels.serving import CudaRunner
+
+    spec = PreprocessSpec(output_dtype="float16")
+    runner = CudaRunner(spec, 0, max_batch_size=8)
+    images = [random_image(rng, 1080, 1920), photo("chelsea"), random_image(rng, 37, 53)]
+    inputs = [images[0], torch.from_numpy(images[1]).cuda(), images[2]]
+    buffer = torch.full((8, 3, spec.out_height, spec.out_width), float("nan"), dtype=torch.float16, device="cuda")
+    returned = runner.run(inputs, out=buffer[:3])
+    assert returned.data_ptr() == buffer.data_ptr()
+    got = buffer.cpu().numpy()
+    assert np.isnan(got[3:].astype(np.float32)).all(), "rows past the batch were written"
+    np.testing.assert_allclose(got[:3].astype(np.float32), preprocess_cpu(images, spec).astype(np.float32),
+                               atol=2e-3, rtol=1e-3)

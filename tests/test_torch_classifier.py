@@ -160,6 +160,23 @@ def test_gpu_batches_of_any_size_give_the_same_logits(gpu_classifier, photos_bat
 
 
 @pytest.mark.gpu
+def test_gpu_staged_batches_give_the_logits_of_run(gpu_classifier, photos_batch):
+    """The one-step model's path: the batch written into the graph's input, the logits read back on the host.
+    The page-locked logits rows are poisoned first, and a smaller batch after a bigger one must not see its rows."""
+    import torch
+
+    expected = gpu_classifier.run([photos_batch]).cpu().numpy()
+    for n in (len(photos_batch), 1, 3):
+        gpu_classifier.host_logits.fill_(float("nan"))
+        gpu_classifier.staged_input(n).copy_(torch.from_numpy(photos_batch[:n]).cuda())
+        got = gpu_classifier.classify_staged(n)
+        assert got.shape == (n, 1000) and got.dtype == np.float32 and np.isfinite(got).all()
+        np.testing.assert_allclose(got, expected[:n], atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="1 to 32 images, got 33"):
+        gpu_classifier.staged_input(33)
+
+
+@pytest.mark.gpu
 def test_gpu_float16_input_gives_the_float32_logits(gpu_classifier, weights, photos_batch):
     """The FP16 hand-off from preprocess: the network runs in FP16 either way, so the logits agree closely."""
     from pixelserve.runtime.torch_classifier import TorchCudaClassifier

@@ -27,8 +27,8 @@ from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 INPUT, OUTPUT = "images", "predictions"
 NAME = "image_classifier_encoded"
 BUILD_HINT = "run `python -m pixelserve.build.build_classifier --flavour torch`"
-# The classifier's phases join preprocess's stages: its graph replay and the logits' copy to the host.
-STAGES = {**PREPROCESS_STAGES, "infer": "classify", "logits": "classify"}
+# The classifier's phase (its graph replay and the logits' copy to the host) joins preprocess's stages.
+STAGES = {**PREPROCESS_STAGES, "infer": "classify"}
 
 
 def _error_response(message):
@@ -106,11 +106,10 @@ class TritonPythonModel:
                     kept.append(index)
         if images:
             try:
-                pixels = self.runner.run(images, timer)
+                # The kernels write straight into the classifier's graph input, and the logits come back in one DMA.
+                self.runner.run(images, timer, out=self.classifier.staged_input(len(images)))
                 with timer.phase("infer"):
-                    logits = self.classifier.run([pixels])
-                with timer.phase("logits"):
-                    logits = logits.cpu().numpy()  # one small copy for the whole batch
+                    logits = self.classifier.classify_staged(len(images))
                 with timer.phase("outputs"):
                     for row, index in enumerate(kept):
                         responses[index] = pb_utils.InferenceResponse(
