@@ -90,7 +90,8 @@ class CudaPreprocessor:
     On a real GPU the parameter upload and the kernel of a batch size are captured once into a CUDA
     graph, so a call costs a few driver calls instead of numba's per-launch argument handling; the
     result is then copied into the caller's output. Work is queued on ``self.stream``; ``run`` does
-    not wait for it. Under the CUDA simulator the same steps run through numba's own API. Buffers are
+    not wait for it, and device images may still be in the making by work queued earlier on that stream
+    (a GPU decode). Under the CUDA simulator the same steps run through numba's own API. Buffers are
     sized for ``max_images`` (the serving runner passes the model's max_batch_size) and grow if need be.
     """
 
@@ -102,6 +103,9 @@ class CudaPreprocessor:
         self._norm = cuda.to_device(spec.normalisation(), stream=self.stream)
         self._use_driver = not config.ENABLE_CUDASIM  # type: ignore[attr-defined]  # set from the environment at import
         self._graphs: dict[tuple[int, int], Any] = {}  # (images, row bucket) -> CUgraphExec
+        # Recorded after each batch's last use of the page-locked buffers: the next batch waits for it, not for
+        # everything on the stream (a GPU decode queued ahead on this stream goes on while the batch is staged).
+        self._buffers_released = cuda.event()
         self._allocate(max_images, input_bytes)
 
     # -- buffers -------------------------------------------------------------------------------
@@ -234,7 +238,7 @@ class CudaPreprocessor:
         if tuple(out.shape) != (n, 3, self.spec.out_height, self.spec.out_width) or _nbytes(out) != n * self._image_out_bytes:
             raise ValueError(f"out must be [{n}, 3, {self.spec.out_height}, {self.spec.out_width}] {self.spec.output_dtype}")
         with timer.phase("params"):
-            self.synchronize()  # the pinned staging buffers are reused
+            self._buffers_released.synchronize()  # the previous batch's copies out of the pinned buffers are done
             params = batch_params([img.shape for img in images], self.spec)
             self._reserve(n, max(1, packed_size(images)), row_buffer_size(params, self.spec))
             self._host_params[:n] = params
@@ -244,6 +248,7 @@ class CudaPreprocessor:
             timer.count(name, calls)
         with timer.phase("kernel"):
             self.launch(n, out)
+            self._buffers_released.record(self.stream)
 
 
 def preprocess_cuda(images: Sequence[Image], spec: PreprocessSpec, out: CudaArray | None = None,

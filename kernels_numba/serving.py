@@ -20,6 +20,7 @@ class CpuRunner:
     """Preprocessing on the CPU with the njit kernel; returns numpy batches."""
 
     on_gpu = False
+    stream_handle = None  # no CUDA stream: images come decoded on the host
 
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
@@ -97,14 +98,23 @@ class CudaRunner:
         dtype = getattr(self._module, np.dtype(self.spec.numpy_dtype).name)
         return self._module.empty(shape, dtype=dtype, device=f"cuda:{self.device_id}")
 
-    def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER, out: CudaArray | None = None) -> CudaArray:
-        """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), complete on return; written
-        into ``out`` (a C-contiguous CUDA array of that shape and the output dtype) where given, else into a new one."""
+    @property
+    def stream_handle(self) -> int:
+        """The raw CUDA stream (CUstream) this runner queues its work on: device images made by work queued there
+        before ``run`` (a GPU decode) need no wait, and a next step on another stream waits for it."""
+        return self._preprocessor._stream_handle
+
+    def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER, out: CudaArray | None = None,
+            wait: bool = True) -> CudaArray:
+        """[N, 3, H, W] device batch of the given HWC uint8 images (host or device), written into ``out`` (a
+        C-contiguous CUDA array of that shape and the output dtype) where given, else into a new one. Complete on
+        return, or with ``wait=False`` queued on ``stream_handle``."""
         if out is None:
             out = self._empty(len(images))
         self._preprocessor.run(images, out, timer)
-        with timer.phase("sync"):
-            self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it
+        if wait:
+            with timer.phase("sync"):
+                self._preprocessor.synchronize()  # the next step reads the buffer as soon as we return it
         return out
 
     def synchronize(self) -> None:

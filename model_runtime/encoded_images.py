@@ -50,18 +50,20 @@ class ImageDecoder:
             self._pool = ThreadPoolExecutor(max_workers=threads)
         self.description = self._gpu.backends if self._gpu is not None else f"PIL on {threads} threads"
 
-    def decode(self, batch: Sequence[bytes]) -> list[Any]:
-        """Pixels or a DecodeError for each encoded image, in order."""
+    def decode(self, batch: Sequence[bytes], cuda_stream: int | None = None) -> list[Any]:
+        """Pixels or a DecodeError for each encoded image, in order. A GPU decoder given ``cuda_stream`` (a raw
+        CUDA stream) returns them queued on that stream, not yet complete (GpuBatchDecoder.decode)."""
         if self._gpu is not None:
-            return self._gpu.decode(batch)  # type: ignore[no-any-return]
+            return self._gpu.decode(batch, cuda_stream)  # type: ignore[no-any-return]
         assert self._pool is not None
         return list(self._pool.map(self._decode_on_cpu, batch))
 
-    def decode_each(self, batch: Sequence[bytes], on_failure: Callable[[Exception], None]) -> list[Any]:
+    def decode_each(self, batch: Sequence[bytes], on_failure: Callable[[Exception], None],
+                    cuda_stream: int | None = None) -> list[Any]:
         """As ``decode``; where the decoder itself fails (not one file), every image of the batch gets a
         DecodeError and ``on_failure`` is told why."""
         try:
-            return self.decode(batch)
+            return self.decode(batch, cuda_stream)
         except Exception as exc:
             on_failure(exc)
             return [DecodeError(f"decoding failed: {exc}")] * len(batch)

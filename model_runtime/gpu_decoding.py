@@ -7,8 +7,9 @@ engines in one batched call (baseline JPEG only); what they refuse (progressive 
 goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and CPU codecs for PNG).
 Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.
 
-The decoded images are C-contiguous torch CUDA tensors, complete (their stream synchronised) when
-returned, so that the preprocessing kernels, on a stream of their own, can read them at once.
+The decoded images are C-contiguous torch CUDA tensors: complete when returned, or, where the caller
+names a CUDA stream (its preprocessing kernels' own), queued on that stream, so that the host stages the
+batch while the GPU still decodes it.
 """
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ class GpuBatchDecoder:
         self.hardware_error = ""
         self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware else None
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
+        self._external_streams: dict[int, torch.cuda.ExternalStream] = {}  # by raw handle, made once
 
     def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
         """The hardware JPEG engines' decoder, or None (reason in ``hardware_error``) on GPUs without them."""
@@ -125,8 +127,10 @@ class GpuBatchDecoder:
             return f"nvImageCodec default backends only, no hardware JPEG decoder{reason}"
         return "nvImageCodec hardware JPEG decoder, default backends for the rest"
 
-    def decode(self, batch: Sequence[bytes]) -> list[torch.Tensor | DecodeError]:
-        """One HWC uint8 RGB CUDA tensor (C-contiguous, complete) or one DecodeError per encoded image."""
+    def decode(self, batch: Sequence[bytes], cuda_stream: int | None = None) -> list[torch.Tensor | DecodeError]:
+        """One HWC uint8 RGB CUDA tensor (C-contiguous) or one DecodeError per encoded image. The tensors are
+        complete on return, or, with ``cuda_stream`` (a raw CUDA stream), for work queued after them on that stream:
+        decode() then returns once the decoding is queued (on the H100 0.2 of 1.2 ms for a 1080p JPEG)."""
         results: list[torch.Tensor | DecodeError] = [DecodeError("not decoded")] * len(batch)
         headers: dict[int, Header] = {}
         for index, data in enumerate(batch):
@@ -135,23 +139,39 @@ class GpuBatchDecoder:
             except DecodeError as exc:
                 results[index] = exc
         with torch.cuda.device(self.device):
-            stream = torch.cuda.current_stream(self.device)
-            pending = list(headers)
-            if self.hardware is not None:
-                jpegs = [index for index in pending if headers[index].image_format == "JPEG"]
-                refused = [index for index in pending if headers[index].image_format != "JPEG"]
-                for index, image in zip(jpegs, self._decode(self.hardware, [headers[i] for i in jpegs], stream)):
-                    if image is None:
-                        refused.append(index)  # not baseline JPEG (or corrupt): the default decoders try it
-                    else:
-                        results[index] = image
-                pending = refused
-            for index, image in zip(pending, self._decode(self.fallback, [headers[i] for i in pending], stream)):
-                image_format = headers[index].image_format
-                results[index] = image if image is not None else undecodable_error(
-                    image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")
-            stream.synchronize()  # the preprocessing copies them on another stream as soon as we return
+            stream = self._stream(cuda_stream)
+            with torch.cuda.stream(stream):  # DLPack imports and the tensors' conversions are queued there too
+                self._decode_all(headers, results, stream)
+            if cuda_stream is None:
+                stream.synchronize()  # the preprocessing copies them on another stream as soon as we return
         return results
+
+    def _stream(self, handle: int | None) -> torch.cuda.Stream:
+        """torch's current stream on the decoder's GPU, or the caller's raw stream (wrapped once)."""
+        if handle is None:
+            return torch.cuda.current_stream(self.device)
+        if handle not in self._external_streams:
+            self._external_streams[handle] = torch.cuda.ExternalStream(  # type: ignore[no-untyped-call]
+                handle, device=self.device)
+        return self._external_streams[handle]
+
+    def _decode_all(self, headers: dict[int, Header], results: list[torch.Tensor | DecodeError],
+                    stream: torch.cuda.Stream) -> None:
+        """Decode the files whose headers were read, hardware engines first, into ``results``."""
+        pending = list(headers)
+        if self.hardware is not None:
+            jpegs = [index for index in pending if headers[index].image_format == "JPEG"]
+            refused = [index for index in pending if headers[index].image_format != "JPEG"]
+            for index, image in zip(jpegs, self._decode(self.hardware, [headers[i] for i in jpegs], stream)):
+                if image is None:
+                    refused.append(index)  # not baseline JPEG (or corrupt): the default decoders try it
+                else:
+                    results[index] = image
+            pending = refused
+        for index, image in zip(pending, self._decode(self.fallback, [headers[i] for i in pending], stream)):
+            image_format = headers[index].image_format
+            results[index] = image if image is not None else undecodable_error(
+                image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")
 
     def _decode(self, decoder: Any, headers: list[Header], stream: torch.cuda.Stream) -> list[torch.Tensor | None]:
         """Decode in one call; None where the decoder could not decode an image."""

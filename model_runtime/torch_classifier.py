@@ -144,6 +144,7 @@ class TorchCudaClassifier:
         self._capture()
         classes = self._graphs[self.buckets[-1]][1].shape[1]
         self.host_logits = torch.empty((max_batch_size, classes), dtype=torch.float32, pin_memory=True)
+        self._external_streams: dict[int, torch.cuda.ExternalStream] = {}
 
     def _forward(self, batch: int) -> torch.Tensor:
         x = self.static_in[:batch].to(self.torch.float16).contiguous(memory_format=self.memory_format)
@@ -208,9 +209,14 @@ class TorchCudaClassifier:
             raise ValueError(f"a staged batch holds 1 to {self.buckets[-1]} images, got {n}")
         return self.static_in[:n]
 
-    def classify_staged(self, n: int) -> npt.NDArray[np.float32]:
-        """float32 logits [n, classes] on the host for the batch of ``n`` written into ``staged_input(n)``."""
+    def classify_staged(self, n: int, after_stream: int | None = None) -> npt.NDArray[np.float32]:
+        """float32 logits [n, classes] on the host for the batch of ``n`` written into ``staged_input(n)``; with
+        ``after_stream`` (a raw CUDA stream), by work queued there that need not be complete yet."""
         torch = self.torch
+        if after_stream is not None:  # the GPU waits for it, not the host
+            ready = torch.cuda.Event()
+            ready.record(self._external_stream(after_stream))
+            self.stream.wait_event(ready)
         with torch.no_grad(), torch.cuda.stream(self.stream):
             graph, out = self._graphs[self._bucket(n)]
             graph.replay()
@@ -218,6 +224,13 @@ class TorchCudaClassifier:
             host.copy_(out[:n], non_blocking=True)  # into page-locked memory: one DMA, then one wait
             self.stream.synchronize()
         return host.numpy().copy()  # the page-locked rows are reused by the next batch
+
+    def _external_stream(self, handle: int) -> torch.cuda.ExternalStream:
+        stream = self._external_streams.get(handle)
+        if stream is None:
+            stream = self._external_streams[handle] = self.torch.cuda.ExternalStream(  # type: ignore[no-untyped-call]
+                handle, device=self.device)
+        return stream
 
     def replay_seconds(self, batch: int, repeats: int = 50) -> float:
         """Median GPU seconds of one replay of the graph for ``batch`` (CUDA events; for benchmarks)."""

@@ -9,6 +9,7 @@ Rows (milliseconds per batch, median of --repeat after a warm-up, GPU synchronis
   hw-alloc      hw-decode without the release of its images (allocation of new ones included)
   release       dropping the decoded images of one hw-decode (nvImageCodec frees their device memory)
   hw-reuse      hw-decode into the Images of an earlier decode (``images=``: no allocation, no release)
+  hw-returned   hw-alloc until decode() returns, before the wait for the stream (how much of it the host is held)
   ours          GpuBatchDecoder.decode end to end
   nvimgcodec    nvImageCodec alone: Decoder(HW_GPU_ONLY).decode(list of bytes) + sync, same params
 Run on a GPU host with nvImageCodec: python -m pixelserve.perf.decode_phases [--batch 32] [--sizes 1080x1920,480x640]
@@ -60,29 +61,31 @@ def phases(files: list[bytes], repeat: int) -> dict[str, float]:
             gpu_decoding._rgb_tensor(image)
         stream.synchronize()
 
-    def split(reuse: bool) -> tuple[float, float]:
-        """Median ms of the decode (to complete) and of the release of its images."""
+    def split(reuse: bool) -> tuple[float, float, float]:
+        """Median ms of the decode (to complete), of the release of its images and until decode() returned."""
         pool = decoder.hardware.decode(streams, params=decoder.params, cuda_stream=stream.cuda_stream)
         stream.synchronize()
-        decode_times, release_times = [], []
+        decode_times, release_times, returned_times = [], [], []
         for _ in range(repeat + 1):
             start = time.perf_counter()
             images = decoder.hardware.decode(streams, params=decoder.params, cuda_stream=stream.cuda_stream,
                                              images=pool if reuse else None)
+            returned_times.append(time.perf_counter() - start)
             stream.synchronize()
             decoded_at = time.perf_counter()
             del images
             released_at = time.perf_counter()
             decode_times.append(decoded_at - start)
             release_times.append(released_at - decoded_at)
-        return 1e3 * statistics.median(decode_times[1:]), 1e3 * statistics.median(release_times[1:])
+        return tuple(1e3 * statistics.median(times[1:]) for times in (decode_times, release_times, returned_times))
 
-    hw_alloc, release = split(reuse=False)
-    hw_reuse, _ = split(reuse=True)
+    hw_alloc, release, returned = split(reuse=False)
+    hw_reuse, _, _ = split(reuse=True)
     return {
         "hw-alloc": hw_alloc,
         "release": release,
         "hw-reuse": hw_reuse,
+        "hw-returned": returned,
         "headers": _median_ms(lambda: [gpu_decoding.read_header(nvimgcodec, data, MAX_SIDE) for data in files], repeat),
         "hw-decode": _median_ms(hw_decode, repeat),
         "to-tensor": _median_ms(to_tensor, repeat),

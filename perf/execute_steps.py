@@ -3,13 +3,13 @@ files (decode, output allocation, the kernels' phases, sync, copy to the host, t
 one process without a server, median and p90 microseconds per step.
 
 With ``--classify WEIGHTS`` (the torch classifier's model.pt) it replicates the one-step
-image_classifier_encoded instead: the device batch goes to TorchCudaClassifier.run and the logits to the host,
-and a second table splits the classifier's run() into its steps (copy into the graph's input, replay, copy of
-the output, waiting for the GPU) beside the GPU time of one replay.
+image_classifier_encoded instead: the kernels write into the classifier's graph input and
+TorchCudaClassifier.classify_staged returns the logits on the host; a second table splits the classifier's
+run() (the two-step classifier's path) into its steps beside the GPU time of one replay.
 
 Beside a served profile (perf/profile_ensemble.py) it separates the model's own code from the Python backend's
 handling around execute(). Run on a GPU host with nvImageCodec:
-    python -m pixelserve.perf.execute_steps [--batch 1] [--size 1080x1920] [--repeat 300] [--classify model.pt]
+    python -m pixelserve.perf.execute_steps [--batch 1] [--size 1080x1920] [--repeat 300] [--gap-ms 2] [--classify model.pt]
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", default="1080x1920")
     parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="idle time between executions, as a concurrency-1 client leaves the GPU and CPU between requests")
     parser.add_argument("--classify", metavar="WEIGHTS", help="the torch classifier's weights: replicate the one-step model")
     args = parser.parse_args(argv)
     parameters, spec, max_batch = preprocess_settings()
@@ -61,30 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         return now
 
     for _ in range(args.repeat + 50):  # the first 50: warm-up, left out
+        if args.gap_ms:
+            time.sleep(args.gap_ms / 1e3)
         start = time.perf_counter()
         with timer.execute(args.batch):
             t = time.perf_counter()
-            with timer.phase("decode"):
-                decoded = decoder.decode(files)
-            t = mark("decode", t)
-            out = runner._empty(args.batch)
-            t = mark("allocate the output", t)
-            runner._preprocessor.run(decoded, out, timer)
-            t = mark("params + stage_h2d + kernel", t)
-            with timer.phase("sync"):
-                runner.synchronize()
-            t = mark("sync", t)
+            with timer.phase("decode"):  # queued on the kernels' stream, as both models do
+                decoded = decoder.decode(files, cuda_stream=runner.stream_handle)
+            t = mark("decode (queued)", t)
             if classifier is None:
+                out = runner._empty(args.batch)
+                t = mark("allocate the output", t)
+                runner._preprocessor.run(decoded, out, timer)
+                t = mark("params + stage_h2d + kernel", t)
+                with timer.phase("sync"):
+                    runner.synchronize()
+                t = mark("sync (the rest of the decode, the kernels)", t)
                 with timer.phase("to_host"):
                     host = runner.to_host(out)
                 t = mark("to_host", t)
             else:
+                out = classifier.staged_input(args.batch)
+                runner.run(decoded, timer, out=out, wait=False)
+                t = mark("params + stage_h2d + kernel into the graph input", t)
                 with timer.phase("infer"):
-                    logits = classifier.run([out])
-                t = mark("classifier run()", t)
-                with timer.phase("logits"):
-                    host = logits.cpu().numpy()
-                t = mark("logits to the host", t)
+                    host = classifier.classify_staged(args.batch, after_stream=runner.stream_handle)
+                t = mark("classify_staged (waits for decode, kernels, replay, logits)", t)
             slices = [np.ascontiguousarray(host[j:j + 1]) for j in range(args.batch)]
             t = mark("one slice per request", t)
             metrics.accepted(image.shape for image in decoded)
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             del out, host, slices
             t = mark("release the output buffers", t)
         mark("the whole execute()", start)
-    print(f"| step | median us (batch {args.batch}, {args.size}) | p90 us |\n|---|---|---|")
+    gap = f", {args.gap_ms:g} ms idle between executions" if args.gap_ms else ""
+    print(f"| step | median us (batch {args.batch}, {args.size}{gap}) | p90 us |\n|---|---|---|")
     for name, times in rows.items():
         kept = sorted(times[50:])
         print(f"| {name} | {statistics.median(kept) * 1e6:.0f} | {kept[int(len(kept) * 0.9)] * 1e6:.0f} |")

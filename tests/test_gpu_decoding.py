@@ -68,6 +68,31 @@ def test_real_photos_in_one_batch_match_pil(decoder):
         _assert_close_to_pil(_host(tensor), _pil(data), f"photo {number} {images[number].shape}")
 
 
+def test_decoding_queued_on_the_callers_stream_gives_the_same_pixels(decoder):
+    """decode(cuda_stream=...) returns before the GPU is done; work queued after it on that stream (here a copy
+    into a poisoned buffer, the kernels' staging in serving) must read the finished pixels: JPEGs on the hardware
+    engines, a progressive JPEG and a grey PNG (converted on the GPU) on the default decoders."""
+    import torch
+
+    images = [photo_at("coffee", 1080, 1920), photo_at("rocket", 2160, 3840), photo("chelsea")]
+    grey = photo("astronaut")[..., 0]
+    files = [encode(image, "JPEG", quality=90) for image in images]
+    files += [encode(images[2], "JPEG", quality=90, progressive=True), encode(grey, "PNG")]
+    expected = [_host(tensor) for tensor in decoder.decode(files)]
+    stream = torch.cuda.Stream()
+    for _ in range(3):
+        decoded = decoder.decode(files, cuda_stream=stream.cuda_stream)
+        copies = []
+        with torch.cuda.stream(stream):
+            for tensor in decoded:
+                target = torch.full(tensor.shape, 0xA5, dtype=torch.uint8, device=tensor.device)
+                target.copy_(tensor, non_blocking=True)
+                copies.append(target)
+        stream.synchronize()
+        for number, (got, want) in enumerate(zip(copies, expected)):
+            np.testing.assert_array_equal(got.cpu().numpy(), want, err_msg=f"file {number}")
+
+
 def test_hardware_decoder_is_used_where_the_gpu_has_jpeg_engines(decoder):
     import torch
 

@@ -94,9 +94,10 @@ class TritonPythonModel:
                     responses[index] = _error_response(f"input '{INPUT}': {exc}")
         images, kept = [], []
         if encoded:
-            with timer.phase("decode"):
+            with timer.phase("decode"):  # queued on the kernels' stream: the host goes on while the GPU decodes
                 decoded = self.decoder.decode_each(
-                    encoded, lambda exc: pb_utils.Logger.log_error(f"{NAME}: decoding failed: {exc!r}"))
+                    encoded, lambda exc: pb_utils.Logger.log_error(f"{NAME}: decoding failed: {exc!r}"),
+                    cuda_stream=self.runner.stream_handle)
             for index, image in zip(owners, decoded):
                 if isinstance(image, DecodeError):
                     self.image_metrics.rejected("undecodable")
@@ -107,9 +108,11 @@ class TritonPythonModel:
         if images:
             try:
                 # The kernels write straight into the classifier's graph input, and the logits come back in one DMA.
-                self.runner.run(images, timer, out=self.classifier.staged_input(len(images)))
+                # Decode, kernels and classifier are queued on the GPU back to back; the host waits once, in
+                # `infer`, which therefore also holds whatever of the decode and the kernels was still running.
+                self.runner.run(images, timer, out=self.classifier.staged_input(len(images)), wait=False)
                 with timer.phase("infer"):
-                    logits = self.classifier.classify_staged(len(images))
+                    logits = self.classifier.classify_staged(len(images), after_stream=self.runner.stream_handle)
                 with timer.phase("outputs"):
                     for row, index in enumerate(kept):
                         responses[index] = pb_utils.InferenceResponse(

@@ -125,8 +125,9 @@ class TritonPythonModel:
                 images.extend(batch)
         if encoded:
             with timer.phase("decode"):
-                decoded = self.decoder.decode_each(
-                    encoded, lambda exc: pb_utils.Logger.log_error(f"preprocess: decoding failed: {exc!r}"))
+                decoded = self.decoder.decode_each(  # on a GPU: queued on the kernels' stream, not waited for
+                    encoded, lambda exc: pb_utils.Logger.log_error(f"preprocess: decoding failed: {exc!r}"),
+                    cuda_stream=self.runner.stream_handle)
             for index, image in zip(encoded_owners, decoded):
                 if isinstance(image, DecodeError):
                     self.image_metrics.rejected("undecodable")
