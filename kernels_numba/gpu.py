@@ -137,7 +137,8 @@ class CudaPreprocessor:
 
     # -- driver-level helpers (real GPU only) --------------------------------------------------------
     @property
-    def _stream_handle(self) -> int:
+    def stream_handle(self) -> int:
+        """``self.stream`` as a raw CUDA stream (CUstream), for driver calls and other libraries."""
         handle = self.stream.handle
         return int(handle.value or 0) if hasattr(handle, "value") else int(handle)
 
@@ -149,9 +150,9 @@ class CudaPreprocessor:
     def _copy(self, dst_ptr: int, src_ptr: int, nbytes: int, kind: str) -> None:
         drv = self._driver()
         if kind == "h2d":
-            _check(drv.cuMemcpyHtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
+            _check(drv.cuMemcpyHtoDAsync(dst_ptr, src_ptr, nbytes, self.stream_handle))
         else:
-            _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self._stream_handle))
+            _check(drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self.stream_handle))
 
     def synchronize(self) -> None:
         """Wait for everything queued on this preprocessor's stream."""
@@ -210,12 +211,12 @@ class CudaPreprocessor:
         upload_params()
         self._launch_kernels(n, rows, self._graph_out[:n])  # compile (or load from cache) outside the capture
         self.synchronize()
-        _check(drv.cuStreamBeginCapture(self._stream_handle, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
+        _check(drv.cuStreamBeginCapture(self.stream_handle, drv.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL))
         try:
             upload_params()
             self._launch_kernels(n, rows, self._graph_out[:n])
         finally:
-            graph = _check(drv.cuStreamEndCapture(self._stream_handle))
+            graph = _check(drv.cuStreamEndCapture(self.stream_handle))
         graph_exec = _check(drv.cuGraphInstantiate(graph, 0))
         self._graphs[(n, rows)] = graph_exec
         return graph_exec
@@ -227,7 +228,7 @@ class CudaPreprocessor:
             self._dev_params[:n].copy_to_device(self._host_params[:n], stream=self.stream)
             self._launch_kernels(n, rows, out)
             return
-        _check(self._driver().cuGraphLaunch(self._graph(n, rows), self._stream_handle))
+        _check(self._driver().cuGraphLaunch(self._graph(n, rows), self.stream_handle))
         self._copy(_device_pointer(out), self._graph_out.device_ctypes_pointer.value, n * self._image_out_bytes, "d2d")
 
     def run(self, images: Sequence[Image], out: CudaArray, timer: Timer = NULL_TIMER) -> None:

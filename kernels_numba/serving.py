@@ -102,7 +102,7 @@ class CudaRunner:
     def stream_handle(self) -> int:
         """The raw CUDA stream (CUstream) this runner queues its work on: device images made by work queued there
         before ``run`` (a GPU decode) need no wait, and a next step on another stream waits for it."""
-        return self._preprocessor._stream_handle
+        return self._preprocessor.stream_handle
 
     def run(self, images: Sequence[Image], timer: Timer = NULL_TIMER, out: CudaArray | None = None,
             wait: bool = True) -> CudaArray:

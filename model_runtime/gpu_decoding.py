@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .cuda_streams import external_stream
 from .decoding import DecodeError, check_header_size, empty_error, not_an_image_error, undecodable_error
 
 # nvImageCodec's codec names -> the format names the CPU decoder's errors use.
@@ -107,7 +108,6 @@ class GpuBatchDecoder:
         self.hardware_error = ""
         self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware else None
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
-        self._external_streams: dict[int, torch.cuda.ExternalStream] = {}  # by raw handle, made once
 
     def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
         """The hardware JPEG engines' decoder, or None (reason in ``hardware_error``) on GPUs without them."""
@@ -150,10 +150,7 @@ class GpuBatchDecoder:
         """torch's current stream on the decoder's GPU, or the caller's raw stream (wrapped once)."""
         if handle is None:
             return torch.cuda.current_stream(self.device)
-        if handle not in self._external_streams:
-            self._external_streams[handle] = torch.cuda.ExternalStream(  # type: ignore[no-untyped-call]
-                handle, device=self.device)
-        return self._external_streams[handle]
+        return external_stream(handle, self.device.index)
 
     def _decode_all(self, headers: dict[int, Header], results: list[torch.Tensor | DecodeError],
                     stream: torch.cuda.Stream) -> None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .cuda_streams import external_stream
+
 if TYPE_CHECKING:
     import torch
 
@@ -144,7 +146,8 @@ class TorchCudaClassifier:
         self._capture()
         classes = self._graphs[self.buckets[-1]][1].shape[1]
         self.host_logits = torch.empty((max_batch_size, classes), dtype=torch.float32, pin_memory=True)
-        self._external_streams: dict[int, torch.cuda.ExternalStream] = {}
+        # Re-recorded for every staged batch: a stream's wait takes the event's latest record at the time of the wait.
+        self._inputs_ready = torch.cuda.Event()  # type: ignore[no-untyped-call]
 
     def _forward(self, batch: int) -> torch.Tensor:
         x = self.static_in[:batch].to(self.torch.float16).contiguous(memory_format=self.memory_format)
@@ -214,23 +217,13 @@ class TorchCudaClassifier:
         ``after_stream`` (a raw CUDA stream), by work queued there that need not be complete yet."""
         torch = self.torch
         if after_stream is not None:  # the GPU waits for it, not the host
-            ready = torch.cuda.Event()
-            ready.record(self._external_stream(after_stream))
-            self.stream.wait_event(ready)
+            self._inputs_ready.record(external_stream(after_stream, self.device.index))
+            self.stream.wait_event(self._inputs_ready)
         with torch.no_grad(), torch.cuda.stream(self.stream):
-            graph, out = self._graphs[self._bucket(n)]
-            graph.replay()
             host = self.host_logits[:n]
-            host.copy_(out[:n], non_blocking=True)  # into page-locked memory: one DMA, then one wait
+            host.copy_(self._replay_view(n), non_blocking=True)  # into page-locked memory: one DMA, then one wait
             self.stream.synchronize()
         return host.numpy().copy()  # the page-locked rows are reused by the next batch
-
-    def _external_stream(self, handle: int) -> torch.cuda.ExternalStream:
-        stream = self._external_streams.get(handle)
-        if stream is None:
-            stream = self._external_streams[handle] = self.torch.cuda.ExternalStream(  # type: ignore[no-untyped-call]
-                handle, device=self.device)
-        return stream
 
     def replay_seconds(self, batch: int, repeats: int = 50) -> float:
         """Median GPU seconds of one replay of the graph for ``batch`` (CUDA events; for benchmarks)."""
@@ -247,7 +240,11 @@ class TorchCudaClassifier:
                 times.append(start.elapsed_time(stop) / 1e3)
         return sorted(times)[len(times) // 2]
 
-    def _replay(self, n: int) -> torch.Tensor:
+    def _replay_view(self, n: int) -> torch.Tensor:
+        """Replay the graph of n's bucket; its output rows for n, valid until the next replay."""
         graph, out = self._graphs[self._bucket(n)]
         graph.replay()
-        return out[:n].clone()
+        return out[:n]
+
+    def _replay(self, n: int) -> torch.Tensor:
+        return self._replay_view(n).clone()
