@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .png_data import missing_data
+
 FORMATS = ("JPEG", "PNG")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -80,7 +82,12 @@ def decode_image(data: bytes, max_side: int) -> npt.NDArray[np.uint8]:
 
     Raises DecodeError naming the problem for empty, non-image, truncated, corrupt or oversized input.
     """
-    image = _open(bytes(data), max_side)
+    data = bytes(data)
+    image = _open(data, max_side)
+    if image.format == "PNG":
+        reason = missing_data(data)  # PIL would fill what is missing with zeros
+        if reason is not None:
+            raise undecodable_error("PNG", reason)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)

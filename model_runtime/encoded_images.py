@@ -16,10 +16,22 @@ import numpy.typing as npt
 from .decoding import DecodeError, decode_image
 
 
+# A request's encoded input: a batch of one file, [1, 1] (the config's dims are [1]).
+ENCODED_SHAPE = (1, 1)
+
+
 def one_encoded_image(encoded: npt.NDArray[Any]) -> bytes:
-    """The one encoded file of a request's BYTES tensor (DecodeError if it sent several or none)."""
-    if encoded.size != 1:
-        raise DecodeError(f"send one encoded image per request, got {encoded.size}")
+    """The one encoded file of a request's [1, 1] BYTES tensor (DecodeError for any other shape).
+
+    The shape is checked, not only the count: Triton 2.51 keeps a request's batch size in 32 bits, so a
+    request to this model declaring [2^32, 1] reaches it as shape [1], and answered, went back without its
+    batch dimension (triton-inference-server/core#434 fixed the 32 bits upstream in April 2025).
+    """
+    if encoded.shape != ENCODED_SHAPE:
+        if encoded.ndim == len(ENCODED_SHAPE) and encoded.size != 1:
+            raise DecodeError(f"send one encoded image per request, got {encoded.size}")
+        raise DecodeError(f"send one encoded image per request as a {list(ENCODED_SHAPE)} BYTES tensor "
+                          f"([batch, 1] with batch 1), got shape {list(encoded.shape)}")
     return bytes(encoded.reshape(-1)[0])
 
 

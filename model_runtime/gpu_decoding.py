@@ -20,6 +20,7 @@ import torch
 
 from .cuda_streams import external_stream
 from .decoding import DecodeError, check_header_size, empty_error, not_an_image_error, undecodable_error
+from .png_data import missing_data
 
 # nvImageCodec's codec names -> the format names the CPU decoder's errors use.
 FORMATS = {"jpeg": "JPEG", "png": "PNG"}
@@ -91,6 +92,10 @@ def read_header(nvimgcodec: Any, data: bytes, max_side: int) -> Header:
     check_header_size(width, height, max_side)
     if image_format == "JPEG" and not jpeg_is_complete(data):
         raise undecodable_error(image_format, "no end-of-image marker after the scan data (truncated file)")
+    if image_format == "PNG":
+        reason = missing_data(data)
+        if reason is not None:
+            raise undecodable_error(image_format, reason)
     return Header(image_format, width, height, stream)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import HAS_GPU
-from images import encode, photo, uncached_jpeg
+from images import encode, photo, png_header_only, uncached_jpeg
 
 ESPRESSO = 967
 
@@ -47,15 +47,17 @@ def require_gpu_decoding() -> None:
 
 def assert_bad_files_fail_alone(grpc_url: str, good_count: int) -> None:
     """Send ``good_count`` distinct JPEGs of the coffee photo (no response cache can answer them) with an empty
-    file, text and a cut JPEG among them, all at once, so that the dynamic batcher mixes them: each bad file
+    file, text, a cut JPEG and a PNG with rows missing among them, all at once, so that the dynamic batcher mixes them: each bad file
     gets its own INVALID_ARG naming the problem, every good one its espresso."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
     goods = [("good", uncached_jpeg(photo("coffee"))) for _ in range(good_count)]
     cut = goods[0][1]
-    bad = {"empty": b"", "text": b"definitely not an image", "truncated": cut[: len(cut) // 3]}
-    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG"}
+    bad = {"empty": b"", "text": b"definitely not an image", "truncated": cut[: len(cut) // 3],
+           "rows_missing": png_header_only(8192, 8192)}  # 105 bytes: a header and one row's worth of data
+    expected = {"empty": "empty", "text": "not a JPEG or PNG", "truncated": "undecodable JPEG",
+                "rows_missing": "undecodable PNG image: image data ends"}
     half = good_count // 2
     jobs = goods[:half] + list(bad.items()) + goods[half:]
 

@@ -31,7 +31,8 @@ def test_headers_of_good_files_are_read(nvimgcodec):
         assert (header.image_format, header.height, header.width) == (fmt, *image.shape[:2])
 
 
-@pytest.mark.parametrize("name", ["empty", "text", "zeros", "gif", "bmp", "oversized", "huge", "truncated"])
+@pytest.mark.parametrize("name", ["empty", "text", "zeros", "gif", "bmp", "oversized", "huge", "truncated",
+                                  "rows_missing"])
 def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
     from pixelserve.runtime.gpu_decoding import read_header
 
@@ -45,6 +46,7 @@ def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
         "oversized": png_header_only(9000, 9000),
         "huge": png_header_only(8193, 20),
         "truncated": jpeg[: len(jpeg) // 2],
+        "rows_missing": png_header_only(8192, 8192),  # 64 bytes of rows behind a header declaring 8192x8192
     }[name]
     with pytest.raises(DecodeError) as gpu:
         read_header(nvimgcodec, data, MAX_SIDE)

@@ -127,3 +127,77 @@ def test_a_request_sends_exactly_one_file():
     for tensor in (np.array([[b"a"], [b"b"]], dtype=object), np.empty((0, 1), dtype=object)):
         with pytest.raises(DecodeError, match="one encoded image per request"):
             one_encoded_image(tensor)
+    # One file in the wrong rank: what Triton 2.51 hands the model for a request declaring [2^32, 1].
+    for tensor in (np.array([b"a"], dtype=object), np.array([[[b"a"]]], dtype=object)):
+        with pytest.raises(DecodeError, match=r"as a \[1, 1\] BYTES tensor .*got shape"):
+            one_encoded_image(tensor)
+
+
+def _idat_stream(png: bytes) -> bytes:
+    """The concatenated IDAT chunk bodies of a PNG file."""
+    position, stream = 8, b""
+    while position < len(png):
+        length = int.from_bytes(png[position:position + 4], "big")
+        if png[position + 4:position + 8] == b"IDAT":
+            stream += png[position + 8:position + 8 + length]
+        position += 12 + length
+    return stream
+
+
+def _with_image_data(png: bytes, raw: bytes) -> bytes:
+    """``png``'s IHDR with ``raw`` (filtered rows) compressed as its one IDAT chunk, then IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return png[:33] + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("mode, shape", [("RGB", (37, 53, 3)), ("RGBA", (20, 31, 4)), ("L", (17, 9)),
+                                         ("I;16", (13, 11)), ("P", (19, 23)), ("1", (7, 13))])
+def test_png_data_size_of_a_header_matches_real_files(mode, shape):
+    """expected_data_size against what zlib inflates from PIL's PNG files of each colour type and bit depth."""
+    import zlib
+
+    from pixelserve.runtime.png_data import expected_data_size
+
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256 if mode != "I;16" else 65536, shape).astype(np.uint16 if mode == "I;16" else np.uint8)
+    image = Image.fromarray(pixels).convert(mode) if mode in ("P", "1") else Image.fromarray(pixels)
+    png = encode(image, "PNG")
+    header = png[16:29]
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    inflated = len(zlib.decompress(_idat_stream(png)))
+    assert expected_data_size(width, height, header[8], header[9], header[12] == 1) == inflated
+
+
+def test_png_data_size_of_an_interlaced_header_counts_the_seven_passes():
+    """Adam7: each pass's rows and columns counted pixel by pixel (numpy), a filter byte per row of each pass."""
+    from pixelserve.runtime.png_data import ADAM7, expected_data_size
+
+    for width, height, bits in ((1, 1, 8), (5, 3, 8), (37, 53, 24), (9, 17, 1), (8, 8, 64)):
+        ys, xs = np.mgrid[0:height, 0:width]
+        total = 0
+        for x0, y0, dx, dy in ADAM7:
+            member = ((xs - x0) % dx == 0) & (xs >= x0) & ((ys - y0) % dy == 0) & (ys >= y0)
+            rows = int(member.any(axis=1).sum())
+            columns = int(member.any(axis=0).sum())
+            if rows and columns:
+                total += rows * (1 + (columns * bits + 7) // 8)
+        colour_type, depth = {8: (0, 8), 24: (2, 8), 1: (0, 1), 64: (6, 16)}[bits]
+        assert expected_data_size(width, height, depth, colour_type, True) == total
+
+
+def test_png_with_fewer_rows_than_its_header_is_refused():
+    """A complete zlib stream of half the rows, then IEND (PIL fills the rest with zeros), the issue's 105-byte file
+    declaring 8192x8192, and a file cut inside its image data: each refused as truncated; the whole file decodes."""
+    image = photo("coffee")
+    png = encode(image, "PNG")
+    raw = __import__("zlib").decompress(_idat_stream(png))
+    half_rows = _with_image_data(png, raw[: len(raw) // 2])
+    np.testing.assert_array_equal(decode_image(_with_image_data(png, raw), MAX_SIDE), image)  # the control
+    for data in (half_rows, png_header_only(8192, 8192), png[: len(png) * 2 // 3]):
+        with pytest.raises(DecodeError, match=r"undecodable PNG image: .*(truncated|ends)"):
+            decode_image(data, MAX_SIDE)

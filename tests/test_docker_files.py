@@ -298,10 +298,11 @@ def test_container_requirements_follow_the_project_pins():
     assert container["numpy"][0].startswith("==1.")  # the 2.51 Python-backend stub needs numpy < 2
 
 
-def test_entry_point_serves_without_the_response_cache_when_told(monkeypatch):
+def test_entry_point_serves_with_the_response_cache_only_when_told(monkeypatch):
     from pixelserve.triton_local import launch
     from pixelserve.triton_local.server import RESPONSE_CACHE_CONFIG
 
-    assert f"--cache-config={RESPONSE_CACHE_CONFIG}" in launch.command([])
-    monkeypatch.setenv("PIXELSERVE_RESPONSE_CACHE", "0")
+    monkeypatch.delenv("PIXELSERVE_RESPONSE_CACHE", raising=False)
     assert not any(arg.startswith("--cache-config") for arg in launch.command([]))
+    monkeypatch.setenv("PIXELSERVE_RESPONSE_CACHE", "1")
+    assert f"--cache-config={RESPONSE_CACHE_CONFIG}" in launch.command([])

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built  # noqa: E402
-from images import photo  # noqa: E402
+from images import photo, photo_at  # noqa: E402
 
 from pixelserve.build import model_config  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
@@ -546,3 +546,87 @@ def test_killed_process_is_replaced_and_answers_within_seconds(fuzz_server, know
     with capsys.disabled():
         print(f"\nkilled {victim}: first good answer after {recovered:.1f} s ({fuzz_server.restarts[-1].reason[:80]})")
     assert recovered < 30
+
+
+# ---- Hostile requests for the encoded ensemble: an error each, and never a wrong answer for the next client ------
+
+def _encoded_grpc(server, model: str, shape: list[int], data: bytes) -> Outcome:
+    """One file over raw gRPC to the encoded ensemble or to preprocess, with any declared shape."""
+    name = "encoded" if model == "preprocess" else "images"
+    case = Case("grpc_raw", model, name, "BYTES", shape, len(data).to_bytes(4, "little") + data)
+    return send_grpc_raw(server, case)
+
+
+def _hostile_encoded_cases() -> list[tuple[str, str, list[int], bytes]]:
+    """(what, model, declared shape, file) for each hostile encoded request the issue's probe found, and more."""
+    import zlib
+
+    from images import encode, png_header_only, uncached_jpeg
+
+    png = encode(photo_at("coffee", 120, 160), "PNG")
+    stream = zlib.decompress(b"".join(  # the IDAT bodies of PIL's file, inflated: the filtered rows
+        png[i + 8:i + 8 + int.from_bytes(png[i:i + 4], "big")] for i in _png_chunk_offsets(png, b"IDAT")))
+    half_rows = png[:33] + _png_chunk(b"IDAT", zlib.compress(stream[: len(stream) // 2])) + _png_chunk(b"IEND", b"")
+    jpeg = uncached_jpeg(photo_at("rocket", 120, 160))
+    cases = [("rows_missing_8192", "image_classifier_encoded", [1, 1], png_header_only(8192, 8192)),
+             ("rows_missing_half", "image_classifier_encoded", [1, 1], half_rows),
+             ("cut_jpeg", "image_classifier_encoded", [1, 1], jpeg[: len(jpeg) // 2]),
+             ("empty", "image_classifier_encoded", [1, 1], b""),
+             ("text", "image_classifier_encoded", [1, 1], b"definitely not an image")]
+    for batch in (1 << 32, 3 << 32):
+        cases.append((f"batch_{batch}_preprocess", "preprocess", [batch, 1], jpeg))
+    # Triton 2.51's own (its 32-bit batch size, triton-inference-server/core#434): answered, by Triton, for the file
+    # the request carries; what must hold is that the next client's answer is right (the default server has no cache).
+    for batch in (1 << 32, (1 << 32) + 1):
+        cases.append((f"triton_batch_{batch}_ensemble", "image_classifier_encoded", [batch, 1], jpeg))
+    cases.append((f"triton_batch_{(1 << 32) + 1}_preprocess", "preprocess", [(1 << 32) + 1, 1], jpeg))
+    return cases
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_chunk_offsets(png: bytes, kind: bytes) -> list[int]:
+    offsets, position = [], 8
+    while position + 8 <= len(png):
+        length = int.from_bytes(png[position:position + 4], "big")
+        if png[position + 4:position + 8] == kind:
+            offsets.append(position)
+        position += 12 + length
+    return offsets
+
+
+def test_hostile_encoded_requests_get_errors_and_the_next_client_the_right_answer(fuzz_server, reference, capsys):
+    """Each hostile encoded request is refused with a clear error, no process dies, and a well-formed request for
+    a good file right after it (the same bytes where the hostile one carried a good file) gets exactly the
+    reference's scores in shape [1, 1000]. The counts and the slowest bad request are printed for the notes."""
+    from images import uncached_jpeg
+    from pixelserve.runtime.decoding import decode_image
+
+    good = uncached_jpeg(photo_at("chelsea", 150, 200))
+    timings, restarts, answered_by_triton = {}, len(fuzz_server.restarts), []
+    for what, model, shape, data in _hostile_encoded_cases():
+        start = time.monotonic()
+        outcome = _encoded_grpc(fuzz_server, model, shape, data)
+        timings[what] = time.monotonic() - start
+        if what.startswith("triton_"):
+            answered_by_triton.append(what)
+        else:
+            assert not outcome.ok, f"{what}: a hostile request was answered"
+            assert outcome.message.strip() and "not healthy" not in outcome.message, f"{what}: {outcome.message}"
+        follow = data if "batch_" in what else good
+        answer = _encoded_grpc(fuzz_server, "image_classifier_encoded", [1, 1], follow)
+        assert answer.ok, f"after {what}: {answer.message}"
+        assert answer.output.shape == (1, 1000), f"after {what}: shape {answer.output.shape}"
+        expected = reference(decode_image(follow, MAX_SIDE)[None], "image_classifier")
+        np.testing.assert_allclose(answer.output, expected, atol=1e-2, rtol=0)
+    assert len(fuzz_server.restarts) == restarts, [r.reason for r in fuzz_server.restarts[restarts:]]
+    slowest = max(timings, key=timings.get)
+    with capsys.disabled():
+        print(f"\nhostile encoded: {len(timings)} cases, {len(timings) - len(answered_by_triton)} refused by the models, "
+              f"{len(answered_by_triton)} answered by Triton 2.51 itself ({', '.join(answered_by_triton)}), 0 deaths, "
+              f"every next answer right; slowest {slowest} {timings[slowest] * 1000:.0f} ms")

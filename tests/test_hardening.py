@@ -81,9 +81,31 @@ def test_stale_shm_regions_are_removed_and_mapped_ones_kept():
     live.unlink()
 
 
+def _ready(http_url: str) -> bool:
+    """Whether Triton's own /v2/health/ready answers 200 (what load balancers and tritonclient ask)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _seconds_still_ready(http_url: str, limit: float = 30.0) -> float:
+    """Seconds for which /v2/health/ready keeps answering 200 (polled every 10 ms), at most ``limit``."""
+    start = time.monotonic()
+    while _ready(http_url) and time.monotonic() - start < limit:
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
 @pytest.mark.server
-def test_container_entry_point_stops_a_server_whose_stub_died():
-    """launch.supervise (the container's PID 1) kills the server and exits non-zero, so Docker restarts it."""
+def test_container_entry_point_stops_a_server_whose_stub_died_before_its_next_probe():
+    """launch.supervise (the container's PID 1) kills the server and exits non-zero, so Docker restarts it. With a
+    30 s probe interval the death is still acted on within a second: the stubs are watched between probes, so
+    /v2/health/ready stops saying 200 (Triton 2.51 says 200 with a dead stub while every request fails)."""
     import threading
 
     from pixelserve.triton_local import LocalTritonServer
@@ -92,10 +114,38 @@ def test_container_entry_point_stops_a_server_whose_stub_died():
     ensure_classifier_built()
     with LocalTritonServer([MODEL_REPOSITORY]) as server:
         result = {}
-        watcher = threading.Thread(target=lambda: result.update(code=supervise(server._process, server.http_url, 0.5, 3)))
+        watcher = threading.Thread(target=lambda: result.update(
+            code=supervise(server._process, server.http_url, 30.0, 3)))
         watcher.start()
-        time.sleep(1.5)  # healthy at least once
+        time.sleep(1.5)  # the first probe, at once, found it healthy and listed its stubs
+        assert _ready(server.http_url)
         os.kill(server.stub_pid("preprocess_0_0"), signal.SIGKILL)
+        still_ready = _seconds_still_ready(server.http_url)
         watcher.join(60)
+        print(f"ready for {still_ready:.3f} s after the stub died")
         assert result.get("code") == 1
         assert server._process.poll() is not None
+        assert still_ready < 0.9, f"/v2/health/ready said 200 for {still_ready:.2f} s after the stub died"
+
+
+@pytest.mark.server
+def test_watchdog_restarts_at_once_when_a_stub_dies_between_probes():
+    """LocalTritonServer's watchdog (pixelserve-server) with a 30 s probe interval: a killed stub is seen by the
+    stub watch, not the probe, so /v2/health/ready stops saying 200 within a second; the service comes back."""
+    from pixelserve.triton_local import LocalTritonServer
+    from pixelserve.triton_local.health import probe
+
+    ensure_classifier_built()
+    server = LocalTritonServer([MODEL_REPOSITORY], supervise=True, probe_interval=30.0)
+    with server:
+        time.sleep(0.5)
+        os.kill(server.stub_pid("preprocess_0_0"), signal.SIGKILL)
+        still_ready = _seconds_still_ready(server.http_url)
+        print(f"ready for {still_ready:.3f} s after the stub died")
+        assert still_ready < 0.9, f"/v2/health/ready said 200 for {still_ready:.2f} s after the stub died"
+        deadline = time.monotonic() + 120
+        while not server.restarts and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.restarts and "preprocess_0_0" in server.restarts[0].reason, server.restarts
+        server.wait_healthy(120)
+        probe(server.http_url)

@@ -19,8 +19,8 @@ from .health import PROBE_MODEL
 from .server import LocalTritonServer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the given repositories in the foreground; Ctrl-C stops the server."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of ``pixelserve-server``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-repository", action="append", default=None, help="repeatable; default: model_repository")
     parser.add_argument("--http-port", type=int, default=8000)
@@ -30,13 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-supervise", dest="supervise", action="store_false",
                         help="do not restart the server when it dies or fails the health probe")
     parser.add_argument("--health-model", default=PROBE_MODEL, help="model the health probe runs (8x8 uint8 image in)")
-    parser.add_argument("--no-response-cache", dest="response_cache", action="store_false",
-                        help="serve without the response cache (benchmarks: perf_analyzer 2.51 aborts on ensemble cache hits)")
+    parser.add_argument("--response-cache", action=argparse.BooleanOptionalAction, default=False,
+                        help="answer a repeated encoded file from Triton's response cache (off by default: only for "
+                             "clients that trust each other; README, 'The response cache')")
     parser.add_argument("--mps", action="store_true",
                         help="run the server under a CUDA MPS daemon of its own, so that its GPU instances share the "
                              "GPU side by side (needs nvidia-cuda-mps-control; see README)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the given repositories in the foreground; Ctrl-C stops the server."""
+    args = argument_parser().parse_args(argv)
     server = LocalTritonServer(
         args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
         address=args.address, supervise=args.supervise, health_model=args.health_model, response_cache=args.response_cache,

@@ -2,7 +2,7 @@
 
 The Triton container's entry point (docker/Dockerfile), so that the container and the local server
 (``LocalTritonServer``) size the Python backend's shared memory from the one DEFAULT_BACKEND_CONFIG and the response
-cache from RESPONSE_CACHE_CONFIG (``PIXELSERVE_RESPONSE_CACHE=0``: no cache), and put the same APIs behind the admin key (access.py: ``$PIXELSERVE_ADMIN_KEY``, random when unset).
+cache from RESPONSE_CACHE_CONFIG (off unless ``PIXELSERVE_RESPONSE_CACHE=1``), and put the same APIs behind the admin key (access.py: ``$PIXELSERVE_ADMIN_KEY``, random when unset).
 
 It removes stale Python-backend shared-memory regions, starts tritonserver as its child and probes it
 with a real inference (health.py) every ``PIXELSERVE_PROBE_INTERVAL`` seconds (default 2) once it has
@@ -25,13 +25,14 @@ from . import access
 from .health import Unhealthy, probe
 from .mps import MpsDaemon, MpsUnavailable
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
+from .stubs import STUB_POLL_S, StubWatch, models_are_static
 
 
 def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
     """The tritonserver command line: the project's backend settings, the restricted APIs, then ``args``."""
     settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
     settings += [f"--metrics-config={setting}" for setting in METRICS_CONFIG]
-    if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "1") != "0":  # 0: clients that do not trust each other (README)
+    if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "0") == "1":  # opt in: clients that trust each other (README)
         settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
     return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *args]
 
@@ -41,17 +42,32 @@ def _http_url(args: Sequence[str]) -> str:
     return f"127.0.0.1:{port}"
 
 
-def supervise(process: subprocess.Popen, http_url: str, interval: float, max_failures: int) -> int:
-    """Probe ``process`` until it dies or fails; kill it then and return the exit status for this process."""
+def supervise(process: subprocess.Popen, http_url: str, interval: float, max_failures: int,
+              static_models: bool = True) -> int:
+    """Probe ``process`` until it dies or fails; kill it then and return the exit status for this process.
+
+    Between probes the stubs are looked at every STUB_POLL_S (stubs.py): with ``static_models`` (no model-control
+    API) a stub gone is a death at once; otherwise it calls for a probe at once."""
     healthy_once, failures = False, 0
+    stubs = StubWatch()
+    next_probe = time.monotonic()  # the first probe at once: a server already up gets its stubs listed now
     while process.poll() is None:
-        time.sleep(interval)
-        try:
-            probe(http_url)
-            healthy_once, failures = True, 0
+        time.sleep(STUB_POLL_S)
+        lost = stubs.gone()
+        if lost and static_models:
+            failure = Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True)
+        elif not lost and time.monotonic() < next_probe:
             continue
-        except Unhealthy as exc:
-            failure = exc
+        else:
+            next_probe = time.monotonic() + interval
+            try:
+                probe(http_url)
+                healthy_once, failures = True, 0
+                stubs.refresh(process.pid)
+                continue
+            except Unhealthy as exc:
+                failure = exc
+        stubs.forget()
         if not healthy_once or process.poll() is not None:
             continue  # still starting (the first start compiles kernels), or exited: the loop ends
         failures += 1
@@ -84,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # PID 1 in the container: hand the stop to the server
         signal.signal(signum, lambda sig, _frame: process.send_signal(sig))
     status = supervise(process, _http_url(args), float(os.environ.get("PIXELSERVE_PROBE_INTERVAL", "2")),
-                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3")))
+                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3")), models_are_static(args))
     if mps is not None:
         mps.stop()
     sys.exit(status)

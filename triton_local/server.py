@@ -19,6 +19,7 @@ from typing import Sequence
 from . import access, paths
 from .health import PROBE_MODEL, Unhealthy, probe
 from .mps import MpsDaemon
+from .stubs import STUB_POLL_S, StubWatch, models_are_static
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
 # The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
@@ -26,8 +27,11 @@ DEFAULT_BACKEND_CONFIG = (
     "python,shm-default-byte-size=67108864",
     "python,shm-growth-byte-size=16777216",
 )
-# Triton's response cache, in server memory: the one place for its size. Models opt in with
-# `response_cache { enable: true }` (the image_classifier ensemble does: build/classifier_config.py).
+# Triton's response cache, in server memory: the one place for its size. Off unless the server is started
+# with it (response_cache=True, `pixelserve-server --response-cache`, PIXELSERVE_RESPONSE_CACHE=1): its key is a
+# 64-bit non-cryptographic hash of the input bytes alone (not their shape), so a cache shared by clients that
+# do not trust each other can hand one client's answer to another (README, "The response cache"). Models opt
+# in with `response_cache { enable: true }` (image_classifier_encoded does: build/classifier_config.py).
 # An entry costs about the response (4 KB of FP32 scores) plus the key; 256 MiB holds ~60,000 answers.
 RESPONSE_CACHE_CONFIG = "local,size=268435456"
 # Latency summaries (nv_inference_queue_summary_us{quantile=...} etc.): the queue-time p99 alert and the
@@ -168,7 +172,7 @@ class LocalTritonServer:
         log_path: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         address: str = "127.0.0.1",
-        response_cache: bool = True,
+        response_cache: bool = False,
         admin_key: str | None = None,
         supervise: bool = False,
         health_model: str = PROBE_MODEL,
@@ -299,13 +303,27 @@ class LocalTritonServer:
 
     def _watch(self) -> None:
         failures = 0
-        while not self._stopping.wait(self.probe_interval):
-            try:
-                self.check_health()
-                failures = 0
-                continue
-            except Unhealthy as exc:
-                failure = exc
+        stubs = StubWatch()
+        if self._process is not None:
+            stubs.refresh(self._process.pid)
+        static = models_are_static(self.extra_args)
+        next_probe = time.monotonic() + self.probe_interval
+        while not self._stopping.wait(STUB_POLL_S):
+            # Between probes, a look at the stubs and the server: a death is acted on within STUB_POLL_S, not
+            # at the next probe, so that /v2/health/ready does not say 200 for a second while requests fail.
+            failure = self._seen_dead(stubs, static)
+            if failure is None:
+                if time.monotonic() < next_probe:
+                    continue
+                next_probe = time.monotonic() + self.probe_interval
+                try:
+                    self.check_health()
+                    failures = 0
+                    stubs.refresh(self._process.pid if self._process else -1)
+                    continue
+                except Unhealthy as exc:
+                    failure = exc
+            stubs.forget()
             failures += 1
             dead = failure.dead or not self.is_running()  # a stub gone, or the server (also after the probe)
             if (dead or failures >= self.probe_failures) and not self._stopping.is_set():
@@ -315,6 +333,25 @@ class LocalTritonServer:
                     with open(self.log_path, "ab") as log:
                         log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
                 failures = 0
+
+    def _seen_dead(self, stubs: StubWatch, static: bool) -> Unhealthy | None:
+        """The death seen by a look at the server process and its stubs, without a request (None: none seen).
+
+        With models that only load at start (``static``) a stub gone is a death; otherwise (a model-control
+        API may have unloaded it) it calls for a probe at once."""
+        if not self.is_running():
+            return Unhealthy(f"tritonserver exited (code {self._process and self._process.returncode})", dead=True)
+        lost = stubs.gone()
+        if not lost:
+            return None
+        if static:
+            return Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True)
+        try:
+            self.check_health()
+            stubs.refresh(self._process.pid if self._process else -1)
+            return None
+        except Unhealthy as exc:
+            return exc
 
     def restart(self, reason: str, timeout: float = 180.0) -> Restart:
         """Kill the server and its stubs, clean their shared memory, start again on the same ports; wait for a good probe."""
