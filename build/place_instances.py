@@ -79,19 +79,37 @@ def parse_per_gpu(text: str) -> dict[str, int]:
     return counts
 
 
-def load_per_gpu(path: str | os.PathLike[str] = SETTINGS) -> dict[str, int]:
-    """The ``per_gpu`` mapping of a placement settings file (build/placement.yaml)."""
+PROFILES = ("throughput", "latency")
+DEFAULT_PROFILE = "throughput"
+
+
+def load_settings(path: str | os.PathLike[str] = SETTINGS) -> dict[str, Any]:
+    """The placement settings file (build/placement.yaml), checked: ``profiles`` and ``cuda_memory_pool_bytes``."""
     import yaml
 
     with open(path) as handle:
         settings = yaml.safe_load(handle) or {}
-    unknown = sorted(set(settings) - {"per_gpu"})
+    unknown = sorted(set(settings) - {"profiles", "cuda_memory_pool_bytes"})
     if unknown:
-        raise PlacementError(f"{path}: unknown keys {unknown}; known: ['per_gpu']")
-    per_gpu = settings.get("per_gpu") or {}
-    if not isinstance(per_gpu, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in per_gpu.values()):
-        raise PlacementError(f"{path}: per_gpu must map model names to integer instance counts, got {per_gpu!r}")
-    return {str(model): count for model, count in per_gpu.items()}
+        raise PlacementError(f"{path}: unknown keys {unknown}; known: ['cuda_memory_pool_bytes', 'profiles']")
+    profiles = settings.get("profiles") or {}
+    if sorted(profiles) != sorted(PROFILES):
+        raise PlacementError(f"{path}: profiles must be {list(PROFILES)}, got {sorted(profiles)}")
+    for name, per_gpu in profiles.items():
+        if not isinstance(per_gpu, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in per_gpu.values()):
+            raise PlacementError(f"{path}: profile {name} must map model names to integer instance counts, got {per_gpu!r}")
+    pool = settings.get("cuda_memory_pool_bytes")
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 0:
+        raise PlacementError(f"{path}: cuda_memory_pool_bytes must be a byte count, got {pool!r}")
+    return settings
+
+
+def load_per_gpu(path: str | os.PathLike[str] = SETTINGS, profile: str = DEFAULT_PROFILE) -> dict[str, int]:
+    """Instances per GPU of one profile of a placement settings file (build/placement.yaml)."""
+    profiles = load_settings(path)["profiles"]
+    if profile not in profiles:
+        raise PlacementError(f"{path}: no profile {profile!r}; profiles: {sorted(profiles)}")
+    return {str(model): count for model, count in profiles[profile].items()}
 
 
 def check_request(gpus: Sequence[int], per_gpu: dict[str, int]) -> None:
@@ -257,6 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--output", type=Path, help="write a placed copy here (new or empty) instead of editing in place")
     parser.add_argument("--settings", type=Path, default=SETTINGS, help="per-GPU instance counts (YAML)")
+    parser.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE, help="which of the settings' profiles")
     return parser.parse_args(argv)
 
 
@@ -267,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.gpu_count is not None and args.gpu_count < 1:
             raise PlacementError(f"--gpu-count must be >= 1, got {args.gpu_count}")
-        per_gpu = {**load_per_gpu(args.settings), **args.per_gpu}
+        per_gpu = {**load_per_gpu(args.settings, args.profile), **args.per_gpu}
         results = place_repository(args.repository, gpus, per_gpu, args.output)
         target = args.output or args.repository
         for result in results:

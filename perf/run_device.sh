@@ -42,9 +42,8 @@ else
   tail -3 /tmp/nvimgcodec-import.log
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,compute_mode --format=csv
-# MPS=1: the encoded stage's server runs under a CUDA MPS daemon of its own (pixelserve-server --mps,
-# triton_local/mps.py), so that its instance processes share the GPU side by side instead of time-slicing it.
-MPS_ARGS=() && [ "${MPS:-0}" = 1 ] && MPS_ARGS=(--mps)
+# The servers run under MPS where the build asks for it (pixelserve-server follows the manifest); MPS=0 turns it off.
+MPS_ARGS=() && [ "${MPS:-}" = 0 ] && MPS_ARGS=(--no-mps)
 
 # A model folder that only an ignored __pycache__ keeps alive (its model was removed from git) fails Triton's load.
 find model_repository -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -52,7 +51,10 @@ find model_repository -mindepth 1 -type d -empty -delete
 if [ -f model_repository/classifier/1/model.pt ]; then
   # The GPU machine has no pretrained package: serve the carried weights, and export the ONNX reference
   # (used by the tests and the CPU flavour) from the same weights.
-  python3 -m pixelserve.build.build_classifier --flavour torch --weights model_repository/classifier/1/model.pt | tail -1
+  # The repository a user on this host gets: pixelserve-build, as the README says (PROFILE=latency for the other
+  # profile). Every server below serves model_repository/ as built, and nothing else.
+  python3 -m pixelserve.build.build_repository --target gpu-torch --weights model_repository/classifier/1/model.pt \
+    ${PROFILE:+--profile "$PROFILE"} | tee /tmp/results/build.txt
   [ -f model_repository/classifier/1/model.onnx ] || python3 -m pixelserve.build.export_onnx \
     --weights model_repository/classifier/1/model.pt --output model_repository/classifier/1/model.onnx | tail -1
 fi
@@ -105,12 +107,11 @@ if [[ $stages == *bench* ]]; then
 fi
 if [[ $stages == *served* ]]; then
   echo "=== served benchmark: preprocess vs peers, perf_analyzer over gRPC"
-  # --no-supervise: no health probes (one inference a second) and no restarts while measuring; --no-response-cache:
-  # perf_analyzer 2.51 aborts on ensemble cache hits.
-  python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository model_repository --model-repository perf/peer_models \
+  # --no-supervise: no health probes (one inference a second) and no restarts while measuring (the response cache
+  # is off by default: perf_analyzer 2.51 aborts on ensemble cache hits).
+  python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" --model-repository model_repository --model-repository perf/peer_models \
     --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- --model-control-mode=explicit \
-    --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv \
-    --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
+    --load-model=preprocess --load-model=preprocess_torch --load-model=preprocess_opencv > /tmp/results/server.log 2>&1 &
   for _ in $(seq 240); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
   # RUNS: model:instances pairs; the shipped config's count is what `model:` alone measures.
   for run in ${RUNS:-preprocess: preprocess_torch: preprocess_opencv:}; do
@@ -124,13 +125,11 @@ if [[ $stages == *served* ]]; then
 fi
 if [[ $stages == *ensemble* ]]; then
   echo "=== ensemble profile: image_classifier vs the all-torch peer vs the floor models"
-  # One GPU (the first) so that the profile is a one-GPU figure on any machine; the repository as a GPU host
-  # deploys it: instances placed by build/place_instances.py from build/placement.yaml.
-  rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo | tail -3
-  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache --model-repository /tmp/placed-repo \
+  # The repository as built for this host (pixelserve-build above), on the first GPU.
+  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" --model-repository model_repository \
     --model-repository perf/peer_models --model-repository perf/floor_models --http-port 8000 --grpc-port 8001 --metrics-port 8002 -- \
     --model-control-mode=explicit --load-model=image_classifier --load-model=image_classifier_torch \
-    --load-model=noop_big --load-model=noop_gpu --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server.log 2>&1 &
+    --load-model=noop_big --load-model=noop_gpu > /tmp/results/server.log 2>&1 &
   for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
   run_profiles "${PROFILES:-ours:image_classifier:system:1,cuda:1,system:64,cuda:64;peer:image_classifier_torch:system:64,cuda:64;floor-big:noop_big:system:1,system:16;floor-gpu:noop_gpu:cuda:1,cuda:64}"
   curl -s localhost:8002/metrics | grep -E "^nv_gpu_memory_used|^pixelserve" > /tmp/results/metrics-end.txt
@@ -184,21 +183,18 @@ fi
 if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
-    # One GPU, instances placed as a GPU host deploys them (build/placement.yaml).
-    # PER_GPU (e.g. preprocess=2) overrides build/placement.yaml; results go to /tmp/results/$RESULTS_TAG.
-    rm -rf /tmp/placed-repo && python3 -m pixelserve.build.place_instances --gpus 0 --output /tmp/placed-repo \
-      ${PER_GPU:+--per-gpu "$PER_GPU"} | tail -4
+    # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
     # PEERS (e.g. twostep_classifier_encoded): benchmark peers of perf/peer_models/ served beside the ensembles.
     PEER_ARGS=() && for peer in ${PEERS:-}; do PEER_ARGS+=(--load-model="$peer"); done
-    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise --no-response-cache "${MPS_ARGS[@]}" \
-      --model-repository /tmp/placed-repo ${PEERS:+--model-repository perf/peer_models} --http-port 8000 --grpc-port 8001 \
+    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" \
+      --model-repository model_repository ${PEERS:+--model-repository perf/peer_models} --http-port 8000 --grpc-port 8001 \
       --metrics-port 8002 -- --model-control-mode=explicit \
       --load-model=image_classifier --load-model=image_classifier_encoded "${PEER_ARGS[@]}" \
-      --cuda-memory-pool-byte-size=0:2147483648 > /tmp/results/server-encoded.log 2>&1 &
+      > /tmp/results/server-encoded.log 2>&1 &
     for _ in $(seq 480); do curl -sf localhost:8000/v2/health/ready && break; sleep 0.5; done
     curl -s localhost:8000/v2/models/preprocess/config | python3 -c "import json, sys; c = json.load(sys.stdin); print('preprocess instances:', c.get('instance_group'))"
     dir="/tmp/results/${RESULTS_TAG:-encoded}" && mkdir -p "$dir"
-    if [ "${MPS:-0}" = 1 ]; then  # the clients the MPS server holds: one per process with a CUDA context
+    if grep -q "^MPS daemon: " /tmp/results/server-encoded.log; then  # the clients the MPS server holds: one per CUDA context
       export CUDA_MPS_PIPE_DIRECTORY="$(sed -n 's/^MPS daemon: //p' /tmp/results/server-encoded.log)"
       for pid in $(echo get_server_list | nvidia-cuda-mps-control); do
         echo "MPS server $pid, clients: $(echo "get_client_list $pid" | nvidia-cuda-mps-control | wc -l)"
@@ -214,7 +210,7 @@ if [[ $stages == *encoded* ]]; then
     grep -E "preprocess: |error|Error" /tmp/pixelserve-triton-*/tritonserver.log 2>/dev/null | tail -20 > "$dir"/server-excerpt.log
     grep -h "slow execute" /tmp/pixelserve-triton-*/tritonserver.log > "$dir"/slow-log.txt 2>/dev/null
     curl -s localhost:8002/metrics | grep -E "^pixelserve|^nv_gpu_memory_used" > "$dir"/metrics-end.txt
-    [ "${MPS:-0}" = 1 ] && cp "$(dirname "$CUDA_MPS_PIPE_DIRECTORY")"/log/control.log "$dir"/mps-control.log
+    [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && cp "$(dirname "$CUDA_MPS_PIPE_DIRECTORY")"/log/control.log "$dir"/mps-control.log
     kill %1; wait  # the launcher stops the server, then its MPS daemon
   else
     echo "encoded stage skipped: nvImageCodec is not importable (see above)"

@@ -1,4 +1,5 @@
-"""Build the classifier, serve model_repository on a local tritonserver, classify real photos (HTTP and gRPC)."""
+"""Build the repository for this host (pixelserve-build), serve it on a local tritonserver, classify real photos
+(HTTP and gRPC)."""
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,10 @@ def write_sample_photos(folder: Path) -> list[Path]:
 def main() -> int:
     """Run the demo; exit code 0 when every photo was classified."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--flavour", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
+    parser.add_argument("--target", default="auto", choices=["auto", "cpu", "gpu-torch", "gpu-tensorrt"])
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args()
-    subprocess.run([sys.executable, "-m", "pixelserve.build.build_classifier", "--flavour", args.flavour], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "pixelserve.build.build_repository", "--target", args.target], cwd=ROOT, check=True)
     files = [str(p) for p in write_sample_photos(ROOT / "artifacts" / "samples")]
     print("Starting tritonserver on model_repository/ ...", flush=True)
     with LocalTritonServer([ROOT / "model_repository"]) as server:

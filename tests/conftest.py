@@ -41,11 +41,11 @@ def rng(request) -> np.random.Generator:
 
 
 def ensure_classifier_built() -> None:
-    """Build the classifier flavour this host supports if the repository does not have one yet."""
-    version_dir = MODEL_REPOSITORY / "classifier" / "1"
-    configs = [MODEL_REPOSITORY / model / "config.pbtxt" for model in ("classifier", "image_classifier")]
-    if not ((version_dir / "model.onnx").exists() or (version_dir / "model.plan").exists()) or not all(c.exists() for c in configs):
-        subprocess.run([sys.executable, "-m", "pixelserve.build.build_classifier"], cwd=REPO_ROOT, check=True)
+    """Build the repository for this host (pixelserve-build) if no build has written its manifest yet."""
+    from pixelserve.triton_local.build_manifest import read_manifest
+
+    if read_manifest(MODEL_REPOSITORY) is None:
+        subprocess.run([sys.executable, "-m", "pixelserve.build.build_repository"], cwd=REPO_ROOT, check=True)
 
 
 @pytest.fixture(scope="session")

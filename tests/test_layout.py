@@ -35,7 +35,7 @@ def _imported_modules(path: Path) -> set[str]:
     return modules
 
 
-MODEL_FILES = [p for folder in ("model_repository", "perf", "tests") for p in _tracked(f"{folder}/**/model.py")]
+MODEL_FILES = [p for folder in ("model_repository", "build", "perf", "tests") for p in _tracked(f"{folder}/**/model.py")]
 
 
 def test_every_model_py_is_found():

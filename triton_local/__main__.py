@@ -4,18 +4,22 @@ Loopback only unless ``--address`` says otherwise. The model-repository, shared-
 APIs need the header ``pixelserve-admin-key: $PIXELSERVE_ADMIN_KEY`` (set the variable before starting;
 unset, the key is random and those APIs are closed to everyone). A watchdog restarts the server when it
 dies or stops answering a real inference through ``image_classifier`` (``--no-supervise`` to turn off,
-``--health-model`` for another repository).
+``--health-model`` for another repository). It serves what ``pixelserve-build`` built into the repository: the
+per-host configs and server arguments its manifest names, under MPS where the build asks for it.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
 
 from .access import ADMIN_HEADER, KEY_ENV
+from .build_manifest import Manifest, repository_manifest
 from .health import PROBE_MODEL
+from .mps import CONTROL
 from .server import LocalTritonServer
 
 
@@ -33,20 +37,37 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--response-cache", action=argparse.BooleanOptionalAction, default=False,
                         help="answer a repeated encoded file from Triton's response cache (off by default: only for "
                              "clients that trust each other; README, 'The response cache')")
-    parser.add_argument("--mps", action="store_true",
+    parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
                         help="run the server under a CUDA MPS daemon of its own, so that its GPU instances share the "
-                             "GPU side by side (needs nvidia-cuda-mps-control; see README)")
+                             "GPU side by side (default: as pixelserve-build chose for the repository, where "
+                             "nvidia-cuda-mps-control is installed)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     return parser
+
+
+def mps_choice(asked: bool | None, manifest: Manifest | None) -> tuple[bool, str]:
+    """(MPS on?, why): as asked with --mps/--no-mps, else as the build chose where this host can run MPS."""
+    if asked is not None:
+        return asked, "--mps" if asked else "--no-mps"
+    if manifest is None:
+        return False, "no pixelserve-build manifest in the repository: run pixelserve-build"
+    if not manifest.mps:
+        return False, f"the {manifest.target} build: {manifest.mps_reason}"
+    if shutil.which(CONTROL) is None:
+        return False, f"the build asks for it ({manifest.mps_reason}), but {CONTROL} is not on PATH"
+    return True, f"the {manifest.target} build: {manifest.mps_reason}; --no-mps turns it off"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the given repositories in the foreground; Ctrl-C stops the server."""
     args = argument_parser().parse_args(argv)
+    repositories = args.model_repository or ["model_repository"]
+    mps, why = mps_choice(args.mps, repository_manifest(repositories))
+    print(f"MPS: {'on' if mps else 'off'} ({why})", flush=True)
     server = LocalTritonServer(
-        args.model_repository or ["model_repository"], args.http_port, args.grpc_port, args.metrics_port, args.extra,
+        repositories, args.http_port, args.grpc_port, args.metrics_port, args.extra,
         address=args.address, supervise=args.supervise, health_model=args.health_model, response_cache=args.response_cache,
-        mps=args.mps,
+        mps=mps,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")

@@ -10,7 +10,9 @@ answered once. When the server exits, a stub is dead or ``PIXELSERVE_PROBE_FAILU
 fail (default 3), it kills the server and exits non-zero, and the container's ``restart:`` policy starts
 a fresh one. ``PIXELSERVE_SUPERVISE=0`` execs tritonserver instead (no probes, no restarts).
 ``PIXELSERVE_MPS=1`` starts a CUDA MPS daemon (mps.py) in ``PIXELSERVE_MPS_DIR`` (default /tmp/pixelserve-mps)
-first and makes the server its client.
+first and makes the server its client; unset, it follows the build (pixelserve-build's manifest asks for MPS on GPU
+builds), and ``PIXELSERVE_MPS=0`` turns it off. The build's per-host configs and server arguments are added to the
+command line (build_manifest.py).
 """
 from __future__ import annotations
 
@@ -23,18 +25,33 @@ from typing import Sequence
 
 from . import access
 from .health import Unhealthy, probe
+from .build_manifest import repository_manifest, served_args
 from .mps import MpsDaemon, MpsUnavailable
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
 from .stubs import STUB_POLL_S, StubWatch, models_are_static
 
 
+def repositories(args: Sequence[str]) -> list[str]:
+    """The model repositories that tritonserver ``args`` name."""
+    found, pending = [], False
+    for arg in args:
+        if pending:
+            found.append(arg)
+        elif arg.startswith("--model-repository=") or arg.startswith("--model-store="):
+            found.append(arg.split("=", 1)[1])
+        pending = arg in ("--model-repository", "--model-store")
+    return found
+
+
 def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
-    """The tritonserver command line: the project's backend settings, the restricted APIs, then ``args``."""
+    """The tritonserver command line: the project's backend settings, the restricted APIs, what pixelserve-build
+    wrote for the repository (build_manifest.py), then ``args``."""
     settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
     settings += [f"--metrics-config={setting}" for setting in METRICS_CONFIG]
     if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "0") == "1":  # opt in: clients that trust each other (README)
         settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
-    return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *args]
+    built = served_args(repository_manifest(repositories(args)), args)
+    return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *built, *args]
 
 
 def _http_url(args: Sequence[str]) -> str:
@@ -83,14 +100,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run tritonserver under the health probe (or exec it with PIXELSERVE_SUPERVISE=0) and exit with its fate."""
     args = list(sys.argv[1:] if argv is None else argv)
     argv = command(args)
+    manifest = repository_manifest(repositories(args))
+    if manifest is not None:
+        print(f"pixelserve-tritonserver: serving the {manifest.target} build ({manifest.profile} profile, "
+              f"{manifest.gpus} GPU(s))", file=sys.stderr, flush=True)
     mps = None
-    if os.environ.get("PIXELSERVE_MPS", "0") == "1":
+    asked = os.environ.get("PIXELSERVE_MPS")
+    if asked == "1" or (asked is None and manifest is not None and manifest.mps):
         mps = MpsDaemon(os.environ.get("PIXELSERVE_MPS_DIR", "/tmp/pixelserve-mps"))
         try:
             mps.start()
+            os.environ.update(mps.env)
         except MpsUnavailable as exc:
-            sys.exit(f"pixelserve-tritonserver: PIXELSERVE_MPS=1: {exc}")
-        os.environ.update(mps.env)
+            if asked == "1":
+                sys.exit(f"pixelserve-tritonserver: PIXELSERVE_MPS=1: {exc}")
+            print(f"pixelserve-tritonserver: serving without the MPS the build asks for: {exc}", file=sys.stderr, flush=True)
+            mps = None
     if os.environ.get("PIXELSERVE_SUPERVISE", "1") == "0":
         os.execvp(argv[0], argv)
     removed = clean_stale_shm_regions()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import access, paths
+from .build_manifest import repository_manifest, served_args
 from .health import PROBE_MODEL, Unhealthy, probe
 from .mps import MpsDaemon
 from .stubs import STUB_POLL_S, StubWatch, models_are_static
@@ -247,6 +248,9 @@ class LocalTritonServer:
         if self.response_cache:
             cmd.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
         cmd += access.restricted_api_args(self.admin_key)
+        # What pixelserve-build wrote for this host (its per-host configs, CUDA memory pools): every server on the
+        # repository serves that build; arguments given here win over it.
+        cmd += served_args(repository_manifest(self.model_repositories), self.extra_args)
         return cmd + self.extra_args
 
     def start(self, timeout: float = 180.0) -> "LocalTritonServer":

@@ -18,7 +18,7 @@ from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, OUTPUT = "pixels", "logits"
 ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
-BUILD_HINT = "run `python -m pixelserve.build.build_classifier --flavour {runtime}`"
+BUILD_HINT = "run `pixelserve-build` (the {runtime} flavour)"
 
 
 def _engine(args: dict, config: dict):

@@ -26,7 +26,7 @@ from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, OUTPUT = "images", "predictions"
 NAME = "image_classifier_encoded"
-BUILD_HINT = "run `python -m pixelserve.build.build_classifier --flavour torch`"
+BUILD_HINT = "run `pixelserve-build --target gpu-torch`"
 # The classifier's phase (its graph replay and the logits' copy to the host) joins preprocess's stages.
 STAGES = {**PREPROCESS_STAGES, "infer": "classify"}
 
