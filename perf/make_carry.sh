@@ -15,6 +15,8 @@ pip_download() {
     --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
 pip_download .carry numpy==1.26.4 python-rapidjson==1.25 setuptools==84.2.1  # setuptools: run_device.sh's editable install
+# The torch flavour builds its network with efficientnet-lite-pytorch (23 kB, pure Python): the device has no copy.
+pip_download .carry efficientnet-lite-pytorch==0.1.0
 pip_download "$work" tritonclient==2.51.0
 (cd "$work" && unzip -q tritonclient-2.51.0-*.whl -d client)
 cp -r "$work/client/tritonclient-2.51.0.data/purelib/tritonclient" "$work/site/"
