@@ -1,11 +1,13 @@
 """Client of the pixelserve Triton image classifier: a Python API and the pixelserve-classify CLI."""
 from .classifier import ImageClassifierClient, Outcome
 from .errors import (
+    AdminKeyRequired,
     ClientError,
     ImageReadError,
     InferenceFailed,
     InvalidImage,
     ItemError,
+    ModelNotFound,
     ModelNotReady,
     RequestTimedOut,
     ServerUnreachable,
@@ -26,6 +28,8 @@ __all__ = [
     "ClientError",
     "ServerUnreachable",
     "ModelNotReady",
+    "ModelNotFound",
+    "AdminKeyRequired",
     "ItemError",
     "ImageReadError",
     "InvalidImage",

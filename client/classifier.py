@@ -9,7 +9,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InferenceFailed, ItemError, ModelNotReady
+from .errors import InferenceFailed, ItemError, ModelNotFound, ModelNotReady
 from .inputs import ENCODED_MODEL, RAW_MODEL, ImageInput, as_request_tensor
 from .predictions import Prediction, parse_classifications
 from .transport import Pending, open_transport, parse_endpoint
@@ -76,18 +76,18 @@ class ImageClassifierClient:
         return {"encoded": self.encoded_model, "raw": self.model}[send]
 
     def check_ready(self, *models: str) -> None:
-        """Raise ServerUnreachable or ModelNotReady unless ``models`` (default: both the raw and the encoded
-        model) can serve requests now."""
+        """Raise ServerUnreachable, ModelNotFound or ModelNotReady unless ``models`` (default: both the raw and
+        the encoded model) can serve requests now."""
         for model in models or (self.model, self.encoded_model):
             if self._transport.model_ready(model):
                 continue
             states = self._transport.model_states()
+            if not self._transport.model_found(model):
+                raise ModelNotFound(model, self.url, self.endpoint.display, None if states is None else sorted(states))
             if states is None:
-                detail = "the server restricts its model list (set PIXELSERVE_ADMIN_KEY to see it)"
-            elif model in states:
-                detail = f"its state is {states[model]}"
+                detail = "the server restricts its model list (set PIXELSERVE_ADMIN_KEY to see its state)"
             else:
-                detail = f"no such model in its repository (models: {', '.join(sorted(states)) or 'none'})"
+                detail = f"its state is {states.get(model, 'UNKNOWN')}"
             raise ModelNotReady(model, self.url, self.endpoint.display, detail)
 
     def classify(self, image: ImageInput, top_k: int = 5) -> list[Prediction]:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from .classifier import DEFAULT_TIMEOUT, ImageClassifierClient, Outcome
-from .errors import ImageReadError, ModelNotReady, ServerUnreachable
+from .errors import AdminKeyRequired, ImageReadError, InferenceFailed, ModelNotReady, ServerUnreachable
 from .files import expand_path
 from .images import load_image
-from .inputs import MODELS, SEND_MODES, ImageInput, read_encoded
+from .inputs import MODELS, SEND_MODES, ImageInput, raw_hint, read_encoded
 from .report import JsonReport, PlainReport
-from .batch import SHARED_MEMORY
+from .batch import SHARED_MEMORY, BatchOptions, Result, ResultFile, Retry, classify_files
 from .transport import DEFAULT_URLS, PROTOCOLS
 
 __all__ = ["main", "build_parser"]  # the Python API is the package itself (pixelserve.client)
@@ -24,22 +25,28 @@ EXIT_USAGE = 2  # argparse's own
 EXIT_UNREACHABLE = 3
 EXIT_MODEL_NOT_READY = 4
 EXIT_INTERRUPTED = 130
+RETRY_FOR = 60.0  # seconds: a server restart (4-9 s under the watchdog) is ridden out with room to spare
 
 EPILOG = f"""\
 Each file is sent as its own request. By default (--send encoded) that is the file's bytes as stored, to
 {MODELS['encoded']}, which decodes JPEG and PNG on the server (EXIF orientation applied); a file
-it cannot decode fails alone, with the server's reason. --send raw decodes here instead (any format Pillow
-reads, e.g. GIF, WebP, TIFF; EXIF orientation applied) and sends [1, H, W, 3] uint8 RGB to
-{MODELS['raw']}. --model overrides the model of the chosen mode.
+it cannot decode fails alone, with the server's reason (and, for a GIF, WebP, TIFF ... file, a hint to use
+--send raw). --send raw decodes here instead (any format Pillow reads, e.g. GIF, WebP, TIFF; EXIF
+orientation applied) and sends [1, H, W, 3] uint8 RGB to {MODELS['raw']}. --model overrides the model
+of the chosen mode.
 Folders are searched recursively for image files (by extension; hidden entries skipped).
 Scores are the model's logits.
 
 Batch jobs (--output FILE): requests go over asyncio gRPC (--url is the gRPC port, default
 localhost:8001), at most --concurrency in flight; each answer is appended to FILE as it arrives (JSONL,
 or CSV when FILE ends in .csv), in completion order; --resume skips the files FILE already answered
-and appends. A progress bar (images/s, ETA) is drawn on stderr when it is a terminal, unless --quiet;
-a summary (counts, failures by reason, throughput, latency p50/p90/p99) ends the job. Unavailable
-server or full queue: retried --retries times with exponential backoff; bad input and timeouts: not.
+and appends (a job that wrote nothing leaves no FILE). A progress bar (images/s, ETA, failures, retries) is
+drawn on stderr when it is a terminal, unless --quiet (elsewhere: a notice while retrying); a summary
+(counts, failures by reason, the first failed files, retries, throughput, latency p50/p90/p99) ends the
+job. Server unavailable or restarting, or its queue full: retried with exponential backoff (0.2 s doubling,
+at most 2 s, with jitter) until the outage has lasted --retry-for seconds, then exit 3 if the server is
+gone; bad input and timeouts: not retried. Ctrl-C and exit 3 say how many results were written and the
+command that resumes the job.
 --shared-memory system puts each request's tensor (encoded bytes or pixels) in shared memory instead of
 the request body. --shared-memory cuda sends raw pixels (it implies --send raw): the server decodes
 encoded bytes on the CPU, so bytes placed in GPU memory would only be copied back to the host.
@@ -51,9 +58,11 @@ exit status:
   {EXIT_OK}    every image classified
   {EXIT_SOME_FAILED}    some inputs failed (not an image, missing, or an error from the server for that image);
        the others were still classified
-  {EXIT_USAGE}    bad command line
+  {EXIT_USAGE}    bad command line, or what it asks for cannot be done: --output in a folder that does not exist
+       (or an existing FILE without --resume), --shared-memory without the server's admin key
+       ($PIXELSERVE_ADMIN_KEY: the shared-memory API is restricted)
   {EXIT_UNREACHABLE}    cannot reach the Triton server
-  {EXIT_MODEL_NOT_READY}    the model is not ready (or not found) on the server
+  {EXIT_MODEL_NOT_READY}    the model is not ready, or not found ("model 'X' not found"), on the server
   {EXIT_INTERRUPTED}  interrupted
 """
 
@@ -93,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--output", metavar="FILE", help="stream results to FILE (.jsonl or .csv): batch mode")
     batch.add_argument("--resume", action="store_true", help="continue the job of --output FILE, skipping answered files")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
-    batch.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
-                       help="tries after a transient error (default: %(default)s)")
+    batch.add_argument("--retry-for", type=_non_negative(float), default=RETRY_FOR, metavar="SECONDS",
+                       help="ride out a server restart or full queue this long, retrying (default: %(default)g; "
+                            "0: no retries)")
     batch.add_argument("--shared-memory", choices=SHARED_MEMORY, default="none",
                        help="send images through shared memory (server on this host; cuda needs a GPU and "
                             "implies --send raw)")
@@ -104,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not args.paths and not args.list_file:
         parser.error("name at least one PATH or a --list FILE")
     if args.output is None and (args.resume or args.shared_memory != "none"):
@@ -137,10 +149,11 @@ def run(args: argparse.Namespace) -> int:
             client.check_ready(model)
             load = _read if args.send == "encoded" else _decode
             for outcome in client.classify_many(_inputs(args.paths, args.list_file), args.top_k, load=load):
-                if not outcome.ok:
+                reason = None if outcome.ok else _reason(outcome)
+                if reason is not None:
                     failures += 1
-                    _error(f"{outcome.item}: {_reason(outcome)}")
-                report.add(str(outcome.item), outcome.predictions, None if outcome.ok else _reason(outcome))
+                    _error(f"{outcome.item}: {reason}")
+                report.add(str(outcome.item), outcome.predictions, reason)
     except ServerUnreachable as exc:
         _error(str(exc))
         return EXIT_UNREACHABLE
@@ -154,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     """A batch job (--output): stream results to the file, show progress, print the summary."""
-    from .batch import BatchOptions, Result, ResultFile, classify_files
-    from .progress import progress_bar
+    from .progress import job_progress
 
     files = _inputs(args.paths, args.list_file)
     try:
@@ -163,27 +175,64 @@ def run_batch(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except OSError as exc:
+        _error(f"cannot write results to {args.output}: {_output_problem(Path(args.output), exc)}")
+        return EXIT_USAGE
     options = BatchOptions(url=args.url or DEFAULT_URLS["grpc"], model=args.model or "", top_k=args.top_k,
-                           concurrency=args.concurrency, timeout=args.timeout, retries=args.retries,
+                           concurrency=args.concurrency, timeout=args.timeout, retry_for=args.retry_for,
                            shared_memory=args.shared_memory, send=args.send)  # fmt: skip
     todo = sum(str(f) not in output.answered for f in files)
+    bar = not args.quiet and sys.stderr.isatty()
     try:
-        with progress_bar(todo, enabled=not args.quiet and sys.stderr.isatty()) as advance:
+        with job_progress(todo, bar, notify=None if args.quiet or bar else _error) as progress:
             def on_result(result: Result) -> None:
                 output.write(result)
-                advance()
+                progress.finished(result.ok)
 
-            summary = classify_files(files, options, on_result, skip=output.answered)
+            def on_retry(retry: Retry) -> None:
+                progress.retried(retry.reason, retry.error)
+
+            summary = classify_files(files, options, on_result, skip=output.answered, on_retry=on_retry)
     except ServerUnreachable as exc:
-        _error(f"{exc} (results so far are in {args.output}; continue with --resume)")
+        started = output.written or output.answered
+        _error(f"{exc}; {_written(output)}; {_resume_hint(args)}" if started else str(exc))
         return EXIT_UNREACHABLE
     except ModelNotReady as exc:
         _error(str(exc))
         return EXIT_MODEL_NOT_READY
+    except AdminKeyRequired as exc:
+        _error(f"--shared-memory: {exc} (or leave out --shared-memory)")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error(f"interrupted: {_written(output)}; {_resume_hint(args)}")
+        return EXIT_INTERRUPTED
     finally:
         output.close()
     print(summary.text(), flush=True)
     return EXIT_SOME_FAILED if summary.failures else EXIT_OK
+
+
+def _written(output: ResultFile) -> str:
+    """How many results the job wrote, and where ("3 results written to out.jsonl (40 from before)")."""
+    before = f" ({len(output.answered)} from before)" if output.answered else ""
+    return f"{output.written} results written to {output.path}{before}"
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """The command line that continues the job: this one, with --resume."""
+    argv = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
+    return f"continue with: pixelserve-classify {shlex.join(argv)}"
+
+
+def _output_problem(path: Path, exc: OSError) -> str:
+    """Why the output file cannot be opened, in a few words."""
+    if isinstance(exc, FileNotFoundError) and not path.parent.is_dir():
+        return f"folder {path.parent} does not exist"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
 
 
 def _inputs(paths: Sequence[str], list_file: str | None = None) -> list[Path]:
@@ -216,8 +265,12 @@ def _not_a_folder(path: Path) -> None:
 
 
 def _reason(outcome: Outcome[Path]) -> str:
+    """What went wrong for one file; for bytes the server cannot decode but Pillow can, a hint to use --send raw."""
     error = outcome.error
-    return error.detail if isinstance(error, ImageReadError) else str(error)
+    if isinstance(error, ImageReadError):
+        return error.detail
+    hint = raw_hint(outcome.item, str(error)) if isinstance(error, InferenceFailed) else ""
+    return f"{error}; {hint}" if hint else str(error)
 
 
 def _error(message: str) -> None:
@@ -225,23 +278,26 @@ def _error(message: str) -> None:
     print(f"pixelserve-classify: {message}", file=sys.stderr, flush=True)
 
 
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0: {text!r}")
-    return int(text)
-
-
 Number = TypeVar("Number", int, float)
 
 
 def _positive(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    return _number(kind, allow_zero=False)
+
+
+def _non_negative(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    return _number(kind, allow_zero=True)
+
+
+def _number(kind: Callable[[str], Number], allow_zero: bool) -> Callable[[str], Number]:
+    """An argparse type: a number of ``kind`` above 0 (or 0 too, with ``allow_zero``)."""
     def convert(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        if not (value > 0 or (allow_zero and value == 0)):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if allow_zero else 'positive'}: {text!r}")
         return value
 
     return convert

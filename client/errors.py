@@ -22,6 +22,20 @@ class ModelNotReady(ClientError):
         self.model, self.url, self.protocol, self.detail = model, url, protocol, detail
 
 
+class ModelNotFound(ModelNotReady):
+    """The server has no model of that name (``models``: the ones it has, when it lets the client list them)."""
+
+    def __init__(self, model: str, url: str, protocol: str, models: list[str] | None = None) -> None:
+        listed = f"; its models: {', '.join(models) or 'none'}" if models is not None else ""
+        ClientError.__init__(self, f"model '{model}' not found on {url} over {protocol}{listed}")
+        self.model, self.url, self.protocol, self.detail = model, url, protocol, "not found"
+        self.models = models
+
+
+class AdminKeyRequired(ClientError):
+    """The server refused a restricted API (shared-memory registration): the admin key is missing or wrong."""
+
+
 class ItemError(ClientError):
     """Something went wrong for one image; the others are unaffected."""
 

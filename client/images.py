@@ -36,6 +36,15 @@ def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
         raise (opened or ImageReadError(name, f"cannot decode image: {exc}")) from None
 
 
+def image_format(path: str | os.PathLike[str]) -> str | None:
+    """The format Pillow recognises in the file's header (e.g. "GIF", "WEBP"), without decoding; None if none."""
+    try:
+        with Image.open(os.fspath(path)) as img:
+            return str(img.format) if img.format else None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def to_rgb_array(img: Image.Image) -> npt.NDArray[np.uint8]:
     """Convert a PIL image of any mode to an HxWx3 uint8 RGB array."""
     if img.mode in _SIXTEEN_BIT_MODES:

@@ -9,12 +9,13 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ImageReadError, file_access_error
-from .images import as_request_batch, load_image
+from .images import as_request_batch, image_format, load_image
 
 RAW_MODEL = "image_classifier"
 ENCODED_MODEL = "image_classifier_encoded"
 SEND_MODES = ("encoded", "raw")
 MODELS = {"encoded": ENCODED_MODEL, "raw": RAW_MODEL}
+SERVER_FORMATS = ("JPEG", "PNG")  # what image_classifier_encoded decodes; the server says "not a JPEG or PNG image"
 
 # bytes (a JPEG/PNG file's contents) and paths go encoded; arrays (HxWx3 uint8 RGB) go raw.
 ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike[str], npt.NDArray[Any]]
@@ -59,3 +60,15 @@ def load_file(path: str | os.PathLike[str], send: str) -> npt.NDArray[Any]:
     if send == "raw":
         return as_request_batch(load_image(path))
     raise ValueError(f"send must be one of {', '.join(SEND_MODES)}, got {send!r}")
+
+
+def raw_hint(path: str | os.PathLike[str], server_error: str) -> str:
+    """For a file the server refused as not JPEG or PNG: what it is and to send it as pixels, where Pillow can
+    read it (e.g. "it is a GIF image: the server decodes only JPEG and PNG; send it as pixels: --send raw");
+    else ""."""
+    if "not a JPEG or PNG image" not in server_error:
+        return ""
+    found = image_format(path)
+    if found is None or found in SERVER_FORMATS:
+        return ""
+    return f"it is a {found} image: the server decodes only JPEG and PNG; send it as pixels: --send raw"

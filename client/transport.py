@@ -74,6 +74,10 @@ class Transport:
         """Whether the server reports ``model`` ready."""
         return self._call(lambda: self._model_ready(model))
 
+    def model_found(self, model: str) -> bool:
+        """Whether the server has ``model`` (loaded or not); asks its metadata route, which is open to all."""
+        return self._call(lambda: self._model_found(model))
+
     def model_states(self) -> dict[str, str] | None:
         """State (and reason, if any) of each model in the server's repository, by name; None where the server
         restricts its repository API and $PIXELSERVE_ADMIN_KEY does not open it (pixelserve.triton_local.access)."""
@@ -109,6 +113,18 @@ class Transport:
 
     def _model_ready(self, model: str) -> bool:
         raise NotImplementedError
+
+    def _model_found(self, model: str) -> bool:
+        try:
+            self._client.get_model_metadata(model, **self._query_options())
+        except InferenceServerException as exc:
+            if is_unknown_model(exc):
+                return False
+            raise
+        return True
+
+    def _query_options(self) -> dict[str, Any]:
+        return {}
 
     def _repository_index(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -203,6 +219,9 @@ class GrpcTransport(Transport):
     def _model_ready(self, model: str) -> bool:
         return self._client.is_model_ready(model, client_timeout=self.timeout)  # type: ignore[no-any-return]  # tritonclient is untyped
 
+    def _query_options(self) -> dict[str, Any]:
+        return {"client_timeout": self.timeout}
+
     def _repository_index(self) -> list[dict[str, Any]]:
         index = self._client.get_model_repository_index(headers=admin_headers(), as_json=True, client_timeout=self.timeout)
         return index.get("models", [])  # type: ignore[no-any-return]  # tritonclient is untyped
@@ -216,6 +235,12 @@ def open_transport(endpoint: Endpoint, timeout: float, concurrency: int = 1) -> 
         return GrpcTransport(endpoint, timeout)
     except Exception as exc:
         raise translate_error(exc, endpoint, timeout) from None
+
+
+def is_unknown_model(exc: InferenceServerException) -> bool:
+    """Whether the server answered that it has no model of the requested name (HTTP 404, gRPC NOT_FOUND)."""
+    message = exc.message() or str(exc)
+    return "unknown model" in message and "is not found" in message
 
 
 def translate_error(exc: BaseException, endpoint: Endpoint, timeout: float) -> ClientError:

@@ -3,10 +3,10 @@
 shared-memory regions that never outlive the job."""
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +18,6 @@ import pytest
 import skimage.data
 import tritonclient.grpc as grpcclient
 from PIL import Image
-from tritonclient.utils import InferenceServerException
 
 from conftest import HAS_GPU
 from images import photo_at, uncached
@@ -153,41 +152,6 @@ def test_timeouts_are_failures_not_retried(triton_server, job, tmp_path):
     assert dict(summary.failures) == {"timeout": 1} and summary.retries == 0
 
 
-class FlakyServer:
-    """An aio client whose first ``failures`` infer calls fail with ``status`` (real tritonclient exceptions)."""
-
-    def __init__(self, failures: int, status: str) -> None:
-        self.failures, self.status, self.calls = failures, status, 0
-
-    async def infer(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise InferenceServerException("simulated", status=self.status)
-        return self
-
-    def as_numpy(self, name):
-        return np.array([b"9.5:285:Egyptian_cat"])
-
-    async def is_server_live(self, **kwargs):
-        return True
-
-
-@pytest.mark.parametrize("status, failures, calls, reason", [
-    ("StatusCode.UNAVAILABLE", 2, 3, ""),  # transient, recovered within 3 retries
-    ("StatusCode.RESOURCE_EXHAUSTED", 9, 4, "overloaded"),  # transient, retries run out: 1 + 3 tries
-    ("StatusCode.INVALID_ARGUMENT", 9, 1, "rejected"),  # bad input: never retried
-    ("StatusCode.INTERNAL", 9, 1, "server_error"),
-])  # fmt: skip
-def test_retries_only_transient_errors_with_backoff(status, failures, calls, reason):
-    server = FlakyServer(failures, status)
-    options = batch.BatchOptions(retries=3, backoff=0.01)
-    start = time.perf_counter()
-    result = asyncio.run(batch._infer_with_retries("x.png", np.zeros((1, 2, 2, 3), np.uint8), 0, server, options, None, set()))
-    assert server.calls == calls and result.attempts == calls and result.reason == reason
-    if calls > 1:  # backoff: 0.01 * (1 + 2 + ...) s, each scaled by a jitter in [0.5, 1]
-        assert time.perf_counter() - start >= 0.5 * 0.01 * (2 ** (calls - 1) - 1)
-
-
 @pytest.mark.parametrize("send", ["encoded", "raw"])
 def test_system_shared_memory_regions_are_reused_and_released(triton_server, job, send, tmp_path, capsys):
     fresh = tmp_path / "fresh.png"  # bytes and pixels the response cache has not seen: the server reads the region
@@ -239,9 +203,10 @@ def test_ctrl_c_stops_the_job_keeps_results_and_releases_regions(triton_server, 
     for i in range(FILES_TO_INTERRUPT):
         Image.fromarray(uncached(skimage.data.chelsea())).save(folder / f"cat{i:03d}.png", compress_level=1)
     output = tmp_path / "results.jsonl"
+    args = [str(folder), "--output", str(output), "--url", triton_server.grpc_url, "--shared-memory", "system",
+            "--concurrency", "2"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "pixelserve.client.classify", str(folder), "--output", str(output), "--url",
-         triton_server.grpc_url, "--shared-memory", "system", "--concurrency", "2"],
+        [sys.executable, "-m", "pixelserve.client.classify", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # Ctrl-C as at a terminal: a suite started in the background (`cmd &` in a script) passes SIGINT on ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
@@ -257,6 +222,11 @@ def test_ctrl_c_stops_the_job_keeps_results_and_releases_regions(triton_server, 
     assert 3 <= len(records) < FILES_TO_INTERRUPT and all(r["predictions"][0]["index"] in CAT_INDICES for r in records)
     assert our_regions(triton_server) == []
     assert triton_server.is_running()
+    # One line says how many results the file holds and the command that continues the job.
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert f"interrupted: {len(records)} results written to {output};" in err, err
+    resume = shlex.split(err.split("continue with: ", 1)[1])
+    assert resume == ["pixelserve-classify", *args, "--resume"]
 
 
 @pytest.mark.gpu

@@ -27,6 +27,7 @@ from pixelserve.client import (
 )
 from pixelserve.client.classify import EXIT_MODEL_NOT_READY, EXIT_OK, EXIT_SOME_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, main
 from pixelserve.client.files import expand_path
+from pixelserve.client.transport import PROTOCOL_NAMES
 from pixelserve.triton_local import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -229,6 +230,18 @@ def test_cli_bad_file_does_not_stop_the_others(triton_server, protocol, send, ph
 
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_tells_to_send_other_formats_as_pixels(triton_server, protocol, tmp_path, capsys):
+    Image.fromarray(skimage.data.chelsea()).save(tmp_path / "cat.webp")
+    url = server_url(triton_server, protocol)
+    assert main([str(tmp_path / "cat.webp"), "--protocol", protocol, "--url", url]) == EXIT_SOME_FAILED
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"pixelserve-classify: \S+cat\.webp: server error: .*not a JPEG or PNG image .*; it is a WEBP image: "
+                        r"the server decodes only JPEG and PNG; send it as pixels: --send raw\n", err), err
+    assert main([str(tmp_path / "cat.webp"), "--protocol", protocol, "--url", url, "--send", "raw"]) == EXIT_OK
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_cli_reports_server_error_for_one_image(triton_server, protocol, photos, tmp_path, capsys):
     # Far beyond the preprocess model's max_image_side (8192): the server rejects this one request.
     wide = tmp_path / "wide.png"
@@ -251,15 +264,18 @@ def test_cli_model_not_found(triton_server, protocol, photos, capsys, monkeypatc
     url = server_url(triton_server, protocol)
     args = [str(photos / "chelsea.jpg"), "--protocol", protocol, "--url", url, "--model", "no_such_model"]
     monkeypatch.delenv(KEY_ENV, raising=False)
-    assert main(args) == EXIT_MODEL_NOT_READY  # the repository index is a restricted API: no list without the key
-    assert "the server restricts its model list (set PIXELSERVE_ADMIN_KEY" in capsys.readouterr().err
+    # The model's metadata route is open: the client learns that there is no such model without the key ...
+    assert main(args) == EXIT_MODEL_NOT_READY
+    out, err = capsys.readouterr()
+    assert err == f"pixelserve-classify: model 'no_such_model' not found on {url} over {PROTOCOL_NAMES[protocol]}\n"
+    assert out == ""
     monkeypatch.setenv(KEY_ENV, triton_server.admin_key)
     code = main(args)
     out, err = capsys.readouterr()
     assert code == EXIT_MODEL_NOT_READY
-    assert f"model no_such_model is not ready on {url}" in err
-    assert "image_classifier" in err  # lists what the server does have
-    assert out == "" and "Traceback" not in err
+    assert f"model 'no_such_model' not found on {url}" in err
+    assert "; its models: " in err and "image_classifier_encoded" in err  # with the key, the repository index lists them
+    assert out == "" and "Traceback" not in err and err.count("\n") == 1
 
 
 @pytest.mark.server
