@@ -33,6 +33,8 @@ class RunConfig:
     name: str = "adhoc"
     description: str = ""
     model: str = "image_classifier"
+    # Other models measured in the same run with the same inputs and settings (benchmark peers).
+    peers: list[str] = field(default_factory=list)
     input_name: str = "images"
     protocol: str = "grpc"
     # A list of levels (one perf_analyzer run each) or one "start:end[:step]" range (a single run).
@@ -47,6 +49,10 @@ class RunConfig:
     server_args: list[str] = field(default_factory=list)
     perf_args: list[str] = field(default_factory=list)
 
+    def models(self) -> list[str]:
+        """The models this run measures: ``model``, then its peers."""
+        return [self.model, *self.peers]
+
     def concurrency_ranges(self) -> list[str]:
         """The ``--concurrency-range`` values, one per perf_analyzer invocation."""
         if isinstance(self.concurrency, str):
@@ -55,6 +61,8 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Raise ValueError on a value perf_analyzer or the server would reject later; return self."""
+        if self.model in self.peers or len(set(self.peers)) != len(self.peers):
+            raise ValueError(f"peers must be distinct models other than {self.model!r}, got {self.peers!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         bad = [mode for mode in self.shared_memory if mode not in SHARED_MEMORY]

@@ -28,6 +28,25 @@ def read_perf_csv(path: str | Path) -> list[dict[str, float]]:
     return sorted(parsed, key=lambda row: row["Concurrency"])
 
 
+def read_summary_csv(path: str | Path) -> list[dict[str, object]]:
+    """The rows of a summary CSV written by run_perf (or scaling's levels): numbers as floats, blanks left out."""
+
+    def value(text: str) -> object:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="") as handle:
+        return [{key: value(text) for key, text in row.items() if key and text not in (None, "")} for row in csv.DictReader(handle)]
+
+
+def is_perf_analyzer_csv(path: str | Path) -> bool:
+    """Whether ``path`` is perf_analyzer's own ``-f`` CSV (rather than a summary of ours)."""
+    with open(path, newline="") as handle:
+        return "Inferences/Second" in handle.readline().split(",")
+
+
 def summarize(row: dict[str, float]) -> dict[str, float]:
     """The columns we report, converted to ms; a column perf_analyzer did not write is left out."""
     summary = {}

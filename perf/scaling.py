@@ -10,7 +10,8 @@ repository; tritonserver starts on it with CUDA_VISIBLE_DEVICES set to the first
 only --model; perf_analyzer (run_perf.py's machinery) drives it over gRPC with CUDA shared memory and real
 1080p photos at concurrency n x --concurrency-per-gpu (several levels: the best is kept). Writes
 perf/results/scaling-<timestamp>.{md,csv,png,log} with throughput, throughput per GPU and scaling efficiency
-throughput_n / (n x throughput_1) per GPU count, plus the exact commands.
+throughput_n / (n x throughput_1) per GPU count, plus the exact commands, and scaling-<timestamp>.levels.{csv,png}
+with every level measured (throughput against concurrency, p50/p90/p99 latency against throughput per GPU count).
 """
 from __future__ import annotations
 
@@ -201,7 +202,8 @@ def loaded_placement(url: str, models: list[str]) -> str:
 
 
 def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout: float):
-    """Serve ``step`` and measure it; return (best ScalingPoint or None, commands, notes, server version)."""
+    """Serve ``step`` and measure it; return (best ScalingPoint or None, commands, notes, server version, every
+    level's summary row with ``gpus``)."""
     from pixelserve.triton_local import LocalTritonServer
 
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": step.devices}
@@ -212,7 +214,7 @@ def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout
         server.start(timeout=start_timeout)
     except (RuntimeError, TimeoutError) as exc:
         log.write(f"== {step.gpus} GPU(s): server failed\n{exc}\n\n")
-        return None, [], [f"{step.gpus} GPU(s): tritonserver did not become ready: {str(exc).splitlines()[0]}"], ""
+        return None, [], [f"{step.gpus} GPU(s): tritonserver did not become ready: {str(exc).splitlines()[0]}"], "", []
     try:
         version = run_perf.server_version(server.grpc_url, "grpc")
         placement = loaded_placement(server.grpc_url, list(step.placements) or [step.config.model])
@@ -226,14 +228,14 @@ def measure_step(step: Step, input_file: Path, workdir: Path, log, start_timeout
     notes = [f"{step.gpus} GPU(s): {note}" for note in notes]
     if not rows:
         log.write(f"server log tail:\n{server.log_tail(80)}\n\n")
-        return None, commands, notes + [f"{step.gpus} GPU(s): no measurement"], version
+        return None, commands, notes + [f"{step.gpus} GPU(s): no measurement"], version, []
     best = max(rows, key=lambda row: row.get("throughput_infer_s", 0.0))
     point = scaling_report.ScalingPoint(
         gpus=step.gpus, throughput=best["throughput_infer_s"], concurrency=int(best["concurrency"]),
         p50_ms=best.get("p50_ms"), p99_ms=best.get("p99_ms"), cuda_visible_devices=step.devices, placement=placement,
     )  # fmt: skip
     print(f"{step.gpus} GPU(s): {point.throughput:.1f} inferences/s at concurrency {point.concurrency}", flush=True)
-    return point, commands, notes, version
+    return point, commands, notes, version, [{"gpus": step.gpus, **row} for row in rows]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -314,11 +316,12 @@ def run_steps(steps: list[Step], workdir: Path, facts: dict[str, str], args: arg
     started = dt.datetime.now().astimezone()
     stem = args.results_dir / f"scaling-{started:%Y%m%d-%H%M%S}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    points, commands, notes, versions = [], [inputs_command], [TRANSPORT_NOTE], set()
+    points, commands, notes, versions, levels = [], [inputs_command], [TRANSPORT_NOTE], set(), []
     with open(stem.with_suffix(".log"), "w") as log:
         for step in steps:
-            point, step_cmds, step_notes, version = measure_step(step, input_file, workdir, log, args.start_timeout)
+            point, step_cmds, step_notes, version, rows = measure_step(step, input_file, workdir, log, args.start_timeout)
             points += [point] if point else []
+            levels += rows
             notes += step_notes
             versions.add(version)
             shown = step_commands(step, input_file)[:2] + step_cmds
@@ -326,7 +329,7 @@ def run_steps(steps: list[Step], workdir: Path, facts: dict[str, str], args: arg
     servers = ", ".join(f"tritonserver {version}" for version in sorted(versions) if version) or "tritonserver"
     facts = {"date": started.isoformat(timespec="seconds"), **facts, "inputs": inputs_command,
              "server": f"{servers} (triton_local), a fresh server per GPU count"}  # fmt: skip
-    paths = scaling_report.write_results(stem, points, facts, commands, notes, title=f"scaling: {args.model}")
+    paths = scaling_report.write_results(stem, points, facts, commands, notes, title=f"scaling: {args.model}", levels=levels)
     print("\n" + perf_csv.markdown_table(scaling_report.table_rows(points), scaling_report.COLUMNS))
     for note in notes:
         print(f"note: {note}")

@@ -1,4 +1,5 @@
-"""Scaling results: throughput per GPU count, efficiency against one GPU, and the md/csv/plot files."""
+"""Scaling results: throughput per GPU count, efficiency against one GPU, and the md/csv/plot files; beside them
+every concurrency level measured per GPU count (``.levels.csv``/``.levels.png``, plots.py)."""
 from __future__ import annotations
 
 import csv
@@ -6,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import perf_csv, scaling_plot
+from . import perf_csv, plots, scaling_plot
 
+# Every level measured: the GPU count, then run_perf's summary columns.
+LEVEL_COLUMNS = ["gpus", "model", "protocol", "shared_memory"] + [name for name, _, _ in perf_csv.SUMMARY_COLUMNS] + ["cache_hits"]
 COLUMNS = ["gpus", "cuda_visible_devices", "concurrency", "throughput_infer_s", "per_gpu_infer_s", "ideal_infer_s",
            "efficiency", "p50_ms", "p99_ms", "placement"]  # fmt: skip
 
@@ -63,13 +66,25 @@ def write_csv(path: Path, points: Sequence[ScalingPoint]) -> Path:
     return path
 
 
+def write_levels(stem: Path, levels: Sequence[dict]) -> list[Path]:
+    """Write ``stem``.levels.csv (every measured level, by GPU count) and its plots.py figure; return their paths."""
+    csv_path = stem.with_name(stem.name + ".levels.csv")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LEVEL_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(levels)
+    return [csv_path, plots.write_plot([csv_path], csv_path.with_suffix(".png"), f"{stem.name}: every concurrency level")]
+
+
 def markdown(points: Sequence[ScalingPoint], facts: dict[str, str], commands: Sequence[str], notes: Sequence[str],
-             plot_name: str, title: str = "scaling") -> str:  # fmt: skip
+             plot_name: str, title: str = "scaling", levels_plot: str | None = None) -> str:  # fmt: skip
     """The markdown report: settings and machine, the table, the plot, notes, and the exact commands."""
     rows = table_rows(points)
     lines = [f"# perf: {title}", ""] + [f"- {key}: {value}" for key, value in facts.items()]
     lines += ["", "## Throughput per GPU count (inferences/s; efficiency = throughput_N / (N x throughput_1))", ""]
     lines += [perf_csv.markdown_table(rows, COLUMNS), "", f"![throughput per GPU count]({plot_name})", ""]
+    if levels_plot:
+        lines += ["## Every concurrency level", "", f"![throughput and latency per GPU count]({levels_plot})", ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines += ["## Commands", "", "```"] + list(commands) + ["```", ""]
@@ -77,11 +92,13 @@ def markdown(points: Sequence[ScalingPoint], facts: dict[str, str], commands: Se
 
 
 def write_results(stem: Path, points: Sequence[ScalingPoint], facts: dict[str, str], commands: Sequence[str],
-                  notes: Sequence[str], title: str = "scaling") -> list[Path]:  # fmt: skip
-    """Write ``stem``.csv, the plot (``stem``.png) and ``stem``.md; return their paths."""
+                  notes: Sequence[str], title: str = "scaling", levels: Sequence[dict] = ()) -> list[Path]:  # fmt: skip
+    """Write ``stem``.csv, the plot (``stem``.png), with ``levels`` (summary rows with ``gpus``) write_levels' two
+    files, and ``stem``.md; return their paths (md, csv, png, then the levels' csv and png)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(stem.with_suffix(".csv"), points)
     plot_path = scaling_plot.write_plot(stem, points, efficiencies(points), title)
+    level_paths = write_levels(stem, levels) if levels else []
     md_path = stem.with_suffix(".md")
-    md_path.write_text(markdown(points, facts, commands, notes, plot_path.name, title))
-    return [md_path, csv_path, plot_path]
+    md_path.write_text(markdown(points, facts, commands, notes, plot_path.name, title, level_paths[1].name if levels else None))
+    return [md_path, csv_path, plot_path, *level_paths]
