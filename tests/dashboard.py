@@ -38,3 +38,17 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+def metric_selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, its label matchers with braces, or "" where it has none) for every metric an expression reads."""
+    found: list[str] = []
+
+    def hold(match: re.Match) -> str:
+        found.append(match.group())
+        return f"\0{len(found) - 1}\0"
+
+    held = re.sub(r"\{[^}]*\}", hold, expr)
+    return [(match.group(1), found[int(match.group(2))] if match.group(2) else "")
+            for name in sorted(metric_names(expr))
+            for match in re.finditer(rf"(?<![\w.])({re.escape(name)})(?:\0(\d+)\0)?(?![\w:])", held)]  # fmt: skip

@@ -1,11 +1,23 @@
-"""Read a Prometheus text exposition (Triton's /metrics) into {(name, labels): value} for tests."""
+"""Read a Prometheus text exposition (Triton's /metrics) into {(name, labels): value} for tests; run a real
+Prometheus on the shipped config and query its HTTP API."""
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import subprocess
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
 
 from pixelserve.build import classifier_config
+from pixelserve.triton_local import free_port
+
+PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -45,3 +57,72 @@ def total(samples: dict, name: str, **labels: str) -> float:
     """The sum of every series ``name`` whose labels include ``labels`` (PromQL's ``sum(name{labels})``)."""
     wanted = set(labels.items())
     return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
+
+
+def shipped_config(metrics_url: str, **labels: str) -> dict:
+    """deploy/prometheus/prometheus.yml scraping ``metrics_url`` and evaluating the rules every second, its
+    target carrying the shipped labels plus ``labels`` (say namespace and pod, as Kubernetes discovery adds)."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    (scrape,) = config["scrape_configs"]
+    (target,) = scrape["static_configs"]
+    target.update(targets=[urllib.parse.urlsplit(metrics_url).netloc], labels={**target.get("labels", {}), **labels})
+    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    return config
+
+
+@contextlib.contextmanager
+def running_prometheus(config: dict, workdir: Path, timeout: float = 60.0) -> Iterator[str]:
+    """A real Prometheus on ``config`` with fresh storage under ``workdir``, on a free loopback port; yields the
+    base URL of its HTTP API once it is ready."""
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log_path = workdir / "prometheus.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+                                    f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.25)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def query(base: str, expr: str) -> list[tuple[dict[str, str], float]]:
+    """Every (labels, value) of an instant query through Prometheus' HTTP API."""
+    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return [(result["metric"], float(result["value"][1])) for result in body["data"]["result"]]
+
+
+def query_one(base: str, expr: str) -> float | None:
+    """The value of a query that returns one series (None when it returns none)."""
+    results = query(base, expr)
+    assert len(results) <= 1, f"{expr}: {results}"
+    return results[0][1] if results else None
+
+
+def wait_for(base: str, expr: str, accept: Callable[[float], bool], timeout: float = 60.0) -> float:
+    """``query_one(expr)`` once ``accept`` takes it."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = query_one(base, expr)
+        if value is not None and accept(value):
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{expr}: last value {value} after {timeout:.0f} s")
