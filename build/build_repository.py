@@ -14,6 +14,7 @@ container's entry point read it (pixelserve.triton_local.build_manifest), so eve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pixelserve.triton_local.build_manifest import CONFIG_NAME, MANIFEST_NAME, Manifest, write_manifest
+from pixelserve.triton_local.build_manifest import CONFIG_NAME, MANIFEST_NAME, Manifest, read_manifest, write_manifest
 
 from . import build_classifier, classifier_config, model_config, place_instances
 
@@ -163,6 +164,27 @@ def build(target: str, gpus: int, profile: str, repository: Path, onnx: Path | N
         decoder=decoder_description(target), instances=placements, versions=versions())
     write_manifest(repository, manifest)
     return manifest
+
+
+def replace_for_gpus(repository: Path, gpus: int) -> Manifest:
+    """Place a GPU build's instances again for ``gpus`` GPUs (the count a host shows at start), with the same
+    instances per GPU, and rewrite its per-host configs and manifest; the classifier is not built again."""
+    manifest = read_manifest(repository)
+    if manifest is None or manifest.config_name is None:
+        raise build_classifier.BuildError(f"{repository} holds no GPU build to place again")
+    if gpus < 1:
+        raise build_classifier.BuildError("no GPU to place the instances on")
+    per_gpu = {model: placement[min(placement)] for model, placement in manifest.instances.items()}
+    configs = {path.parent.parent.name: model_config.read_config(path)
+               for path in sorted(repository.glob(f"*/configs/{CONFIG_NAME}.pbtxt"))}  # fmt: skip
+    placements = write_gpu_configs(repository, configs, manifest.target, manifest.profile, gpus, per_gpu)
+    pool = place_instances.load_settings()["cuda_memory_pool_bytes"]
+    server_args = [arg for arg in manifest.server_args if not arg.startswith("--cuda-memory-pool-byte-size")]
+    server_args += [f"--cuda-memory-pool-byte-size={gpu}:{pool}" for gpu in range(gpus)]
+    placed_again = dataclasses.replace(manifest, gpus=gpus, instances=placements, server_args=server_args,
+                                       gpu_names=gpu_names())  # fmt: skip
+    write_manifest(repository, placed_again)
+    return placed_again
 
 
 def summary(manifest: Manifest, target_reason: str, gpus_reason: str) -> str:

@@ -119,8 +119,8 @@ def test_dockerfile_serves_models_with_sized_pools_and_the_local_backend_config(
     command = json.loads(instructions["CMD"])  # exec form is a JSON array
     assert command[0] == "pixelserve-tritonserver" and "--model-repository=/models" in command
     assert "pixelserve-tritonserver" in _pyproject()["project"]["scripts"]
-    pool = next(arg for arg in command if arg.startswith("--cuda-memory-pool-byte-size=0:"))
-    assert int(pool.split(":")[1]) >= 256 * 2**20
+    # The CUDA memory pools come from the build (pixelserve-build's manifest: tests/test_build_repository.py), once.
+    assert not any(arg.startswith("--cuda-memory-pool-byte-size") for arg in command)
     served = launch.command(command[1:])  # what the entry point execs: the local server's shm sizing
     assert served[0] == "tritonserver" and served[-len(command) + 1:] == command[1:]
     for setting in DEFAULT_BACKEND_CONFIG:
@@ -306,3 +306,42 @@ def test_entry_point_serves_with_the_response_cache_only_when_told(monkeypatch):
     assert not any(arg.startswith("--cache-config") for arg in launch.command([]))
     monkeypatch.setenv("PIXELSERVE_RESPONSE_CACHE", "1")
     assert f"--cache-config={RESPONSE_CACHE_CONFIG}" in launch.command([])
+
+
+def test_container_carries_the_fast_path_of_the_gpu_builds():
+    """GPU decoding (nvImageCodec, the CUDA 12 wheels of requirements-gpu-decode.txt) and the torch flavour's packages
+    are in the image; the entry point follows the build's MPS choice unless PIXELSERVE_MPS says otherwise."""
+    container = _requirements(DOCKER / "requirements-container.txt")
+    decode = _requirements(REPO_ROOT / "requirements-gpu-decode.txt")
+    for name in decode:
+        assert name.replace("-cu13", "-cu12") in container or f"{name}-cu12" in container, name
+    assert {"torch", "efficientnet-lite-pytorch"} <= set(container)
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    assert compose["services"]["triton"]["environment"]["PIXELSERVE_MPS"] == "${PIXELSERVE_MPS:-}"
+
+
+def test_entry_point_places_a_gpu_build_again_for_the_gpus_it_sees(tmp_path, monkeypatch):
+    """A repository built for 2 GPUs started on a host showing 4 (read-only: placed in a copy) serves 4 GPUs."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pixelserve.triton_local import launch
+    from pixelserve.triton_local.build_manifest import read_manifest
+
+    repository = tmp_path / "models"
+    shutil.copytree(REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("__pycache__", "configs",
+                                                                                               "pixelserve-build.json"))
+    subprocess.run([sys.executable, "-m", "pixelserve.build.build_repository", "--target", "gpu-torch", "--gpus", "2",
+                    "--repository", str(repository)], check=True, capture_output=True)
+    args = [f"--model-repository={repository}"]
+    assert launch.placed_for_this_host(args, read_manifest(repository), 2) == args  # the count it was built for
+    monkeypatch.setattr(launch, "writable", lambda folder: False)  # as a read-only /models mount
+    placed = launch.placed_for_this_host(args, read_manifest(repository), 4)
+    assert placed == [f"--model-repository={launch.PLACED_COPY}"]
+    manifest = read_manifest(launch.PLACED_COPY)
+    assert manifest.gpus == 4 and manifest.instances["preprocess"] == {gpu: 8 for gpu in range(4)}
+    assert "--cuda-memory-pool-byte-size=3:" in " ".join(launch.command(placed))
+    monkeypatch.undo()
+    assert launch.writable(tmp_path)
+    assert read_manifest(repository).gpus == 2  # the read-only original is untouched

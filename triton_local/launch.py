@@ -17,15 +17,18 @@ command line (build_manifest.py).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Sequence
 
 from . import access
 from .health import Unhealthy, probe
-from .build_manifest import repository_manifest, served_args
+from .build_manifest import MANIFEST_NAME, Manifest, repository_manifest, served_args
 from .mps import MpsDaemon, MpsUnavailable
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
 from .stubs import STUB_POLL_S, StubWatch, models_are_static
@@ -43,6 +46,39 @@ def repositories(args: Sequence[str]) -> list[str]:
     return found
 
 
+PLACED_COPY = "/tmp/pixelserve-models"  # where a read-only repository is copied to be placed for this host's GPUs
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (a read-only mount refuses even root)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def placed_for_this_host(args: list[str], manifest: Manifest | None, seen: int) -> list[str]:
+    """``args``, with the repository placed again for the ``seen`` GPUs where a GPU build was made for another
+    count (in place, or in a copy at PLACED_COPY when the repository is read-only)."""
+    if manifest is None or manifest.config_name is None or seen in (0, manifest.gpus):
+        return args
+    from pixelserve.build.build_repository import replace_for_gpus
+    from pixelserve.build.place_instances import copy_repository
+
+    source = Path(repositories(args)[0])
+    target = source
+    if not writable(source):
+        target = Path(PLACED_COPY)
+        shutil.rmtree(target, ignore_errors=True)
+        copy_repository(source, target)
+        shutil.copy2(source / MANIFEST_NAME, target / MANIFEST_NAME)
+    replace_for_gpus(target, seen)
+    print(f"pixelserve-tritonserver: the repository was built for {manifest.gpus} GPU(s), this host shows {seen}: "
+          f"placed again in {target}", file=sys.stderr, flush=True)
+    return [arg.replace(str(source), str(target)) if arg.endswith(str(source)) else arg for arg in args]
+
+
 def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
     """The tritonserver command line: the project's backend settings, the restricted APIs, what pixelserve-build
     wrote for the repository (build_manifest.py), then ``args``."""
@@ -52,6 +88,15 @@ def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
         settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
     built = served_args(repository_manifest(repositories(args)), args)
     return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *built, *args]
+
+
+def visible_gpus() -> int:
+    """How many GPUs this host (container) shows: nvidia-smi's list, 0 without a driver."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
 
 
 def _http_url(args: Sequence[str]) -> str:
@@ -99,13 +144,14 @@ def supervise(process: subprocess.Popen, http_url: str, interval: float, max_fai
 def main(argv: Sequence[str] | None = None) -> None:
     """Run tritonserver under the health probe (or exec it with PIXELSERVE_SUPERVISE=0) and exit with its fate."""
     args = list(sys.argv[1:] if argv is None else argv)
+    args = placed_for_this_host(args, repository_manifest(repositories(args)), visible_gpus())
     argv = command(args)
     manifest = repository_manifest(repositories(args))
     if manifest is not None:
         print(f"pixelserve-tritonserver: serving the {manifest.target} build ({manifest.profile} profile, "
               f"{manifest.gpus} GPU(s))", file=sys.stderr, flush=True)
     mps = None
-    asked = os.environ.get("PIXELSERVE_MPS")
+    asked = os.environ.get("PIXELSERVE_MPS") or None  # compose passes an unset variable as ""
     if asked == "1" or (asked is None and manifest is not None and manifest.mps):
         mps = MpsDaemon(os.environ.get("PIXELSERVE_MPS_DIR", "/tmp/pixelserve-mps"))
         try:
