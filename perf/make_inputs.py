@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import struct
 import sys
 from pathlib import Path
@@ -46,18 +47,22 @@ def photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
 
 
-def resized_photo(name: str, height: int, width: int) -> np.ndarray:
-    """A photograph rescaled to height x width (area filter to shrink, cubic to enlarge)."""
+def resized_photo(name: str, height: int, width: int, crop: int = 0) -> np.ndarray:
+    """A photograph rescaled to height x width (area filter to shrink, cubic to enlarge); ``crop`` > 0 first cuts
+    that many pixels off its top and left edges, so that each crop is another image of the same scene."""
     image = photo(name)
+    image = image[crop % (image.shape[0] // 4):, crop % (image.shape[1] // 4):]
     shrinking = height * width < image.shape[0] * image.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     return np.ascontiguousarray(cv2.resize(image, (width, height), interpolation=interpolation))
 
 
 def make_images(sizes: list[tuple[int, int]], photos: list[str], count: int | None = None) -> list[np.ndarray]:
-    """``count`` images (default: max(len(sizes), len(photos))), cycling through photos and sizes together."""
+    """``count`` images (default: max(len(sizes), len(photos))), cycling through photos and sizes together; past
+    the first cycle each image is a crop of its photo, so that every entry is a distinct image (and file)."""
     count = count or max(len(sizes), len(photos))
-    return [resized_photo(photos[i % len(photos)], *sizes[i % len(sizes)]) for i in range(count)]
+    cycle = len(photos) * len(sizes) // math.gcd(len(photos), len(sizes))
+    return [resized_photo(photos[i % len(photos)], *sizes[i % len(sizes)], crop=3 * (i // cycle)) for i in range(count)]
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
