@@ -21,6 +21,7 @@ from PIL import Image
 
 from conftest import HAS_GPU
 from images import photo_at, uncached
+from terminal import read_terminal
 from model_stats import moved, request_counts
 
 from pixelserve.client import batch
@@ -256,15 +257,8 @@ def test_progress_bar_on_a_terminal_only(triton_server, job, tmp_path):
                 "--output", str(output), "--url", triton_server.grpc_url] + (["--quiet"] if quiet else [])  # fmt: skip
         process = subprocess.run(args, stdout=subprocess.PIPE, stderr=secondary, timeout=120, text=True)
         os.close(secondary)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(primary, 65536)
-            except OSError:  # EIO: the writer is gone
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen = bytearray()
+        read_terminal(primary, seen)
         os.close(primary)
         assert process.returncode == EXIT_OK
         assert ("2/2" in seen.decode(errors="replace") and b"images/s" in seen) == expect_bar, seen[-500:]

@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
 from images import uncached_jpeg
+from terminal import read_terminal
 
 from pixelserve.client import batch
 from pixelserve.client.classify import (
@@ -112,18 +113,6 @@ def many(tmp_path) -> Path:
     for i in range(JOB_FILES):
         (folder / f"cat{i:03d}.jpg").write_bytes(uncached_jpeg(cat))
     return folder
-
-
-def read_terminal(primary: int, seen: bytearray) -> None:
-    """Collect what a child writes to its pseudo-terminal until it closes (its buffer must not fill up)."""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # EIO: the writer is gone
-            return
-        if not chunk:
-            return
-        seen += chunk
 
 
 # --- a server that restarts or dies mid-job ------------------------------------------------------------
