@@ -315,10 +315,10 @@ def test_scaling_keeps_every_level_per_gpu_count_with_its_plot(console_measureme
 
 
 @pytest.mark.server
-def test_the_readmes_perf_analyzer_command_works(benchmark_server):
-    """The command README.md documents, pointed at this test's server."""
-    readme = (PERF_DIR.parent / "README.md").read_text()
-    section = readme.split("### Measuring with perf_analyzer", 1)[1]
+def test_the_documented_perf_analyzer_command_works(benchmark_server):
+    """The command docs/performance.md documents, pointed at this test's server."""
+    page = (PERF_DIR.parent / "docs" / "performance.md").read_text()
+    section = page.split("\n## Measuring with perf_analyzer\n", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     argv = shlex.split(block.replace("127.0.0.1:8001", benchmark_server.grpc_url))
     assert argv[0] == ".venv/bin/pixelserve-perf-analyzer"

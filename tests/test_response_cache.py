@@ -1,7 +1,7 @@
 """Triton's response cache: off by default, and correct where a deployment turns it on.
 
 The shipped server starts without it (its key hashes input bytes, not their shape, with a 64-bit
-non-cryptographic hash; README, "The response cache"). A server started with it answers the same encoded
+non-cryptographic hash; docs/serving.md, "The response cache"). A server started with it answers the same encoded
 file twice with an identical second answer, the cache-hit statistics and the Prometheus cache metric
 move, and no step of the ensemble runs again. It is off for the raw ensemble, because the key ignores
 shapes: a test shows the wrong answer that the cache would give there. Nor can a request whose batch
@@ -157,7 +157,7 @@ def test_raw_images_with_the_same_bytes_in_another_shape_get_their_own_answer(ca
 
 def test_a_repeated_bad_file_gets_its_error_again(cached_server):
     """An error is never cached: Triton 2.51 would cache a Python-backend model's per-request error as a success
-    with no outputs, which is why the torch flavour's one-step model has no cache (README, "The response cache")."""
+    with no outputs, which is why the torch flavour's one-step model has no cache (docs/serving.md, "The response cache")."""
     from tritonclient.utils import InferenceServerException
 
     client = grpcclient.InferenceServerClient(cached_server.grpc_url)

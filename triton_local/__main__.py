@@ -36,7 +36,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-model", default=PROBE_MODEL, help="model the health probe runs (8x8 uint8 image in)")
     parser.add_argument("--response-cache", action=argparse.BooleanOptionalAction, default=False,
                         help="answer a repeated encoded file from Triton's response cache (off by default: only for "
-                             "clients that trust each other; README, 'The response cache')")
+                             "clients that trust each other; docs/serving.md, 'The response cache')")
     parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
                         help="run the server under a CUDA MPS daemon of its own, so that its GPU instances share the "
                              "GPU side by side (default: as pixelserve-build chose for the repository, where "

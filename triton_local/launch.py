@@ -84,7 +84,7 @@ def command(args: Sequence[str], admin_key: str | None = None) -> list[str]:
     wrote for the repository (build_manifest.py), then ``args``."""
     settings = [f"--backend-config={setting}" for setting in DEFAULT_BACKEND_CONFIG]
     settings += [f"--metrics-config={setting}" for setting in METRICS_CONFIG]
-    if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "0") == "1":  # opt in: clients that trust each other (README)
+    if os.environ.get("PIXELSERVE_RESPONSE_CACHE", "0") == "1":  # opt in: clients that trust each other (docs/serving.md)
         settings.append(f"--cache-config={RESPONSE_CACHE_CONFIG}")
     built = served_args(repository_manifest(repositories(args)), args)
     return ["tritonserver", *settings, *access.restricted_api_args(access.admin_key(admin_key)), *built, *args]

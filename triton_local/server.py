@@ -31,7 +31,7 @@ DEFAULT_BACKEND_CONFIG = (
 # Triton's response cache, in server memory: the one place for its size. Off unless the server is started
 # with it (response_cache=True, `pixelserve-server --response-cache`, PIXELSERVE_RESPONSE_CACHE=1): its key is a
 # 64-bit non-cryptographic hash of the input bytes alone (not their shape), so a cache shared by clients that
-# do not trust each other can hand one client's answer to another (README, "The response cache"). Models opt
+# do not trust each other can hand one client's answer to another (docs/serving.md, "The response cache"). Models opt
 # in with `response_cache { enable: true }` (image_classifier_encoded does: build/classifier_config.py).
 # An entry costs about the response (4 KB of FP32 scores) plus the key; 256 MiB holds ~60,000 answers.
 RESPONSE_CACHE_CONFIG = "local,size=268435456"

@@ -59,7 +59,7 @@ class TritonPythonModel:
             runtime = parameters.get("runtime", "onnxruntime")
             raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
         self.engine = _engine(args, config)
-        # Logits are small: on the host they reach the client without a GPU hand-off (see README).
+        # Logits are small: on the host they reach the client without a GPU hand-off (see docs/serving.md).
         self.output_on_gpu = self.engine.on_gpu and parameters.get("output_memory", "cpu") == "gpu"
         self.timer = PhaseTimer("classifier", pb_utils.MetricFamily,
                                 slow_log=SlowLog("classifier", slow_s, pb_utils.Logger.log_warn))
