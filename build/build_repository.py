@@ -166,15 +166,17 @@ def build(target: str, gpus: int, profile: str, repository: Path, onnx: Path | N
     return manifest
 
 
-def replace_for_gpus(repository: Path, gpus: int) -> Manifest:
+def replace_for_gpus(repository: Path, gpus: int, per_gpu: dict[str, int] | None = None) -> Manifest:
     """Place a GPU build's instances again for ``gpus`` GPUs (the count a host shows at start), with the same
-    instances per GPU, and rewrite its per-host configs and manifest; the classifier is not built again."""
+    instances per GPU (``per_gpu`` overrides some), and rewrite its per-host configs and manifest; the classifier
+    is not built again."""
     manifest = read_manifest(repository)
     if manifest is None or manifest.config_name is None:
         raise build_classifier.BuildError(f"{repository} holds no GPU build to place again")
     if gpus < 1:
         raise build_classifier.BuildError("no GPU to place the instances on")
-    per_gpu = {model: placement[min(placement)] for model, placement in manifest.instances.items()}
+    per_gpu = {**{model: placement[min(placement)] for model, placement in manifest.instances.items()},
+               **(per_gpu or {})}  # fmt: skip
     configs = {path.parent.parent.name: model_config.read_config(path)
                for path in sorted(repository.glob(f"*/configs/{CONFIG_NAME}.pbtxt"))}  # fmt: skip
     placements = write_gpu_configs(repository, configs, manifest.target, manifest.profile, gpus, per_gpu)
@@ -212,7 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--onnx", type=Path, help="serve this ImageNet ONNX instead of the EfficientNet-Lite0 export")
     parser.add_argument("--weights", type=Path, help="gpu-torch: serve this model.pt (written by a build elsewhere)")
+    parser.add_argument("--place-only", action="store_true",
+                        help="place the repository's GPU build again for --gpus N (or the GPUs seen), building nothing")
     args = parser.parse_args(argv)
+    if args.place_only:
+        try:
+            gpus = args.gpus if args.gpus is not None else len(gpu_names())
+            manifest = replace_for_gpus(args.repository, gpus)
+        except build_classifier.BuildError as exc:
+            print(f"pixelserve-build: {exc}", file=sys.stderr)
+            return 1
+        print(summary(manifest, f"the {manifest.target} build in {args.repository}", "--place-only"))
+        return 0
     try:
         target, target_reason = choose_target(args.target)
         if target == "cpu":

@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from pixelserve.build import model_config, place_instances
+from pixelserve.build import build_classifier, build_repository, model_config, place_instances
+from pixelserve.triton_local.build_manifest import MANIFEST_NAME, read_manifest
 
 from . import machine_info, make_inputs, perf_config, perf_csv, run_perf, scaling_report
 
@@ -138,28 +140,60 @@ def run_config(args: argparse.Namespace, gpus: int) -> perf_config.RunConfig:
 
 
 def prepare_step(args: argparse.Namespace, gpus: int, devices: list[str], workdir: Path, per_gpu: dict[str, int]) -> Step:
-    """Place the repository for GPUs 0..gpus-1 in ``workdir`` and validate it (PlacementError if invalid)."""
+    """The repository for GPUs 0..gpus-1 in ``workdir``, validated (PlacementError if invalid): a GPU build of
+    pixelserve-build placed again for that count (``--per-gpu`` overriding its instances), as a user's host with
+    that many GPUs serves it; a repository without a GPU build has its config.pbtxt files placed."""
     repository = workdir / f"repository-{gpus}gpu"
-    gpu_ids = list(range(gpus))
-    results = place_instances.place_repository(args.repository, gpu_ids, per_gpu, output=repository)
+    manifest = read_manifest(args.repository)
+    if manifest is not None and manifest.config_name is not None:
+        place_instances.copy_repository(args.repository, repository)
+        shutil.copy2(Path(args.repository) / MANIFEST_NAME, repository / MANIFEST_NAME)
+        try:
+            placed = build_repository.replace_for_gpus(repository, gpus, args.per_gpu)
+        except build_classifier.BuildError as exc:
+            raise place_instances.PlacementError(str(exc)) from None
+        messages = [f"{model}: {placement[0]} instance(s) on each of {gpus} GPU(s)" for model, placement in placed.instances.items()]
+        return Step(gpus, ",".join(devices[:gpus]), repository, placed.instances, messages, run_config(args, gpus))
+    results = place_instances.place_repository(args.repository, list(range(gpus)), per_gpu, output=repository)
     placements = place_instances.validate_placement(repository, gpus, per_gpu)
     messages = [f"{r.model}: {r.message}" for r in results]
     return Step(gpus, ",".join(devices[:gpus]), repository, placements, messages, run_config(args, gpus))
 
 
+def served_config(step: Step, model: str) -> Path:
+    """The config Triton loads for ``model`` in the step's repository: the build's per-host one where it has one."""
+    manifest = read_manifest(step.repository)
+    if manifest is not None and manifest.config_name is not None:
+        per_host = step.repository / model / "configs" / f"{manifest.config_name}.pbtxt"
+        if per_host.is_file():
+            return per_host
+    return step.repository / model / place_instances.CONFIG_NAME
+
+
 def instance_group_text(step: Step, model: str) -> str:
     """The instance_group entries of ``model``'s generated config.pbtxt, in config text."""
-    config = model_config.read_config(step.repository / model / place_instances.CONFIG_NAME)
+    config = model_config.read_config(served_config(step, model))
     groups = type(config)()
     groups.instance_group.extend(config.instance_group)
     return model_config.config_text(groups, []).rstrip("\n")
+
+
+def placement_command(step: Step) -> str:
+    """The command that places the step's repository: pixelserve-build --place-only for a GPU build, else
+    place_instances on the config.pbtxt files."""
+    name = step.repository.name
+    manifest = read_manifest(step.repository)
+    if manifest is not None and manifest.config_name is not None:
+        return shlex.join(["pixelserve-build", "--place-only", "--gpus", str(step.gpus), "--repository", name])
+    gpus = ",".join(map(str, range(step.gpus)))
+    return shlex.join(["python", "-m", "pixelserve.build.place_instances", "--gpus", gpus, "--output", name])
 
 
 def step_commands(step: Step, input_file: Path) -> list[str]:
     """The placement, server and perf_analyzer command lines of one step (paths shown relative)."""
     name = step.repository.name
     lines = [
-        shlex.join(["python", "-m", "pixelserve.build.place_instances", "--gpus", ",".join(map(str, range(step.gpus))), "--output", name]),
+        placement_command(step),
         f"CUDA_VISIBLE_DEVICES={step.devices} "
         + shlex.join(["tritonserver", f"--model-repository={name}", *step.config.server_args]),
     ]

@@ -131,3 +131,29 @@ def test_the_benchmarks_serve_the_build_and_place_nothing_themselves():
     """run_device.sh builds with pixelserve-build and serves model_repository/ as built; no benchmark-only placement."""
     script = (REPO_ROOT / "perf" / "run_device.sh").read_text()
     assert "place_instances" not in script and "pixelserve.build.build_repository" in script
+
+
+def test_scaling_serves_the_gpu_build_placed_for_each_gpu_count(gpu_build, tmp_path, capsys):
+    """perf/scaling.py measures what a host with N GPUs serves: the build placed again for N (pixelserve-build
+    --place-only), its per-host configs shown; no placement of its own."""
+    from pixelserve.perf import scaling
+
+    repository, _, _ = gpu_build
+    args = scaling.parse_args(["--dry-run", "--max-gpus", "4", "--repository", str(repository)])
+    step = scaling.prepare_step(args, 4, ["0", "1", "2", "3"], tmp_path, {})
+    assert step.placements["preprocess"] == {gpu: 8 for gpu in range(4)}
+    assert read_manifest(step.repository).gpus == 4 and read_manifest(repository).gpus == 2
+    assert scaling.placement_command(step).startswith("pixelserve-build --place-only --gpus 4")
+    assert "gpus: [3]" in scaling.instance_group_text(step, "preprocess")
+    assert scaling.main(["--dry-run", "--max-gpus", "2", "--repository", str(repository)]) == 0
+    assert "pixelserve-build --place-only --gpus 2" in capsys.readouterr().out
+
+
+def test_place_only_places_an_existing_gpu_build_again(gpu_build, tmp_path):
+    repository = tmp_path / "model_repository"
+    shutil.copytree(gpu_build[0], repository, symlinks=True)
+    result = subprocess.run([sys.executable, "-m", "pixelserve.build.build_repository", "--place-only", "--gpus", "3",
+                             "--repository", str(repository)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert read_manifest(repository).instances["classifier"] == {0: 3, 1: 3, 2: 3}
+    assert "GPU 2 x3" in result.stdout
