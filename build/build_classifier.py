@@ -28,6 +28,9 @@ from . import classifier_config
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "model_repository" / classifier_config.MODEL_NAME
+# The one labels file, the classifier's. Triton reads a model's labels from its own directory, so every model whose
+# config names the file gets a copy of this one (write_labels).
+LABELS_SOURCE = DEFAULT_MODEL_DIR / classifier_config.LABEL_FILENAME
 DEFAULT_ARTIFACTS = REPO_ROOT / "artifacts" / "onnx"
 EXPORT_FILENAME = "efficientnet_lite0.onnx"
 
@@ -151,9 +154,22 @@ def write_config(flavour: str, model_dir: Path) -> Path:
     return path
 
 
+def write_labels(model_dir: Path) -> list[Path]:
+    """Copy LABELS_SOURCE into the classifier's `model_dir` and the models clients call beside it (their configs
+    name it); return the copies' paths."""
+    copies = [model_dir.parent / name / classifier_config.LABEL_FILENAME
+              for name in (model_dir.name, classifier_config.ENSEMBLE_NAME, classifier_config.ENCODED_ENSEMBLE_NAME)]
+    for copy in copies:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if not (copy.exists() and copy.samefile(LABELS_SOURCE)):
+            shutil.copyfile(LABELS_SOURCE, copy)
+    return copies
+
+
 def write_ensemble(model_dir: Path, flavour: str = "onnxruntime") -> Path:
     """Write the generated configs of the models clients call beside the classifier in `model_dir`'s repository:
-    the raw ensemble, and the encoded model for `flavour` (classifier_config.encoded_config).
+    the raw ensemble, and the encoded model for `flavour` (classifier_config.encoded_config); and the labels file
+    their configs name, in each of them and the classifier (write_labels).
 
     Returns the raw ensemble's config path."""
     texts = {classifier_config.ENSEMBLE_NAME: classifier_config.render_ensemble(),
@@ -164,6 +180,7 @@ def write_ensemble(model_dir: Path, flavour: str = "onnxruntime") -> Path:
         (path.parent / "1").mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         paths.append(path)
+    write_labels(model_dir)
     return paths[0]
 
 

@@ -83,11 +83,11 @@ def random_views(photos: Sequence[Image], count: int, seed: int) -> list[Image]:
 
 def load_spec(preprocess_config: Path) -> Any:
     """The served preprocessing recipe (a pixelserve.kernels.PreprocessSpec) read from its config.pbtxt."""
-    from pixelserve.kernels import PreprocessSpec
+    from .classifier_config import preprocess_spec
 
     if not Path(preprocess_config).is_file():
         raise FileNotFoundError(f"preprocessing config {preprocess_config} not found: calibration must use the served recipe")
-    return PreprocessSpec.from_config_file(str(preprocess_config))
+    return preprocess_spec(Path(preprocess_config))
 
 
 def preprocess(images: Sequence[Image], spec: Any) -> Pixels:

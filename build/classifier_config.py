@@ -4,9 +4,10 @@ Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier_encoded
 instead of an ensemble (``one_step_encoded_config``). All are ``ModelConfig`` messages rendered by model_config
 (protobuf text_format, generated header).
 Every flavour shares name, inputs, outputs, labels and batching; only its row of ``_RUNTIME`` differs.
-``max_batch_size``, the data type of the pixels and the Python-backend models' shared parameters
+``max_batch_size``, the size (dims) and data type of the pixels and the Python-backend models' shared parameters
 (``metrics_interval_ms``, ``slow_log_ms``) are written once, in
-model_repository/preprocess/config.pbtxt (the first step of the ensemble); the generated configs take them from there.
+model_repository/preprocess/config.pbtxt (the first step of the ensemble); the generated configs take them from there,
+and the tools that need the preprocessing read it there too (``preprocess_parameters``, ``preprocess_spec``).
 Usage: python -m pixelserve.build.classifier_config [--flavour F] prints the classifier config.
 """
 
@@ -15,19 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from pixelserve.runtime.metrics_flush import INTERVAL_PARAMETER as METRICS_INTERVAL
 from pixelserve.runtime.slow_log import THRESHOLD_PARAMETER as SLOW_LOG
+from pixelserve.runtime.tensors import PIXELS
 from . import model_config
+
+if TYPE_CHECKING:
+    from pixelserve.kernels import PreprocessSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
 MODEL_NAME = "classifier"
 ENSEMBLE_NAME = "image_classifier"
 ENCODED_ENSEMBLE_NAME = "image_classifier_encoded"
-INPUT_NAME = "pixels"
-INPUT_DIMS = (3, 224, 224)
+INPUT_NAME = PIXELS
 OUTPUT_NAME = "logits"
 NUM_CLASSES = 1000
 LABEL_FILENAME = "labels.txt"
@@ -87,11 +93,55 @@ def max_batch_size(preprocess_config: Path = PREPROCESS_CONFIG) -> int:
     return int(model_config.read_config(preprocess_config).max_batch_size)
 
 
+def _pixels_output(config: Any, path: Path) -> Any:
+    """The output of preprocess's ``config`` (read from ``path``) that the classifier takes: the one named PIXELS."""
+    outputs = [o for o in config.output if o.name == INPUT_NAME]
+    if len(outputs) != 1:
+        raise ValueError(f"{path} has {len(outputs)} outputs named {INPUT_NAME!r}; expected one")
+    return outputs[0]
+
+
 def pixels_data_type(preprocess_config: Path = PREPROCESS_CONFIG) -> int:
     """The data type of the pixels handed from preprocess to the classifier: preprocess's output's."""
+    return int(_pixels_output(model_config.read_config(preprocess_config), preprocess_config).data_type)
+
+
+def _image_dims(output: Any, path: Path) -> tuple[int, ...]:
+    """The pixels ``output``'s dims (of the config read from ``path``): (channels, height, width), all fixed."""
+    dims = tuple(int(d) for d in output.dims)
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"{path}: output {INPUT_NAME!r} has dims {list(dims)}; expected [3, height, width]")
+    return dims
+
+
+def pixels_dims(preprocess_config: Path = PREPROCESS_CONFIG) -> tuple[int, ...]:
+    """One image's pixels as (channels, height, width): preprocess's output's dims, which set the output size."""
+    output = _pixels_output(model_config.read_config(preprocess_config), preprocess_config)
+    return _image_dims(output, preprocess_config)
+
+
+def preprocess_parameters(preprocess_config: Path = PREPROCESS_CONFIG) -> dict[str, str]:
+    """preprocess's ``parameters`` as strings, plus ``out_height``, ``out_width`` and ``output_dtype`` from its pixels
+    output, as the served model takes them: what ``PreprocessSpec.from_parameters`` reads."""
+    from tritonclient.utils import triton_to_np_dtype
+
     config = model_config.read_config(preprocess_config)
-    (output,) = [o for o in config.output if o.name == INPUT_NAME]
-    return int(output.data_type)
+    fields = {key: str(value.string_value) for key, value in config.parameters.items()}
+    output = _pixels_output(config, preprocess_config)
+    _, height, width = _image_dims(output, preprocess_config)
+    type_name = model_config.pb2().DataType.Name(output.data_type)
+    numpy_type = triton_to_np_dtype(type_name.removeprefix("TYPE_"))
+    # A type numpy has no name for is passed on as Triton's, for PreprocessSpec to refuse by that name.
+    fields.update(out_height=str(height), out_width=str(width),
+                  output_dtype=type_name if numpy_type is None else np.dtype(numpy_type).name)
+    return fields
+
+
+def preprocess_spec(preprocess_config: Path = PREPROCESS_CONFIG) -> "PreprocessSpec":
+    """The preprocessing recipe the served preprocess model runs, read from its config.pbtxt."""
+    from pixelserve.kernels import PreprocessSpec
+
+    return PreprocessSpec.from_parameters(preprocess_parameters(preprocess_config))
 
 
 def shared_parameters(preprocess_config: Path = PREPROCESS_CONFIG) -> dict[str, str]:
@@ -116,7 +166,7 @@ def classifier_config(flavour: str = "onnxruntime") -> Any:
     pb2 = model_config.pb2()
     config = pb2.ModelConfig(name=MODEL_NAME, max_batch_size=max_batch_size())
     setattr(config, *rt["runtime"])
-    config.input.add(name=INPUT_NAME, data_type=pixels_data_type(), dims=INPUT_DIMS)
+    config.input.add(name=INPUT_NAME, data_type=pixels_data_type(), dims=pixels_dims())
     config.output.add(name=OUTPUT_NAME, data_type=pb2.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABEL_FILENAME)
     config.dynamic_batching.max_queue_delay_microseconds = rt["queue_delay_us"]
     config.instance_group.add(count=1, kind=pb2.ModelInstanceGroup.Kind.Value(rt["kind"]))
@@ -173,10 +223,8 @@ def ensemble_config(encoded: bool = False) -> Any:
 def one_step_encoded_config(flavour: str = "torch") -> Any:
     """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
     labelled output, without its response cache; preprocess's batching and parameters (with its output's size and
-    dtype as ``out_height``, ``out_width`` and ``output_dtype``: kernels.spec.config_file_parameters) and the
+    dtype as ``out_height``, ``out_width`` and ``output_dtype``: ``preprocess_parameters``) and the
     classifier's flavour parameters, each from where it is set."""
-    from pixelserve.kernels.spec import config_file_parameters
-
     pb2 = model_config.pb2()
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
     config = pb2.ModelConfig(name=ENCODED_ENSEMBLE_NAME, backend="python", max_batch_size=preprocess.max_batch_size)
@@ -184,14 +232,14 @@ def one_step_encoded_config(flavour: str = "torch") -> Any:
     config.output.add(name="predictions", data_type=pb2.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABEL_FILENAME)
     config.dynamic_batching.CopyFrom(preprocess.dynamic_batching)
     config.instance_group.add(count=1, kind=pb2.ModelInstanceGroup.Kind.Value(_RUNTIME[flavour]["kind"]))
-    settings = {**config_file_parameters(str(PREPROCESS_CONFIG)), **_RUNTIME[flavour]["parameters"]}
+    settings = {**preprocess_parameters(), **_RUNTIME[flavour]["parameters"]}
     for key, value in settings.items():
         if key not in _HAND_OFF_PARAMETERS:
             config.parameters[key].string_value = value
     config.parameters[WEIGHTS_PARAMETER].string_value = f"../{MODEL_NAME}/1/model.pt"
     # No response cache here, unlike on the ensemble: Triton 2.51 caches a Python-backend model's per-request error
     # response as a success with no outputs, so a second request with the same bad bytes would get an empty answer
-    # (seen on this server; an ensemble's errors are not cached). README, "The response cache".
+    # (seen on this server; an ensemble's errors are not cached). docs/serving.md, "The response cache".
     return config
 
 
@@ -251,7 +299,7 @@ def contract_problems(config_text: str, flavour: str) -> list[str]:
     if getattr(config, field) != value:
         problems.append(f"{field} is {getattr(config, field)!r}, expected {value!r}")
     expected_io = (
-        ("input", config.input, INPUT_NAME, pb2.DataType.Name(pixels_data_type()), list(INPUT_DIMS), ""),
+        ("input", config.input, INPUT_NAME, pb2.DataType.Name(pixels_data_type()), list(pixels_dims()), ""),
         ("output", config.output, OUTPUT_NAME, "TYPE_FP32", [NUM_CLASSES], LABEL_FILENAME),
     )
     for kind, entries, name, data_type, dims, labels in expected_io:

@@ -23,9 +23,8 @@ from . import classifier_config, reference_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "artifacts" / "onnx" / "efficientnet_lite0.onnx"
-INPUT_NAME = "pixels"
+INPUT_NAME = classifier_config.INPUT_NAME
 OUTPUT_NAME = "logits"
-INPUT_SIZE = classifier_config.INPUT_DIMS[-1]
 OPSET = 17
 MAX_ABS_DIFF = 1e-3
 ARCH = "efficientnet-lite0"
@@ -61,7 +60,7 @@ def export(model, output: Path) -> None:
     """Write `model` as ONNX (opset 17, dynamic batch, pixels -> logits) to `output`."""
     import torch
 
-    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    dummy = torch.zeros(1, *classifier_config.pixels_dims())
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter (dynamo=False) is chosen on purpose; silence its deprecation notice.
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX export")

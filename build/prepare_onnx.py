@@ -2,9 +2,10 @@
 
 Usage: python -m pixelserve.build.prepare_onnx INPUT.onnx [--output OUT.onnx]
 
-Checks the model takes one NCHW float32 image batch with 3 channels (224x224
-or free) and returns one float32 [N, 1000] output; renames them to `pixels` /
-`logits`; makes a static batch of 1 dynamic where the graph allows it; then
+Checks the model takes one NCHW float32 image batch of preprocess's output size
+(its `pixels` output's dims in model_repository/preprocess/config.pbtxt: 3x224x224
+as shipped; height and width may be free) and returns one float32 [N, 1000] output;
+renames them to `pixels` / `logits`; makes a static batch of 1 dynamic where the graph allows it; then
 proves with ONNX Runtime that the result batches correctly before saving.
 """
 
@@ -19,10 +20,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-INPUT_NAME = "pixels"
+from . import classifier_config
+
+INPUT_NAME = classifier_config.INPUT_NAME
 OUTPUT_NAME = "logits"
-CHANNELS = 3
-IMAGE_SIZE = 224
 NUM_CLASSES = 1000
 BATCH_PARAM = "batch"
 
@@ -78,6 +79,7 @@ def validate(model: onnx.ModelProto) -> None:
         names = ", ".join(o.name for o in outputs) or "none"
         raise OnnxModelError(f"expected exactly one logits output, found {len(outputs)} ({names})")
     inp, out = inputs[0], outputs[0]
+    channels, height, width = classifier_config.pixels_dims()
 
     if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
         got = TensorProto.DataType.Name(inp.type.tensor_type.elem_type)
@@ -85,17 +87,17 @@ def validate(model: onnx.ModelProto) -> None:
     dims = _dims(inp)
     if dims is None or len(dims) != 4:
         raise OnnxModelError(
-            f"input {inp.name!r} has shape {dims}; expected rank 4 NCHW [N, {CHANNELS}, {IMAGE_SIZE}, {IMAGE_SIZE}]"
+            f"input {inp.name!r} has shape {dims}; expected rank 4 NCHW [N, {channels}, {height}, {width}]"
         )
-    if dims[1] != CHANNELS:
-        hint = " (it looks like NHWC; an NCHW model is needed)" if dims[3] == CHANNELS else ""
+    if dims[1] != channels:
+        hint = " (it looks like NHWC; an NCHW model is needed)" if dims[3] == channels else ""
         raise OnnxModelError(
-            f"input {inp.name!r} has {dims[1]} channels in dim 1 (shape {dims}); expected {CHANNELS} (NCHW RGB){hint}"
+            f"input {inp.name!r} has {dims[1]} channels in dim 1 (shape {dims}); expected {channels} (NCHW RGB){hint}"
         )
-    for axis in (2, 3):
-        if isinstance(dims[axis], int) and dims[axis] != IMAGE_SIZE:
+    for axis, size in ((2, height), (3, width)):
+        if isinstance(dims[axis], int) and dims[axis] != size:
             raise OnnxModelError(
-                f"input {inp.name!r} has spatial size {dims[2]}x{dims[3]}; the classifier is fed {IMAGE_SIZE}x{IMAGE_SIZE}"
+                f"input {inp.name!r} has spatial size {dims[2]}x{dims[3]}; the classifier is fed {height}x{width}"
             )
     if isinstance(dims[0], int) and dims[0] > 1:
         raise OnnxModelError(f"input {inp.name!r} has a static batch of {dims[0]}; expected 1 or dynamic")
@@ -255,13 +257,14 @@ def check_runs(prepared: onnx.ModelProto, original: onnx.ModelProto, batch: int 
     """Raise OnnxModelError unless `prepared` gives [batch, 1000] float32 logits equal to
     `original` run one image at a time."""
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((batch, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    shape = classifier_config.pixels_dims()
+    images = rng.standard_normal((batch, *shape)).astype(np.float32)
     try:
         run_original = _runner(original)
         expected = np.concatenate([run_original(images[i : i + 1]) for i in range(batch)])
     except Exception as exc:  # ORT raises several unrelated types
         raise OnnxModelError(
-            f"ONNX Runtime cannot run the model on a 1x{CHANNELS}x{IMAGE_SIZE}x{IMAGE_SIZE} input: {exc}"
+            f"ONNX Runtime cannot run the model on a {'x'.join(map(str, (1, *shape)))} input: {exc}"
         ) from exc
     if expected.shape != (batch, NUM_CLASSES) or expected.dtype != np.float32:
         raise OnnxModelError(

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from pixelserve.runtime.tensors import PIXELS
+
 from . import calibration_images, model_agreement
 from .engine_settings import resolve
 from .settings_file import SettingsError, add_settings_flags, load_settings, setting_help
@@ -87,7 +89,7 @@ class _Batches:
 
     def get_next(self) -> dict[str, Pixels] | None:
         chunk = next(self._chunks, None)
-        return None if chunk is None else {"pixels": chunk}
+        return None if chunk is None else {PIXELS: chunk}
 
 
 def matching_nodes(model: Any, patterns: Sequence[str], op_types: Sequence[str]) -> list[str]:

@@ -79,6 +79,7 @@ class PreprocessSpec:
         """Build a spec from Triton model-config parameters as ``{name: value}`` (values as strings or numbers).
 
         Unknown keys are ignored so that the config can hold other settings; absent keys keep defaults.
+        (pixelserve.build.classifier_config.preprocess_spec reads them from a config.pbtxt file.)
         """
         values = {key: str(value) for key, value in parameters.items()}
         kwargs: dict[str, object] = {}
@@ -91,32 +92,6 @@ class PreprocessSpec:
             except ValueError as exc:
                 raise ValueError(f"parameter {field.name}={raw!r}: {exc}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_config_file(cls, path: str) -> "PreprocessSpec":
-        """Read the spec from a Triton ``config.pbtxt``: its ``parameters`` and, as the model does, the output
-        size and dtype from its ``pixels`` output (when it has one)."""
-        return cls.from_parameters(config_file_parameters(path))
-
-
-def config_file_parameters(path: str) -> dict[str, str]:
-    """A Triton ``config.pbtxt``'s ``parameters`` as strings, plus, from its ``pixels`` output (when it has one),
-    ``out_height``, ``out_width`` and ``output_dtype``: what ``PreprocessSpec.from_parameters`` reads."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-    from tritonclient.utils import triton_to_np_dtype
-
-    with open(path, encoding="utf-8") as handle:
-        config = text_format.Parse(handle.read(), model_config_pb2.ModelConfig())
-    fields = {k: v.string_value for k, v in config.parameters.items()}
-    for output in config.output:
-        if output.name == "pixels":
-            _, height, width = output.dims
-            type_name = model_config_pb2.DataType.Name(output.data_type)
-            numpy_type = triton_to_np_dtype(type_name.removeprefix("TYPE_"))
-            fields.update(out_height=str(height), out_width=str(width),
-                          output_dtype=type_name if numpy_type is None else np.dtype(numpy_type).name)
-    return fields
 
 
 def _parse_field(name: str, raw: str) -> object:

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-INPUT_NAME = "pixels"
+from .tensors import PIXELS as INPUT_NAME
 OUTPUT_NAME = "logits"
 
 

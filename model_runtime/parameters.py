@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+# The HxW image size that GPU instances size their buffers and decoder for at load (image_size_parameter; set in
+# model_repository/preprocess/config.pbtxt, which says why).
+RESERVE_PARAMETER = "reserve_image_size"
+
 
 def config_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     """``{key: string_value}`` of the model config's ``parameters`` (the JSON of ``args["model_config"]``)."""

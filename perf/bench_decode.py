@@ -31,13 +31,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from pixelserve.build.classifier_config import preprocess_spec
 from pixelserve.kernels import PreprocessSpec
 from pixelserve.runtime.decoding import decode_image
 
 from .make_inputs import PHOTOS, jpeg_bytes, parse_size, resized_photo
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
 DEFAULT_SIZES = "480x640,1080x1920,2160x3840"
 MAX_SIDE = 8192
 COLUMNS = ("ours", "ours-sw", "ours-decode", "pil", "opencv", "torchvision")
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(columns) - set(COLUMNS))
     if unknown:
         parser.error(f"unknown columns {unknown}; choose from {', '.join(COLUMNS)}")
-    spec = PreprocessSpec.from_config_file(str(PREPROCESS_CONFIG))
+    spec = preprocess_spec()
     runners = Runners(spec, args.batch, args.threads, args.options)
     device = "CPU only" if runners.gpu_reason else _gpu_name()
     print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; nvImageCodec options {args.options!r}; "

@@ -16,8 +16,10 @@ import yaml
 
 from pixelserve.build import classifier_config
 from pixelserve.triton_local import free_port
+from waiting import wait_until
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+MODEL_COUNTER_PREFIX = "pixelserve_"  # the series the models count and send (pixelserve.runtime.counters)
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -39,10 +41,31 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
         return parse(response.read().decode())
 
 
-def counters_sent() -> None:
-    """Wait until the models have sent what they counted so far: their flush interval (``metrics_interval_ms``
-    in preprocess's config.pbtxt, which the classifier's follows) and a margin."""
-    time.sleep(float(classifier_config.metrics_interval_ms()) / 1e3 + 0.5)
+# Beyond a flush interval between two scrapes: the time a flush of every model takes to reach the server.
+FLUSH_MARGIN_S = 0.5
+
+
+def _model_counters(samples: dict[tuple[str, frozenset], float]) -> dict[tuple[str, frozenset], float]:
+    return {key: value for key, value in samples.items() if key[0].startswith(MODEL_COUNTER_PREFIX)}
+
+
+def counters_sent(metrics_url: str, timeout: float = 60.0) -> dict[tuple[str, frozenset], float]:
+    """The server's samples once the models have sent what they counted so far: scraped until two scrapes a flush
+    interval apart (``metrics_interval_ms`` in preprocess's config.pbtxt, which every model follows) agree on the
+    models' counters, so that the flushes between them had nothing left to send."""
+    interval = float(classifier_config.metrics_interval_ms()) / 1e3 + FLUSH_MARGIN_S
+    deadline = time.monotonic() + timeout
+    last = _model_counters(scrape(metrics_url))
+    while True:
+        time.sleep(interval)  # every model flushes between the last scrape and the next
+        samples = scrape(metrics_url)
+        moved = {key for key, value in _model_counters(samples).items() if last.get(key) != value}
+        if not moved:
+            return samples
+        if time.monotonic() >= deadline:
+            names = sorted(f"{name}{dict(labels)}" for name, labels in moved)[:5]
+            raise AssertionError(f"the models' counters still moved after {timeout:.0f} s, e.g. {names}")
+        last = _model_counters(samples)
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -118,11 +141,6 @@ def query_one(base: str, expr: str) -> float | None:
 
 def wait_for(base: str, expr: str, accept: Callable[[float], bool], timeout: float = 60.0) -> float:
     """``query_one(expr)`` once ``accept`` takes it."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = query_one(base, expr)
-        if value is not None and accept(value):
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{expr}: last value {value} after {timeout:.0f} s")
+    value = wait_until(lambda: query_one(base, expr), lambda v: v is not None and accept(v), expr, timeout, poll_s=0.5)
+    assert value is not None  # for the type checker: accepted values are not None
+    return value

@@ -7,31 +7,61 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from pixelserve.build import build_classifier, classifier_config
+from pixelserve.build import build_classifier, classifier_config, model_config
+from pixelserve.runtime.tensors import PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build"
 CLASSIFIER_DIR = REPO_ROOT / "model_repository" / "classifier"
+PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
+_parse = model_config.parse_config
 
-def _parse(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+def _preprocess_pixels() -> model_config_pb2.ModelOutput:
+    """preprocess's pixels output, as its config.pbtxt states it."""
+    (pixels,) = [o for o in model_config.read_config(PREPROCESS_CONFIG).output if o.name == PIXELS]
+    return pixels
 
 
-def test_max_batch_size_is_the_preprocess_one():
-    preprocess = _parse((REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt").read_text())
-    assert classifier_config.max_batch_size() == preprocess.max_batch_size > 0
-    assert _parse(classifier_config.render_ensemble()).max_batch_size == preprocess.max_batch_size
+def test_max_batch_size_and_the_pixels_follow_the_preprocess_config_they_read(tmp_path):
+    """The readers read the file they are given: change it, and what they return changes with it."""
+    edited = model_config.read_config(PREPROCESS_CONFIG)
+    edited.max_batch_size = 7
+    (pixels,) = [o for o in edited.output if o.name == PIXELS]
+    pixels.data_type = model_config_pb2.TYPE_FP32
+    pixels.dims[:] = [3, 192, 160]
+    path = model_config.write_config(tmp_path / "config.pbtxt", edited, [])
+    assert classifier_config.max_batch_size(path) == 7
+    assert classifier_config.pixels_data_type(path) == model_config_pb2.TYPE_FP32
+    assert classifier_config.pixels_dims(path) == (3, 192, 160)
+    spec = classifier_config.preprocess_spec(path)
+    assert (spec.out_height, spec.out_width, spec.output_dtype) == (192, 160, "float32")
+
+
+def test_a_preprocess_config_without_pixels_is_refused_by_name(tmp_path):
+    edited = model_config.read_config(PREPROCESS_CONFIG)
+    edited.output[0].name = "not_pixels"
+    path = model_config.write_config(tmp_path / "config.pbtxt", edited, [])
+    with pytest.raises(ValueError, match=f"0 outputs named '{PIXELS}'"):
+        classifier_config.pixels_dims(path)
+
+
+def test_generated_configs_carry_the_preprocess_max_batch_size():
+    expected = model_config.read_config(PREPROCESS_CONFIG).max_batch_size
+    assert expected > 0
+    generated = [classifier_config.render_ensemble(), classifier_config.render_ensemble(encoded=True),
+                 *(classifier_config.render_config(flavour) for flavour in classifier_config.FLAVOURS)]
+    assert [_parse(text).max_batch_size for text in generated] == [expected] * len(generated)
 
 
 def test_ensemble_chains_preprocess_and_classifier():
     config = _parse(classifier_config.render_ensemble())
     assert (config.name, config.platform) == ("image_classifier", "ensemble")
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step]
-    assert steps == [("preprocess", {"images": "images"}, {"pixels": "pixels"}),
-                     ("classifier", {"pixels": "pixels"}, {"logits": "predictions"})]
+    assert steps == [("preprocess", {"images": "images"}, {PIXELS: PIXELS}),
+                     ("classifier", {PIXELS: PIXELS}, {"logits": "predictions"})]
     (out,) = config.output
     assert (out.name, list(out.dims), out.label_filename) == ("predictions", [1000], "labels.txt")
 
@@ -43,8 +73,8 @@ def test_both_flavours_share_the_contract(flavour):
     assert config.max_batch_size == classifier_config.max_batch_size()
     assert config.HasField("dynamic_batching")
     (inp,) = config.input
-    pixels_type = classifier_config.pixels_data_type()  # preprocess's output type, FP16 as shipped
-    assert (inp.name, inp.data_type, list(inp.dims)) == ("pixels", pixels_type, [3, 224, 224])
+    pixels = _preprocess_pixels()  # what preprocess hands over: its output's name, type (FP16) and dims (3x224x224)
+    assert (inp.name, inp.data_type, list(inp.dims)) == (pixels.name, pixels.data_type, list(pixels.dims))
     (out,) = config.output
     assert (out.name, out.data_type, list(out.dims)) == ("logits", model_config_pb2.TYPE_FP32, [1000])
     assert out.label_filename == "labels.txt"
@@ -148,16 +178,14 @@ def test_contract_check_names_each_breach():
     ]
 
 
-PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
-
 
 @pytest.mark.parametrize("flavour", [f for f in classifier_config.FLAVOURS if f not in classifier_config.ONE_STEP_FLAVOURS])
 def test_encoded_model_is_the_two_step_ensemble_where_the_classifier_is_not_torch(flavour):
     config = _parse(classifier_config.render_encoded(flavour))
     assert (config.name, config.platform) == ("image_classifier_encoded", "ensemble")
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in config.ensemble_scheduling.step]
-    assert steps == [("preprocess", {"encoded": "images"}, {"pixels": "pixels"}),
-                     ("classifier", {"pixels": "pixels"}, {"logits": "predictions"})]
+    assert steps == [("preprocess", {"encoded": "images"}, {PIXELS: PIXELS}),
+                     ("classifier", {PIXELS: PIXELS}, {"logits": "predictions"})]
 
 
 def test_torch_encoded_model_is_one_gpu_python_step_with_the_ensembles_contract():
@@ -168,7 +196,7 @@ def test_torch_encoded_model_is_one_gpu_python_step_with_the_ensembles_contract(
     assert config.max_batch_size == ensemble.max_batch_size == classifier_config.max_batch_size()
     assert list(config.input) == list(ensemble.input) and list(config.output) == list(ensemble.output)
     assert config.output[0].label_filename == "labels.txt"
-    # Triton 2.51 would cache a Python-backend model's per-request errors as empty successes (README)
+    # Triton 2.51 would cache a Python-backend model's per-request errors as empty successes (docs/serving.md)
     assert ensemble.response_cache.enable and not config.HasField("response_cache")
     (group,) = config.instance_group
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) == "KIND_GPU"
@@ -177,7 +205,7 @@ def test_torch_encoded_model_is_one_gpu_python_step_with_the_ensembles_contract(
 def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
     """preprocess's config.pbtxt for batching, preprocessing and decoding; the torch flavour's row for the classifier;
     the classifier model's weights. Nothing is written a second time by hand."""
-    preprocess = _parse(PREPROCESS_CONFIG.read_text())
+    preprocess = model_config.read_config(PREPROCESS_CONFIG)
     config = _parse(classifier_config.render_encoded("torch"))
     parameters = {key: value.string_value for key, value in config.parameters.items()}
     hand_off = {"output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS"}
@@ -187,7 +215,7 @@ def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
         else:
             assert parameters[key] == value.string_value, key
     assert config.dynamic_batching == preprocess.dynamic_batching
-    (pixels,) = [o for o in preprocess.output if o.name == "pixels"]
+    pixels = _preprocess_pixels()
     assert [int(parameters["out_height"]), int(parameters["out_width"])] == list(pixels.dims)[1:]
     assert parameters["output_dtype"] == {model_config_pb2.TYPE_FP16: "float16",
                                           model_config_pb2.TYPE_FP32: "float32"}[pixels.data_type]
@@ -203,7 +231,7 @@ def test_the_one_steps_parameters_make_the_spec_preprocess_makes():
 
     config = _parse(classifier_config.render_encoded("torch"))
     parameters = {key: value.string_value for key, value in config.parameters.items()}
-    assert PreprocessSpec.from_parameters(parameters) == PreprocessSpec.from_config_file(str(PREPROCESS_CONFIG))
+    assert PreprocessSpec.from_parameters(parameters) == classifier_config.preprocess_spec(PREPROCESS_CONFIG)
 
 
 def test_build_writes_the_encoded_model_of_its_flavour(tmp_path):

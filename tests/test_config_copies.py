@@ -1,6 +1,6 @@
 """Configs that Triton needs as files beside the product (benchmark peers, floor probes, test models) must
 serve the same batch size as the product: the one max_batch_size, in model_repository/preprocess/config.pbtxt;
-and those that produce or take `pixels` must use its data type, written there too."""
+and those that produce or take `pixels` must use its data type and dims (the output size), written there too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,4 +33,15 @@ def test_pixels_have_the_repository_data_type(path):
         if tensor.name == classifier_config.INPUT_NAME:
             assert tensor.data_type == classifier_config.pixels_data_type(), (
                 f"{path.relative_to(REPO_ROOT)}: {tensor.name} data_type differs from model_repository/preprocess/config.pbtxt"
+            )
+
+
+@pytest.mark.parametrize("path", COPIES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_pixels_have_the_repository_dims(path):
+    config = model_config.read_config(path)
+    for tensor in [*config.input, *config.output]:
+        if tensor.name == classifier_config.INPUT_NAME:
+            assert tuple(tensor.dims) == classifier_config.pixels_dims(), (
+                f"{path.relative_to(REPO_ROOT)}: {tensor.name} dims differ from "
+                "model_repository/preprocess/config.pbtxt"
             )

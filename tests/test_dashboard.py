@@ -7,7 +7,7 @@ import tritonclient.grpc as grpcclient
 
 from dashboard import GPU_METRICS, load, metric_names, queries
 from images import photo_at, uncached
-from prometheus_text import counters_sent, scrape
+from prometheus_text import counters_sent
 
 
 def test_dashboard_loads_with_unique_panels_and_queries():
@@ -42,8 +42,7 @@ def test_every_queried_metric_exists_on_the_real_server(triton_server):
         inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
         inp.set_data_from_numpy(image[None])
         client.infer("image_classifier", [inp])
-    counters_sent()
-    exported = {name for name, _ in scrape(triton_server.metrics_url)} | {"up"}  # up: Prometheus's own
+    exported = {name for name, _ in counters_sent(triton_server.metrics_url)} | {"up"}  # up: Prometheus's own
     for title, expr in queries(load()):
         for name in metric_names(expr):
             assert name in exported or name in GPU_METRICS, f"panel {title!r}: no metric {name}"

@@ -31,6 +31,7 @@ from conftest import MODEL_REPOSITORY, ensure_classifier_built  # noqa: E402
 from images import photo, photo_at  # noqa: E402
 
 from pixelserve.build import model_config  # noqa: E402
+from pixelserve.runtime.tensors import PIXELS  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
 
 pytestmark = pytest.mark.server
@@ -143,7 +144,7 @@ def images_strategy(draw):
 @st.composite
 def case_strategy(draw, transport: str) -> Case:
     model = draw(st.sampled_from(["image_classifier", "image_classifier", "preprocess"]))
-    name = draw(st.sampled_from(["images"] * 8 + ["pixels", "image", ""]))
+    name = draw(st.sampled_from(["images"] * 8 + [PIXELS, "image", ""]))
     datatype = draw(st.sampled_from(["UINT8"] * 8 + ["FP32", "INT64", "BOOL", "BYTES", "INT8"]))
     kind = draw(st.sampled_from(["valid"] * 5 + ["lying_size", "absurd", "negative", "rank", "batch"]))
     case = Case(transport, model, name, datatype, [])
@@ -243,7 +244,7 @@ def _http_request(server, case: Case, body: bytes, headers: dict) -> Outcome:
     answer = json.loads(payload[:binary_len] if binary_len is not None else payload)
     if status != 200:
         return Outcome(False, answer.get("error", f"HTTP {status} without an error message"))
-    output = "predictions" if case.model == "image_classifier" else "pixels"
+    output = "predictions" if case.model == "image_classifier" else PIXELS
     if binary_len is not None:
         meta = next(o for o in answer["outputs"] if o["name"] == output)
         raw = payload[binary_len:binary_len + meta["parameters"]["binary_data_size"]]
@@ -269,13 +270,13 @@ def send_http_json(server, case: Case) -> Outcome:
     else:
         request = {"inputs": [{"name": case.name, "shape": case.shape, "datatype": case.datatype, "data": case.json_data}]}
         if case.model == "preprocess":  # FP16 pixels: Triton's JSON has no FP16, so they come back binary
-            request["outputs"] = [{"name": "pixels", "parameters": {"binary_data": True}}]
+            request["outputs"] = [{"name": PIXELS, "parameters": {"binary_data": True}}]
         body = json.dumps(request).encode()
     return _http_request(server, case, body, {"Content-Type": "application/json"})
 
 
 def send_http_binary(server, case: Case) -> Outcome:
-    output = "predictions" if case.model == "image_classifier" else "pixels"
+    output = "predictions" if case.model == "image_classifier" else PIXELS
     header = json.dumps({
         "inputs": [{"name": case.name, "shape": case.shape, "datatype": case.datatype,
                     "parameters": {"binary_data_size": len(case.payload)}}],
@@ -317,7 +318,7 @@ def send_tritonclient(server, case: Case) -> Outcome:
         import tritonclient.grpc as client_module
 
         client = client_module.InferenceServerClient(server.grpc_url)
-    output = "predictions" if case.model == "image_classifier" else "pixels"
+    output = "predictions" if case.model == "image_classifier" else PIXELS
     try:
         if case.datatype == "BYTES":
             inp = client_module.InferInput(case.name, [1], "BYTES")
@@ -371,9 +372,10 @@ def reference():
     """preprocess_cpu + ONNX Runtime, the served pipeline's reference (kernels are tested against PIL elsewhere)."""
     import onnxruntime as ort
 
-    from pixelserve.kernels import PreprocessSpec, preprocess_cpu
+    from pixelserve.build.classifier_config import preprocess_spec
+    from pixelserve.kernels import preprocess_cpu
 
-    spec = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+    spec = preprocess_spec()
     session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"))
 
     def run(images: np.ndarray, model: str) -> np.ndarray:

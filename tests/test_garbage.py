@@ -6,7 +6,7 @@ import gc
 import pytest
 
 from images import photo
-from prometheus_text import counters_sent, scrape
+from prometheus_text import counters_sent
 
 from pixelserve.runtime.garbage import GcPauses
 
@@ -35,8 +35,7 @@ def test_served_models_export_their_collector_pauses(triton_server):
     inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
     inp.set_data_from_numpy(image[None])
     client.infer("image_classifier", [inp])
-    counters_sent()
-    samples = scrape(triton_server.metrics_url)
+    samples = counters_sent(triton_server.metrics_url)
     for model in ("preprocess", "classifier"):
         for family in ("pixelserve_gc_pause_seconds_total", "pixelserve_gc_collections_total"):
             generations = {dict(labels).get("generation") for name, labels in samples

@@ -15,7 +15,9 @@ import pytest
 from conftest import HAS_GPU, MODEL_REPOSITORY
 from images import photo, photo_at
 
-from pixelserve.kernels import PreprocessSpec, preprocess_cpu
+from pixelserve.build.classifier_config import preprocess_spec
+from pixelserve.kernels import preprocess_cpu
+from pixelserve.runtime.tensors import PIXELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 GPU_REPOSITORY = Path(__file__).parent / "gpu_repository"
@@ -38,7 +40,7 @@ def gpu_server():
 
 @pytest.fixture(scope="module")
 def spec():
-    return PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+    return preprocess_spec()
 
 
 def _tolerance(spec):
@@ -90,7 +92,7 @@ def test_gpu_preprocess_equals_cpu_path(gpu_server, spec):
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
     for image in (photo("astronaut"), photo_at("rocket", 2160, 3840), photo_at("chelsea", 3, 5)):
-        got = _infer(grpcclient, client, "preprocess", image, ["pixels"]).as_numpy("pixels")
+        got = _infer(grpcclient, client, "preprocess", image, [PIXELS]).as_numpy(PIXELS)
         np.testing.assert_allclose(got, preprocess_cpu([image], spec), **_tolerance(spec))
 
 
@@ -114,7 +116,7 @@ def test_input_in_cuda_shared_memory(gpu_server, spec):
     try:
         inp = grpcclient.InferInput("images", list(image.shape), "UINT8")
         inp.set_shared_memory("images_in", image.nbytes)
-        got = client.infer("preprocess", [inp]).as_numpy("pixels")
+        got = client.infer("preprocess", [inp]).as_numpy(PIXELS)
         np.testing.assert_allclose(got, preprocess_cpu([image[0]], spec), **_tolerance(spec))
         stats = client.get_inference_statistics("preprocess", as_json=True)["model_stats"][0]
         assert int(stats["inference_stats"]["fail"].get("count", 0)) == 0  # JSON omits zero counts

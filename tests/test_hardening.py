@@ -6,18 +6,23 @@ import mmap
 import os
 import signal
 import time
+from typing import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
-from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape
+from pixelserve.build.classifier_config import preprocess_spec
+from pixelserve.kernels import ImageError, check_batch_shape
 from pixelserve.perf import perf_config, run_perf
-from pixelserve.triton_local import access
+from pixelserve.triton_local import access, launch
+from pixelserve.triton_local import server as server_module
 from pixelserve.triton_local.server import SHM_DIR, SHM_REGION_PREFIX, clean_stale_shm_regions
+from pixelserve.triton_local.stubs import StubWatch
+from waiting import wait_until
 
-SPEC = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+SPEC = preprocess_spec()
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -101,8 +106,29 @@ def _seconds_still_ready(http_url: str, limit: float = 30.0) -> float:
     return time.monotonic() - start
 
 
+@pytest.fixture
+def stub_listed(monkeypatch) -> Callable[[str], None]:
+    """Wait until the StubWatch of the supervisor under test (launch.supervise, LocalTritonServer's watchdog) has
+    listed the stub of a model instance: a stub killed before that is seen only at the next probe."""
+    listings: list[frozenset[str]] = []
+
+    class ListingWatch(StubWatch):
+        def refresh(self, server_pid: int) -> None:
+            super().refresh(server_pid)
+            listings.append(frozenset(self.known.values()))
+
+    monkeypatch.setattr(launch, "StubWatch", ListingWatch)
+    monkeypatch.setattr(server_module, "StubWatch", ListingWatch)
+
+    def wait(instance: str, timeout: float = 60.0) -> None:
+        wait_until(lambda: listings[-1] if listings else frozenset(), lambda names: instance in names,
+                   f"the supervisor to list the stub of {instance}", timeout)
+
+    return wait
+
+
 @pytest.mark.server
-def test_container_entry_point_stops_a_server_whose_stub_died_before_its_next_probe():
+def test_container_entry_point_stops_a_server_whose_stub_died_before_its_next_probe(stub_listed):
     """launch.supervise (the container's PID 1) kills the server and exits non-zero, so Docker restarts it. With a
     30 s probe interval the death is still acted on within a second: the stubs are watched between probes, so
     /v2/health/ready stops saying 200 (Triton 2.51 says 200 with a dead stub while every request fails)."""
@@ -117,7 +143,7 @@ def test_container_entry_point_stops_a_server_whose_stub_died_before_its_next_pr
         watcher = threading.Thread(target=lambda: result.update(
             code=supervise(server._process, server.http_url, 30.0, 3)))
         watcher.start()
-        time.sleep(1.5)  # the first probe, at once, found it healthy and listed its stubs
+        stub_listed("preprocess_0_0")  # by the first probe, at once, which found the server healthy
         assert _ready(server.http_url)
         os.kill(server.stub_pid("preprocess_0_0"), signal.SIGKILL)
         still_ready = _seconds_still_ready(server.http_url)
@@ -129,7 +155,7 @@ def test_container_entry_point_stops_a_server_whose_stub_died_before_its_next_pr
 
 
 @pytest.mark.server
-def test_watchdog_restarts_at_once_when_a_stub_dies_between_probes():
+def test_watchdog_restarts_at_once_when_a_stub_dies_between_probes(stub_listed):
     """LocalTritonServer's watchdog (pixelserve-server) with a 30 s probe interval: a killed stub is seen by the
     stub watch, not the probe, so /v2/health/ready stops saying 200 within a second; the service comes back."""
     from pixelserve.triton_local import LocalTritonServer
@@ -138,14 +164,12 @@ def test_watchdog_restarts_at_once_when_a_stub_dies_between_probes():
     ensure_classifier_built()
     server = LocalTritonServer([MODEL_REPOSITORY], supervise=True, probe_interval=30.0)
     with server:
-        time.sleep(0.5)
+        stub_listed("preprocess_0_0")  # by the watchdog as it starts (start() returned once the server was ready)
         os.kill(server.stub_pid("preprocess_0_0"), signal.SIGKILL)
         still_ready = _seconds_still_ready(server.http_url)
         print(f"ready for {still_ready:.3f} s after the stub died")
         assert still_ready < 0.9, f"/v2/health/ready said 200 for {still_ready:.2f} s after the stub died"
-        deadline = time.monotonic() + 120
-        while not server.restarts and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert server.restarts and "preprocess_0_0" in server.restarts[0].reason, server.restarts
+        restarts = wait_until(lambda: list(server.restarts), bool, "the watchdog to restart the server", 120)
+        assert "preprocess_0_0" in restarts[0].reason, restarts
         server.wait_healthy(120)
         probe(server.http_url)

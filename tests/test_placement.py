@@ -5,7 +5,6 @@ import csv
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from conftest import HAS_GPU, MODEL_REPOSITORY
@@ -19,8 +18,7 @@ PER_GPU = place_instances.load_per_gpu()
 KIND_GPU = model_config_pb2.ModelInstanceGroup.Kind.Value("KIND_GPU")
 
 
-def _parse(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+_parse = model_config.read_config
 
 
 def _classifier_on_host() -> bool:

@@ -9,7 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from encoded_requests import encoded_input
 from images import photo_at, uncached, uncached_jpeg
-from prometheus_text import counters_sent, scrape, value
+from prometheus_text import counters_sent, value
 
 from pixelserve.runtime import image_metrics
 from pixelserve.runtime.counters import CounterFamily
@@ -74,8 +74,7 @@ def test_preprocess_metrics_move_with_real_requests(triton_server):
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     good = [uncached(photo_at("coffee", h, w)) for h, w in ((480, 640), (720, 1280), (720, 1280), (1080, 1920))]
     bad = {"empty": np.zeros((0, 16, 3), np.uint8), "oversized": np.zeros((8193, 1, 3), np.uint8)}
-    counters_sent()  # what earlier tests' requests counted is in `before`
-    before = scrape(triton_server.metrics_url)
+    before = counters_sent(triton_server.metrics_url)  # with what earlier tests' requests counted
     for image in good + list(bad.values()):
         inp = grpcclient.InferInput("images", [1, *image.shape], "UINT8")
         inp.set_data_from_numpy(image[None])
@@ -89,8 +88,7 @@ def test_preprocess_metrics_move_with_real_requests(triton_server):
             client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)])
         except InferenceServerException:
             pass
-    counters_sent()
-    after = scrape(triton_server.metrics_url)
+    after = counters_sent(triton_server.metrics_url)
 
     def moved(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)

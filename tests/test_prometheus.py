@@ -119,7 +119,7 @@ def test_prometheus_scrapes_tritons_metrics_and_ours(triton_server, prometheus):
         samples = scrape(triton_server.metrics_url)
         return {expr: total(samples, name, **labels) for expr, (name, labels) in counters.items()}
 
-    counters_sent()
+    counters_sent(triton_server.metrics_url)
     before = settled(read_counters)  # once the last request is counted (model_stats.settled)
     for expr, value in before.items():  # Prometheus has caught up with the server
         assert wait_for(prometheus, expr, lambda v, value=value: v >= value) == value, expr

@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from conftest import MODEL_REPOSITORY
 from images import PHOTO_NAMES, photo, photo_at, uncached
 
+from pixelserve.build.classifier_config import preprocess_spec
 from pixelserve.build.reference_images import EXPECTED_TOP1
 from pixelserve.kernels import PreprocessSpec
 from references import pil_preprocess, reference_preprocess
@@ -38,8 +39,7 @@ def logit_atol(spec) -> float:
 
 @pytest.fixture(scope="module")
 def spec() -> PreprocessSpec:
-    spec = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
-    return spec
+    return preprocess_spec()
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_predictions_match_onnxruntime_on_reference_preprocessing(triton_server,
 @pytest.mark.parametrize("resolution", [(480, 854), (1080, 1920), (2160, 3840)])
 def test_top1_agrees_with_pil_pipeline_at_camera_resolutions(triton_server, resolution):
     """The whole ensemble vs ONNX Runtime on PIL-preprocessed photos (the training-time pipeline)."""
-    spec = PreprocessSpec.from_config_file(str(MODEL_REPOSITORY / "preprocess" / "config.pbtxt"))
+    spec = preprocess_spec()
     session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"))
     images = [photo_at(n, *resolution) for n in PHOTO_NAMES]
     pil_batch = np.stack([pil_preprocess(img, spec) for img in images]).astype(np.float32)

@@ -17,7 +17,8 @@ import pytest
 from conftest import HAS_GPU, MODEL_REPOSITORY
 from reference_top1 import assert_reference_top1
 
-from pixelserve.build import classifier_config, export_onnx, reference_images
+from pixelserve.build import classifier_config, export_onnx, model_config, reference_images
+from pixelserve.runtime.tensors import PIXELS
 from pixelserve.runtime.torch_classifier import batch_buckets, fold_for_inference, load_network, save_weights
 
 SHIPPED_WEIGHTS = MODEL_REPOSITORY / "classifier" / "1" / "model.pt"
@@ -56,7 +57,7 @@ def _ort_logits(onnx_path, batch):
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"pixels": batch})[0]
+    return session.run(None, {PIXELS: batch})[0]
 
 
 def test_batch_buckets_cover_every_size():
@@ -206,12 +207,11 @@ def test_gpu_folded_and_separate_batchnorm_agree(gpu_classifier, weights, photos
 def torch_flavour_server(weights):
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
-    from google.protobuf import json_format, text_format
-    from tritonclient.grpc import model_config_pb2
+    from google.protobuf import json_format
 
     from pixelserve.triton_local import LocalTritonServer
 
-    config = text_format.Parse(classifier_config.render_config("torch"), model_config_pb2.ModelConfig())
+    config = model_config.parse_config(classifier_config.render_config("torch"))
     server = LocalTritonServer([MODEL_REPOSITORY], extra_args=["--model-control-mode=explicit",
                                                                "--cuda-memory-pool-byte-size=0:268435456"])
     server.start(timeout=300)
@@ -242,10 +242,9 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
     output_memory = client.get_model_config("preprocess", as_json=True)["config"]["parameters"]["output_memory"]
     expected_where, other = ("gpu", "host") if output_memory["string_value"] == "gpu" else ("host", "gpu")
 
-    from prometheus_text import counters_sent, scrape, total
+    from prometheus_text import counters_sent, total
 
-    counters_sent()
-    samples = scrape(torch_flavour_server.metrics_url)
+    samples = counters_sent(torch_flavour_server.metrics_url)
     on = {where: total(samples, "pixelserve_phase_calls_total", model="classifier", phase=f"inputs_on_{where}")
           for where in ("gpu", "host")}
     assert on[expected_where] >= len(reference_images.EXPECTED_TOP1) and on[other] == 0, on

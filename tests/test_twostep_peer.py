@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from conftest import MODEL_REPOSITORY, REPO_ROOT, ensure_classifier_built
 from encoded_requests import encoded_input, jpeg, require_gpu_decoding
 from images import PHOTO_NAMES, photo, photo_at
-from pixelserve.build import classifier_config
+from pixelserve.build import classifier_config, model_config
 
 PEER = "twostep_classifier_encoded"
 PEER_DIR = REPO_ROOT / "perf" / "peer_models" / PEER
@@ -24,7 +22,7 @@ LOGITS_MAX_ABS = 0.05
 
 
 def test_peer_is_the_generated_encoded_ensemble_under_another_name():
-    peer = text_format.Parse((PEER_DIR / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    peer = model_config.read_config(PEER_DIR / "config.pbtxt")
     ensemble = classifier_config.ensemble_config(encoded=True)
     ensemble.name = PEER
     ensemble.output[0].label_filename = ""
@@ -38,8 +36,7 @@ def server():
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
-    encoded = text_format.Parse((MODEL_REPOSITORY / "image_classifier_encoded" / "config.pbtxt").read_text(),
-                                model_config_pb2.ModelConfig())
+    encoded = model_config.read_config(MODEL_REPOSITORY / "image_classifier_encoded" / "config.pbtxt")
     if encoded.backend != "python":
         pytest.skip("the repository is not built with the torch flavour (one-step image_classifier_encoded)")
     args = ["--model-control-mode=explicit", "--load-model=image_classifier_encoded", f"--load-model={PEER}",
