@@ -221,10 +221,12 @@ class CudaPreprocessor:
         self._graphs[(n, rows)] = graph_exec
         return graph_exec
 
-    def launch(self, n: int, out: CudaArray) -> None:
-        """Queue the kernels on the first ``n`` images staged by the last ``run``, writing ``out``."""
+    def launch(self, n: int, out: CudaArray, graph: bool = True) -> None:
+        """Queue the kernels on the first ``n`` images staged by the last ``run``, writing ``out``: through the
+        CUDA graph of that batch where the CUDA driver API is available, or (``graph=False``, and always without
+        the driver API) through numba's dispatcher, as a user calling the kernels would."""
         rows = row_bucket(max_row_count(self._host_params[:n])) if self.spec.antialias else 0
-        if not self._use_driver:
+        if not self._use_driver or not graph:
             self._dev_params[:n].copy_to_device(self._host_params[:n], stream=self.stream)
             self._launch_kernels(n, rows, out)
             return

@@ -25,8 +25,7 @@ import torch
 from numba import cuda
 
 from pixelserve.kernels import PreprocessSpec
-from pixelserve.kernels.geometry import max_row_count
-from pixelserve.kernels.gpu import CudaPreprocessor, row_bucket
+from pixelserve.kernels.gpu import CudaPreprocessor
 
 H, W = 1080, 1920
 BATCHES = (1, 8, 64)
@@ -117,8 +116,7 @@ def opencv_peer(frames: list[np.ndarray], spec: PreprocessSpec, antialias: bool,
 
 def plain_launch(pre: CudaPreprocessor, n: int, out) -> None:
     """The same kernels launched through numba's dispatcher, without our graph (as a user would call them)."""
-    rows = row_bucket(max_row_count(pre._host_params[:n])) if pre.spec.antialias else 0
-    pre._launch_kernels(n, rows, out)
+    pre.launch(n, out, graph=False)
 
 
 def host_call_us(pre: CudaPreprocessor, out, graph: bool, repeat: int = 2000) -> float:

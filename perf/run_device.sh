@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [decode-phases] [encoded] [analyzer]
+# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer]
 # `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
 # image_classifier_encoded (torch flavour: decode, preprocess and classify in one GPU step) and measures both on the same photos (raw pixels
 # vs JPEG q90), keeping every perf_analyzer CSV, then profiles where an encoded request's time goes.
@@ -167,11 +167,7 @@ if [[ $stages == *scaling* ]]; then
     ${PER_GPU:+--per-gpu "$PER_GPU"} --concurrency-per-gpu "${CONCURRENCY_PER_GPU:-64,128}" \
     --measurement-interval "${INTERVAL_MS:-2000}" --results-dir /tmp/results 2>&1 | grep -v "^perf_analyzer:" | tail -20
 fi
-if [[ $stages == *decode-phases* ]]; then
-  echo "=== where the GPU decoder's time goes (perf/decode_phases.py)"
-  python3 -m pixelserve.perf.decode_phases 2>&1 | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee /tmp/results/decode_phases.md
-fi
-if [[ " $stages " == *" decode "* ]]; then  # the word, not decode-phases or install-gpu-decode
+if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \
