@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Triton Model Analyzer in its own environment, .venv-model-analyzer (it requires a newer tritonclient than
-# the 2.51 that .venv pins; numpy<2 as FIELD-NOTES found it working). About 5 minutes the first time.
+# the 2.51 that .venv pins; numpy<2, which the 2.51 Python-backend stub needs). About 5 minutes the first time.
 # Then: .venv/bin/python -m pixelserve.perf.model_analyzer (see perf/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
