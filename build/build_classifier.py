@@ -126,7 +126,7 @@ def install_onnx(onnx_path: Path, model_dir: Path) -> Path:
 
 def install_torch_weights(model_dir: Path, weights: Path | None = None) -> Path:
     """Write <model_dir>/1/model.pt (atomically): the pretrained EfficientNet-Lite0 in FP16, or a copy of `weights`."""
-    from pixelserve.runtime.torch_classifier import load_network, save_weights
+    from pixelserve.model_runtime.torch_classifier import load_network, save_weights
 
     from . import export_onnx
 

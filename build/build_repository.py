@@ -64,7 +64,7 @@ def decoder_description(target: str) -> str:
     if target == "cpu":
         return "PIL on the CPU"
     try:
-        from pixelserve.runtime.gpu_decoding import nvimgcodec_module
+        from pixelserve.model_runtime.gpu_decoding import nvimgcodec_module
 
         return f"nvImageCodec {nvimgcodec_module().__version__} on the GPU"
     except ImportError:

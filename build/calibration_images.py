@@ -82,7 +82,7 @@ def random_views(photos: Sequence[Image], count: int, seed: int) -> list[Image]:
 
 
 def load_spec(preprocess_config: Path) -> Any:
-    """The served preprocessing recipe (a pixelserve.kernels.PreprocessSpec) read from its config.pbtxt."""
+    """The served preprocessing recipe (a pixelserve.kernels_numba.PreprocessSpec) read from its config.pbtxt."""
     from .classifier_config import preprocess_spec
 
     if not Path(preprocess_config).is_file():
@@ -92,7 +92,7 @@ def load_spec(preprocess_config: Path) -> Any:
 
 def preprocess(images: Sequence[Image], spec: Any) -> Pixels:
     """Preprocess uint8 RGB images exactly as the served ``preprocess`` model does: float32 [N,3,H,W]."""
-    from pixelserve.kernels import preprocess_cpu
+    from pixelserve.kernels_numba import preprocess_cpu
 
     return np.asarray(preprocess_cpu(list(images), spec), dtype=np.float32)
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pixelserve.runtime.metrics_flush import INTERVAL_PARAMETER as METRICS_INTERVAL
-from pixelserve.runtime.slow_log import THRESHOLD_PARAMETER as SLOW_LOG
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.metrics_flush import INTERVAL_PARAMETER as METRICS_INTERVAL
+from pixelserve.model_runtime.slow_log import THRESHOLD_PARAMETER as SLOW_LOG
+from pixelserve.model_runtime.tensors import PIXELS
 from . import model_config
 
 if TYPE_CHECKING:
-    from pixelserve.kernels import PreprocessSpec
+    from pixelserve.kernels_numba import PreprocessSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREPROCESS_CONFIG = REPO_ROOT / "model_repository" / "preprocess" / "config.pbtxt"
@@ -61,7 +61,7 @@ _RUNTIME: dict[str, dict[str, Any]] = {
         # "high": the classifier's kernels go first where processes share the GPU side by side (MPS):
         # H100, MPS, encoded ensemble at concurrency 32: 3,150 images/s against 2,908 (perf/results/h100/issue11-mps).
         # "fold_batchnorm": BatchNorms folded into their convolutions before the graphs are captured
-        # (pixelserve.runtime.torch_classifier.fold_for_inference; perf/results/README.md, "Folded BatchNorm").
+        # (pixelserve.model_runtime.torch_classifier.fold_for_inference; perf/results/README.md, "Folded BatchNorm").
         "parameters": {"runtime": "torch", "FORCE_CPU_ONLY_INPUT_TENSORS": "no", "cuda_stream_priority": "high",
                        "fold_batchnorm": "true"},
     },
@@ -139,7 +139,7 @@ def preprocess_parameters(preprocess_config: Path = PREPROCESS_CONFIG) -> dict[s
 
 def preprocess_spec(preprocess_config: Path = PREPROCESS_CONFIG) -> "PreprocessSpec":
     """The preprocessing recipe the served preprocess model runs, read from its config.pbtxt."""
-    from pixelserve.kernels import PreprocessSpec
+    from pixelserve.kernels_numba import PreprocessSpec
 
     return PreprocessSpec.from_parameters(preprocess_parameters(preprocess_config))
 

@@ -133,7 +133,7 @@ def export_and_verify(output: Path = DEFAULT_OUTPUT, verbose: bool = True, weigh
     if weights is None:
         model = load_model()
     else:
-        from pixelserve.runtime.torch_classifier import load_network
+        from pixelserve.model_runtime.torch_classifier import load_network
 
         model = load_network(str(weights))
     fd, tmp_name = tempfile.mkstemp(prefix=output.stem + ".", suffix=".onnx.tmp", dir=output.parent)

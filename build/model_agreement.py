@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.tensors import PIXELS
 
 Logits = npt.NDArray[np.float32]
 

@@ -7,7 +7,7 @@ Calibration runs ONNX Runtime's quantize_static in QDQ format with what TensorRT
 int8 symmetric (zero point 0) activations per tensor, int8 symmetric weights per output
 channel, float bias, Q/DQ on the inputs of Conv/Gemm only (their outputs stay float so
 TensorRT can fuse the activation that follows). Calibration images are random
-crops/rescalings of real photographs, preprocessed by pixelserve.kernels exactly as served.
+crops/rescalings of real photographs, preprocessed by pixelserve.kernels_numba exactly as served.
 The Q/DQ model is then compared with the FP32 model in ONNX Runtime and the numbers are
 printed and written to perf/results/. The model is written only if the checks pass.
 """
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.tensors import PIXELS
 
 from . import calibration_images, model_agreement
 from .engine_settings import resolve
@@ -269,7 +269,7 @@ def render_report(settings: QuantizeSettings, command: str, summary: QdqSummary,
         "",
         f"- ONNX Runtime `quantize_static`, QDQ format, calibration `{settings.calibration_method}` on "
         f"{settings.calibration_views} random crops/rescalings (seed {settings.calibration_seed}) of "
-        f"{len(calibration_images.PHOTO_NAMES)} skimage.data photographs, preprocessed by pixelserve.kernels "
+        f"{len(calibration_images.PHOTO_NAMES)} skimage.data photographs, preprocessed by pixelserve.kernels_numba "
         f"(`{settings.preprocess_config}`).",
         "- int8 symmetric activations (zero point 0, per tensor); int8 symmetric weights per output channel; "
         f"float bias; Q/DQ on the inputs of {', '.join(settings.quantize_op_types)}, outputs left float.",

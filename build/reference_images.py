@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from pixelserve.kernels import PreprocessSpec
+from pixelserve.kernels_numba import PreprocessSpec
 
 # skimage.data photographs used as the fixed check set.
 PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket")

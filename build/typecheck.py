@@ -27,8 +27,8 @@ from typing import Any
 BUILD_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BUILD_DIR.parent
 DEFAULT_TARGETS = (
-    "-p", "pixelserve.kernels",
-    "-p", "pixelserve.runtime",
+    "-p", "pixelserve.kernels_numba",
+    "-p", "pixelserve.model_runtime",
     "-p", "pixelserve.client",
     "-m", "pixelserve.build.build_engine",
     "-m", "pixelserve.build.quantize_int8",

@@ -6,7 +6,7 @@ from typing import Protocol
 
 
 class Timer(Protocol):
-    """What the kernels need of a phase timer (pixelserve.runtime.phases.PhaseTimer, or NULL_TIMER)."""
+    """What the kernels need of a phase timer (pixelserve.model_runtime.phases.PhaseTimer, or NULL_TIMER)."""
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """A context whose time is charged to phase ``name``."""
@@ -16,7 +16,7 @@ class Timer(Protocol):
 
 
 class NullTimer:
-    """Same ``phase(name)`` interface as pixelserve.runtime.phases.PhaseTimer, timing nothing."""
+    """Same ``phase(name)`` interface as pixelserve.model_runtime.phases.PhaseTimer, timing nothing."""
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         """A context that does nothing."""

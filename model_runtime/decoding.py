@@ -24,7 +24,7 @@ class DecodeError(ValueError):
     """Bytes that cannot become an image; the message says why."""
 
 
-# The errors both decoders (this one and pixelserve.runtime.gpu_decoding) raise, worded once.
+# The errors both decoders (this one and pixelserve.model_runtime.gpu_decoding) raise, worded once.
 def empty_error() -> DecodeError:
     """The error for a request that sent no bytes."""
     return DecodeError("encoded image is empty (0 bytes)")

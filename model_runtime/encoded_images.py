@@ -1,8 +1,8 @@
 """Encoded requests for `preprocess`: one JPEG/PNG file per request, decoded where the instance runs.
 
 A GPU instance decodes the encoded requests of a batch in one call with nvImageCodec
-(pixelserve.runtime.gpu_decoding) and keeps the pixels on the GPU for the kernels; a CPU instance, or a
-GPU instance without nvImageCodec, decodes with PIL (pixelserve.runtime.decoding) on a few threads.
+(pixelserve.model_runtime.gpu_decoding) and keeps the pixels on the GPU for the kernels; a CPU instance, or a
+GPU instance without nvImageCodec, decodes with PIL (pixelserve.model_runtime.decoding) on a few threads.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each file's header is read first (nvimgcodec.CodeStream parses it without decoding), so that empty,
 non-image and oversized inputs are refused before any pixel memory is allocated, with the same errors
-as the CPU decoder (pixelserve.runtime.decoding). The accepted JPEGs go to the GPU's hardware JPEG
+as the CPU decoder (pixelserve.model_runtime.decoding). The accepted JPEGs go to the GPU's hardware JPEG
 engines in one batched call (baseline JPEG only); what they refuse (progressive JPEG, CMYK, PNG, ...)
 goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and CPU codecs for PNG).
 Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.

@@ -24,7 +24,7 @@ PIXELS_NAME = "pixelserve_preprocess_input_pixels_total"
 SIZE_BUCKETS = (("vga", 640 * 480), ("720p", 1280 * 720), ("1080p", 1920 * 1080), ("4k", 3840 * 2160))
 LARGER = "larger"
 
-# The preprocess model's phases (PhaseTimer names in model.py and pixelserve.kernels.serving/gpu) by stage:
+# The preprocess model's phases (PhaseTimer names in model.py and pixelserve.kernels_numba.serving/gpu) by stage:
 # copy-in = reading the request tensors and staging them to the device, decode = decoding encoded files,
 # kernel = launch parameters, the kernel and waiting for it, hand-off = the batch's copy to page-locked host
 # memory (to_host) and building the output tensors.

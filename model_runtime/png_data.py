@@ -3,7 +3,7 @@
 PIL decodes a PNG whose compressed data ends early (a complete zlib stream of fewer rows than the header
 declares, followed by IEND) without an error and fills the missing rows with zeros, so a 105-byte file
 declaring 8192x8192 was classified. libpng (OpenCV) refuses such a file ("PNG input buffer is incomplete").
-Both decoders (pixelserve.runtime.decoding, pixelserve.runtime.gpu_decoding) ask this module first.
+Both decoders (pixelserve.model_runtime.decoding, pixelserve.model_runtime.gpu_decoding) ask this module first.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
 from .bench_decode import median_seconds
 

@@ -3,10 +3,10 @@
 For JPEG q90 files (OpenCV encoder, as perf/make_inputs.py writes them) of the skimage photos at 480p, 1080p
 and 4K, a batch of N distinct files each, prints images/s and us per image side by side:
   ours        nvImageCodec on the GPU (hardware JPEG engines, default backends for the rest;
-              pixelserve.runtime.gpu_decoding), then our numba.cuda preprocessing, pixels never leave the GPU
+              pixelserve.model_runtime.gpu_decoding), then our numba.cuda preprocessing, pixels never leave the GPU
   ours-sw     the same with nvImageCodec's default backends only (no hardware engines)
   ours-decode the decode of `ours` alone (no preprocessing): what decoding costs inside preprocess
-  pil         PIL (our CPU decode path, pixelserve.runtime.decoding) on a thread per core, then our kernels
+  pil         PIL (our CPU decode path, pixelserve.model_runtime.decoding) on a thread per core, then our kernels
               (the host images are copied to the GPU by the preprocessing, as in the served CPU-decode path)
   opencv      cv2.imdecode on a thread per core (+ BGR->RGB), then our kernels
   torchvision torchvision.io.decode_jpeg(device="cuda") on the batch, then F.interpolate (bilinear,
@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from pixelserve.build.classifier_config import preprocess_spec
-from pixelserve.kernels import PreprocessSpec
-from pixelserve.runtime.decoding import decode_image
+from pixelserve.kernels_numba import PreprocessSpec
+from pixelserve.model_runtime.decoding import decode_image
 
 from .make_inputs import PHOTOS, jpeg_bytes, parse_size, resized_photo
 
@@ -82,13 +82,13 @@ class Runners:
         self.skipped: dict[str, str] = {}
         self.gpu_reason = cuda_available()
         if self.gpu_reason:
-            from pixelserve.kernels.serving import CpuRunner
+            from pixelserve.kernels_numba.serving import CpuRunner
 
             self.kernels = CpuRunner(spec)
             for column in ("ours", "ours-sw", "ours-decode", "torchvision"):
                 self.skipped[column] = self.gpu_reason
         else:
-            from pixelserve.kernels.serving import CudaRunner
+            from pixelserve.kernels_numba.serving import CudaRunner
 
             self.kernels = CudaRunner(spec, 0, batch)
             self._gpu_decoders()
@@ -97,7 +97,7 @@ class Runners:
 
     def _gpu_decoders(self) -> None:
         try:
-            from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
+            from pixelserve.model_runtime.gpu_decoding import GpuBatchDecoder
 
             threads = os.cpu_count() or 1
             self.decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options)

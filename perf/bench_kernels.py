@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from numba import cuda
 
-from pixelserve.kernels import PreprocessSpec
-from pixelserve.kernels.gpu import CudaPreprocessor
+from pixelserve.kernels_numba import PreprocessSpec
+from pixelserve.kernels_numba.gpu import CudaPreprocessor
 
 H, W = 1080, 1920
 BATCHES = (1, 8, 64)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelserve.runtime.slow_log import wall_clock
+from pixelserve.model_runtime.slow_log import wall_clock
 
 from .make_inputs import jpeg_bytes, parse_size, resized_photo
 

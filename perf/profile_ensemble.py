@@ -23,7 +23,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from pixelserve.runtime.phases import EXECUTE_PHASE
+from pixelserve.model_runtime.phases import EXECUTE_PHASE
 
 from . import make_inputs, perf_config, perf_csv, run_perf
 

@@ -24,7 +24,7 @@ if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
-export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache/kernels_numba PYTHONUNBUFFERED=1
 # The servers below restrict model loading and shared-memory registration to this key (triton_local/access.py);
 # set_instances and perf_analyzer (-H, through run_perf/profile_ensemble) read it from the environment.
 export PIXELSERVE_ADMIN_KEY="${PIXELSERVE_ADMIN_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"

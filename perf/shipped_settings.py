@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixelserve.build.classifier_config import PREPROCESS_CONFIG, max_batch_size, preprocess_parameters
-from pixelserve.kernels import PreprocessSpec
+from pixelserve.kernels_numba import PreprocessSpec
 
 
 def preprocess_settings(path: Path = PREPROCESS_CONFIG) -> tuple[dict[str, str], PreprocessSpec, int]:

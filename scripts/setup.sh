@@ -25,5 +25,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   # cannot be installed here, hence --no-deps (see requirements-typecheck.txt).
   .venv/bin/python -m pip install --quiet --no-deps -r requirements-typecheck.txt
   .venv/bin/python -m pip install --quiet --no-deps -e .
+  # numba's kernel caches beside the sources name the module they were compiled under; after a package rename
+  # (pyproject.toml changed) they would fail to load, so they are compiled again.
+  find kernels_numba -name '*.nbi' -delete -o -name '*.nbc' -delete
   echo "$wanted" > "$stamp"
 fi

@@ -38,7 +38,7 @@ def require_gpu_decoding() -> None:
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
     try:
-        from pixelserve.runtime.gpu_decoding import nvimgcodec_module
+        from pixelserve.model_runtime.gpu_decoding import nvimgcodec_module
 
         nvimgcodec_module()
     except ImportError as exc:

@@ -19,7 +19,7 @@ from pixelserve.triton_local import free_port
 from waiting import wait_until
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
-MODEL_COUNTER_PREFIX = "pixelserve_"  # the series the models count and send (pixelserve.runtime.counters)
+MODEL_COUNTER_PREFIX = "pixelserve_"  # the series the models count and send (pixelserve.model_runtime.counters)
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

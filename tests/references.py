@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pixelserve.build.reference_images import normalise, pil_preprocess, pil_resized, torchvision_resize_size
-from pixelserve.kernels import PreprocessSpec
+from pixelserve.kernels_numba import PreprocessSpec
 
 # The PIL reference (pil_resized, pil_preprocess) is the one in pixelserve.build.reference_images, which the
 # ONNX export check uses too; it is re-exported here beside the torch / OpenCV / numpy ones.

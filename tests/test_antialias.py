@@ -11,7 +11,7 @@ import pytest
 
 from images import PHOTO_NAMES, photo_at, random_image
 
-from pixelserve.kernels import PreprocessSpec, preprocess_cpu
+from pixelserve.kernels_numba import PreprocessSpec, preprocess_cpu
 from references import denormalise, pil_resized
 
 RESOLUTIONS = {"480p": (480, 854), "1080p": (1080, 1920), "4K": (2160, 3840)}
@@ -66,7 +66,7 @@ def test_cuda_antialias_small_images_match_pil(rng):
     """On the GPU when there is one, under the CUDA simulator otherwise."""
     from numba import cuda
 
-    from pixelserve.kernels import preprocess_cuda
+    from pixelserve.kernels_numba import preprocess_cuda
 
     spec = PreprocessSpec(antialias=True, resize_mode="stretch", out_height=7, out_width=9)
     images = [random_image(rng, 40, 31), random_image(rng, 3, 5), random_image(rng, 1, 50)]
@@ -80,7 +80,7 @@ def test_reserved_buffers_hold_a_full_batch_and_grow_beyond_it(rng):
     the antialias pass); a bigger one grows them and still matches PIL. GPU or CUDA simulator."""
     from numba import cuda
 
-    from pixelserve.kernels.gpu import CudaPreprocessor
+    from pixelserve.kernels_numba.gpu import CudaPreprocessor
 
     spec = PreprocessSpec(antialias=True, resize_mode="stretch", out_height=7, out_width=9)
     pre = CudaPreprocessor(spec, max_images=1, input_bytes=1)
@@ -107,7 +107,7 @@ def test_reserved_buffers_hold_a_full_batch_and_grow_beyond_it(rng):
 def test_cuda_antialias_matches_pil_on_real_photos(spec_name, resolution):
     from numba import cuda
 
-    from pixelserve.kernels import preprocess_cuda
+    from pixelserve.kernels_numba import preprocess_cuda
 
     spec = AA_SPECS[spec_name]
     images = [photo_at(name, *RESOLUTIONS[resolution]) for name in PHOTO_NAMES]

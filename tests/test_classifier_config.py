@@ -10,7 +10,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from pixelserve.build import build_classifier, classifier_config, model_config
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.tensors import PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "build"
@@ -227,7 +227,7 @@ def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
 
 
 def test_the_one_steps_parameters_make_the_spec_preprocess_makes():
-    from pixelserve.kernels import PreprocessSpec
+    from pixelserve.kernels_numba import PreprocessSpec
 
     config = _parse(classifier_config.render_encoded("torch"))
     parameters = {key: value.string_value for key, value in config.parameters.items()}

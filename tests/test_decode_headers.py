@@ -1,20 +1,20 @@
-"""The GPU decoder's header checks (pixelserve.runtime.gpu_decoding.read_header): they run before any decoding,
+"""The GPU decoder's header checks (pixelserve.model_runtime.gpu_decoding.read_header): they run before any decoding,
 on the CPU, so they are tested wherever nvImageCodec is installed, GPU or not. Their errors must read like
-the CPU decoder's (pixelserve.runtime.decoding) for the same bytes."""
+the CPU decoder's (pixelserve.model_runtime.decoding) for the same bytes."""
 from __future__ import annotations
 
 import pytest
 
 from images import encode, photo, png_header_only
 
-from pixelserve.runtime.decoding import DecodeError, decode_image
+from pixelserve.model_runtime.decoding import DecodeError, decode_image
 
 MAX_SIDE = 8192
 
 
 @pytest.fixture(scope="module")
 def nvimgcodec():
-    from pixelserve.runtime.gpu_decoding import nvimgcodec_module
+    from pixelserve.model_runtime.gpu_decoding import nvimgcodec_module
 
     try:
         return nvimgcodec_module()
@@ -23,7 +23,7 @@ def nvimgcodec():
 
 
 def test_headers_of_good_files_are_read(nvimgcodec):
-    from pixelserve.runtime.gpu_decoding import read_header
+    from pixelserve.model_runtime.gpu_decoding import read_header
 
     image = photo("coffee")
     for fmt, options in (("JPEG", {"quality": 90}), ("JPEG", {"progressive": True}), ("PNG", {})):
@@ -34,7 +34,7 @@ def test_headers_of_good_files_are_read(nvimgcodec):
 @pytest.mark.parametrize("name", ["empty", "text", "zeros", "gif", "bmp", "oversized", "huge", "truncated",
                                   "rows_missing"])
 def test_bad_headers_get_the_cpu_decoders_error(nvimgcodec, name):
-    from pixelserve.runtime.gpu_decoding import read_header
+    from pixelserve.model_runtime.gpu_decoding import read_header
 
     jpeg = encode(photo("coffee"), "JPEG", quality=90)
     data = {
@@ -66,7 +66,7 @@ def _with_thumbnail(jpeg: bytes, thumbnail: bytes) -> bytes:
 
 
 def test_truncation_is_judged_after_the_scan_starts(nvimgcodec):
-    from pixelserve.runtime.gpu_decoding import jpeg_is_complete, read_header
+    from pixelserve.model_runtime.gpu_decoding import jpeg_is_complete, read_header
 
     jpeg = encode(photo("coffee"), "JPEG", quality=90)
     thumbnail = encode(photo("coffee")[::8, ::8], "JPEG", quality=70)

@@ -1,4 +1,4 @@
-"""Decoding encoded images (pixelserve.runtime.decoding) against PIL and numpy references, and its errors.
+"""Decoding encoded images (pixelserve.model_runtime.decoding) against PIL and numpy references, and its errors.
 
 Tolerance: the CPU decoder is PIL itself, so baseline JPEG and PNG pixels must be identical to PIL's
 (0 levels); a progressive JPEG of the same photo is compared with its baseline twin within 2 levels
@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from images import encode, photo, png_header_only
-from pixelserve.runtime.decoding import DecodeError, decode_image
-from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
+from pixelserve.model_runtime.decoding import DecodeError, decode_image
+from pixelserve.model_runtime.encoded_images import ImageDecoder, one_encoded_image
 
 MAX_SIDE = 8192
 CPU_DECODER_PARAMETERS = {"max_image_side": str(MAX_SIDE), "decode_threads": "2", "gpu_hardware_decoder": "true",
@@ -161,7 +161,7 @@ def test_png_data_size_of_a_header_matches_real_files(mode, shape):
     """expected_data_size against what zlib inflates from PIL's PNG files of each colour type and bit depth."""
     import zlib
 
-    from pixelserve.runtime.png_data import expected_data_size
+    from pixelserve.model_runtime.png_data import expected_data_size
 
     rng = np.random.default_rng(5)
     pixels = rng.integers(0, 256 if mode != "I;16" else 65536, shape).astype(np.uint16 if mode == "I;16" else np.uint8)
@@ -175,7 +175,7 @@ def test_png_data_size_of_a_header_matches_real_files(mode, shape):
 
 def test_png_data_size_of_an_interlaced_header_counts_the_seven_passes():
     """Adam7: each pass's rows and columns counted pixel by pixel (numpy), a filter byte per row of each pass."""
-    from pixelserve.runtime.png_data import ADAM7, expected_data_size
+    from pixelserve.model_runtime.png_data import ADAM7, expected_data_size
 
     for width, height, bits in ((1, 1, 8), (5, 3, 8), (37, 53, 24), (9, 17, 1), (8, 8, 64)):
         ys, xs = np.mgrid[0:height, 0:width]

@@ -31,7 +31,7 @@ from conftest import MODEL_REPOSITORY, ensure_classifier_built  # noqa: E402
 from images import photo, photo_at  # noqa: E402
 
 from pixelserve.build import model_config  # noqa: E402
-from pixelserve.runtime.tensors import PIXELS  # noqa: E402
+from pixelserve.model_runtime.tensors import PIXELS  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
 
 pytestmark = pytest.mark.server
@@ -373,7 +373,7 @@ def reference():
     import onnxruntime as ort
 
     from pixelserve.build.classifier_config import preprocess_spec
-    from pixelserve.kernels import preprocess_cpu
+    from pixelserve.kernels_numba import preprocess_cpu
 
     spec = preprocess_spec()
     session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"))
@@ -607,7 +607,7 @@ def test_hostile_encoded_requests_get_errors_and_the_next_client_the_right_answe
     a good file right after it (the same bytes where the hostile one carried a good file) gets exactly the
     reference's scores in shape [1, 1000]. The counts and the slowest bad request are printed for the notes."""
     from images import uncached_jpeg
-    from pixelserve.runtime.decoding import decode_image
+    from pixelserve.model_runtime.decoding import decode_image
 
     good = uncached_jpeg(photo_at("chelsea", 150, 200))
     timings, restarts, answered_by_triton = {}, len(fuzz_server.restarts), []

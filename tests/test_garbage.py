@@ -1,4 +1,4 @@
-"""The collector pause counters of the model processes (pixelserve.runtime.garbage), here and in a real server."""
+"""The collector pause counters of the model processes (pixelserve.model_runtime.garbage), here and in a real server."""
 from __future__ import annotations
 
 import gc
@@ -8,7 +8,7 @@ import pytest
 from images import photo
 from prometheus_text import counters_sent
 
-from pixelserve.runtime.garbage import GcPauses
+from pixelserve.model_runtime.garbage import GcPauses
 
 
 def test_pauses_are_counted_per_generation_and_flushed():

@@ -1,4 +1,4 @@
-"""The GPU batch decoder (pixelserve.runtime.gpu_decoding, nvImageCodec) against PIL, and its per-image errors.
+"""The GPU batch decoder (pixelserve.model_runtime.gpu_decoding, nvImageCodec) against PIL, and its per-image errors.
 
 Device machine only: skipped without a CUDA GPU or without nvImageCodec (requirements-gpu-decode.txt).
 
@@ -34,7 +34,7 @@ def decoder():
     require_gpu_decoding()
     import torch
 
-    from pixelserve.runtime.gpu_decoding import GpuBatchDecoder
+    from pixelserve.model_runtime.gpu_decoding import GpuBatchDecoder
 
     # Poison the CUDA caching allocator: a copy that wrote nothing would return this pattern, not pixels.
     poison = torch.full((256 << 20,), 0xA5, dtype=torch.uint8, device="cuda:0")
@@ -144,7 +144,7 @@ def test_png_alpha_is_dropped_and_16_bit_is_scaled_to_8(decoder):
 
 
 def test_oversized_header_is_refused_before_decoding(decoder):
-    from pixelserve.runtime.decoding import DecodeError
+    from pixelserve.model_runtime.decoding import DecodeError
 
     good = encode(photo("coffee"), "JPEG", quality=90)
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def test_oversized_header_is_refused_before_decoding(decoder):
 
 
 def test_bad_files_fail_alone_while_the_rest_of_the_batch_decodes(decoder):
-    from pixelserve.runtime.decoding import DecodeError
+    from pixelserve.model_runtime.decoding import DecodeError
 
     good = encode(photo("coffee"), "JPEG", quality=90)
     png = encode(photo("coffee"), "PNG")

@@ -16,8 +16,8 @@ from conftest import HAS_GPU, MODEL_REPOSITORY
 from images import photo, photo_at
 
 from pixelserve.build.classifier_config import preprocess_spec
-from pixelserve.kernels import preprocess_cpu
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.kernels_numba import preprocess_cpu
+from pixelserve.model_runtime.tensors import PIXELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 GPU_REPOSITORY = Path(__file__).parent / "gpu_repository"

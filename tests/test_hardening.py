@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
 from pixelserve.build.classifier_config import preprocess_spec
-from pixelserve.kernels import ImageError, check_batch_shape
+from pixelserve.kernels_numba import ImageError, check_batch_shape
 from pixelserve.perf import perf_config, run_perf
 from pixelserve.triton_local import access, launch
 from pixelserve.triton_local import server as server_module

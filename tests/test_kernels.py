@@ -12,7 +12,7 @@ import pytest
 from conftest import HAS_GPU
 from images import PHOTO_NAMES, photo, random_image
 
-from pixelserve.kernels import PreprocessSpec, preprocess_cpu
+from pixelserve.kernels_numba import PreprocessSpec, preprocess_cpu
 from references import cv2_resize, numpy_crop_resize, reference_preprocess, torch_resize
 
 # These compare plain bilinear (antialias=False) with torch/OpenCV; tests/test_antialias.py covers PIL parity.
@@ -94,7 +94,7 @@ def test_batch_of_mixed_sizes_equals_one_by_one(rng):
 def _cuda_run(images, spec):
     from numba import cuda
 
-    from pixelserve.kernels import preprocess_cuda
+    from pixelserve.kernels_numba import preprocess_cuda
 
     out = cuda.to_device(poisoned(len(images), spec))
     preprocess_cuda(images, spec, out=out)
@@ -152,7 +152,7 @@ def test_serving_runner_writes_into_the_buffer_it_is_given(rng):
     CPU path (same math)."""
     import torch
 
-    from pixelserve.kernels.serving import CudaRunner
+    from pixelserve.kernels_numba.serving import CudaRunner
 
     spec = PreprocessSpec(output_dtype="float16")
     runner = CudaRunner(spec, 0, max_batch_size=8)

@@ -11,7 +11,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Top-level names that exist only as folders of this repository: importing them works by accident of sys.path.
-FOLDER_NAMES = {"kernels_numba", "client", "triton_local", "build", "perf", "model_runtime"}
+# The folder list lives in pyproject.toml ([tool.setuptools.package-dir]) and nowhere else.
+with open(REPO_ROOT / "pyproject.toml", "rb") as _handle:
+    FOLDERS = tomllib.load(_handle)["tool"]["setuptools"]["package-dir"]
+FOLDER_NAMES = set(FOLDERS.values())
 SYS_PATH_EDIT = re.compile(r"sys\.path\s*(\[[^\]]*\]\s*)?(=|\+=)|sys\.path\.(insert|append|extend|remove)\(")
 
 
@@ -84,3 +87,11 @@ def test_entry_points_name_importable_functions():
     for name, target in _pyproject()["project"]["scripts"].items():
         module, _, function = target.partition(":")
         assert callable(getattr(importlib.import_module(module), function)), name
+
+
+def test_each_subpackage_is_named_after_its_folder():
+    """A grep for an import finds the folder: pixelserve.<folder> for every folder, and pyproject lists each once."""
+    assert FOLDERS and all(name == f"pixelserve.{folder}" for name, folder in FOLDERS.items()), FOLDERS
+    assert sorted(_pyproject()["tool"]["setuptools"]["packages"]) == sorted(FOLDERS)
+    for folder in FOLDER_NAMES:
+        assert (REPO_ROOT / folder).is_dir(), folder

@@ -1,4 +1,4 @@
-"""When the models' counters reach Triton (pixelserve.runtime.metrics_flush): parsing the interval, flushing
+"""When the models' counters reach Triton (pixelserve.model_runtime.metrics_flush): parsing the interval, flushing
 on a timer thread while another thread adds, and flushing after every execute with an interval of 0."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import pytest
 
 from pixelserve.build import classifier_config
-from pixelserve.runtime.counters import CounterFamily
-from pixelserve.runtime.metrics_flush import INTERVAL_PARAMETER, MetricsFlusher, interval_from_parameters
+from pixelserve.model_runtime.counters import CounterFamily
+from pixelserve.model_runtime.metrics_flush import INTERVAL_PARAMETER, MetricsFlusher, interval_from_parameters
 
 
 class Recorder:

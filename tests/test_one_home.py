@@ -1,9 +1,9 @@
 """Facts that several files need have one home each; the copies that must stay (model.py files, which Triton loads
 as they are, and files Triton reads from each model's directory) are checked against it here.
 
-- the pixels tensor's name: pixelserve.runtime.tensors.PIXELS;
+- the pixels tensor's name: pixelserve.model_runtime.tensors.PIXELS;
 - the output size (the pixels' dims): preprocess's config.pbtxt (pixelserve.build.classifier_config.pixels_dims);
-- the reserve_image_size parameter's name: pixelserve.runtime.parameters.RESERVE_PARAMETER;
+- the reserve_image_size parameter's name: pixelserve.model_runtime.parameters.RESERVE_PARAMETER;
 - the labels: model_repository/classifier/labels.txt (pixelserve.build.build_classifier.LABELS_SOURCE);
 - parsing config.pbtxt: pixelserve.build.model_config.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pixelserve.build import build_classifier, classifier_config, model_config, prepare_onnx
-from pixelserve.runtime.parameters import RESERVE_PARAMETER, image_size_parameter
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.parameters import RESERVE_PARAMETER, image_size_parameter
+from pixelserve.model_runtime.tensors import PIXELS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"

@@ -11,9 +11,9 @@ from encoded_requests import encoded_input
 from images import photo_at, uncached, uncached_jpeg
 from prometheus_text import counters_sent, value
 
-from pixelserve.runtime import image_metrics
-from pixelserve.runtime.counters import CounterFamily
-from pixelserve.runtime.phases import PhaseTimer
+from pixelserve.model_runtime import image_metrics
+from pixelserve.model_runtime.counters import CounterFamily
+from pixelserve.model_runtime.phases import PhaseTimer
 
 
 class FakeFamily:

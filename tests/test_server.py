@@ -23,7 +23,7 @@ from images import PHOTO_NAMES, photo, photo_at, uncached
 
 from pixelserve.build.classifier_config import preprocess_spec
 from pixelserve.build.reference_images import EXPECTED_TOP1
-from pixelserve.kernels import PreprocessSpec
+from pixelserve.kernels_numba import PreprocessSpec
 from references import pil_preprocess, reference_preprocess
 
 pytestmark = pytest.mark.server

@@ -1,8 +1,8 @@
 """perf.shipped_settings reads preprocess's settings as the served model does (one place: its config.pbtxt)."""
 from pixelserve.build import classifier_config, model_config
 from pixelserve.perf.shipped_settings import preprocess_settings
-from pixelserve.runtime.parameters import RESERVE_PARAMETER, image_size_parameter
-from pixelserve.runtime.tensors import PIXELS
+from pixelserve.model_runtime.parameters import RESERVE_PARAMETER, image_size_parameter
+from pixelserve.model_runtime.tensors import PIXELS
 
 
 def test_settings_follow_the_config_they_read(tmp_path):

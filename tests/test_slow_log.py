@@ -1,8 +1,8 @@
 """The slow-execute log: threshold parsing, which executions are logged, and its rate limit."""
 import pytest
 
-from pixelserve.runtime.phases import EXECUTE_PHASE, PhaseTimer
-from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
+from pixelserve.model_runtime.phases import EXECUTE_PHASE, PhaseTimer
+from pixelserve.model_runtime.slow_log import SlowLog, threshold_from_parameters
 
 
 class Clock:
@@ -83,7 +83,7 @@ def test_the_whole_execute_is_a_phase_that_holds_the_others():
 
 
 def test_image_size_parameter():
-    from pixelserve.runtime.parameters import image_size_parameter
+    from pixelserve.model_runtime.parameters import image_size_parameter
 
     assert image_size_parameter({"reserve_image_size": "1080x1920"}, "reserve_image_size") == (1080, 1920)
     assert image_size_parameter({"reserve_image_size": "0"}, "reserve_image_size") is None

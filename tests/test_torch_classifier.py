@@ -18,8 +18,8 @@ from conftest import HAS_GPU, MODEL_REPOSITORY
 from reference_top1 import assert_reference_top1
 
 from pixelserve.build import classifier_config, export_onnx, model_config, reference_images
-from pixelserve.runtime.tensors import PIXELS
-from pixelserve.runtime.torch_classifier import batch_buckets, fold_for_inference, load_network, save_weights
+from pixelserve.model_runtime.tensors import PIXELS
+from pixelserve.model_runtime.torch_classifier import batch_buckets, fold_for_inference, load_network, save_weights
 
 SHIPPED_WEIGHTS = MODEL_REPOSITORY / "classifier" / "1" / "model.pt"
 WEIGHTS_ROUNDING_MAX_ABS = 0.05
@@ -117,7 +117,7 @@ def test_weights_file_of_another_format_is_refused(tmp_path):
 def gpu_classifier(weights):
     if not HAS_GPU:
         pytest.skip("needs a CUDA GPU")
-    from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+    from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
     return TorchCudaClassifier(str(weights), 0, max_batch_size=32)
 
@@ -180,7 +180,7 @@ def test_gpu_staged_batches_give_the_logits_of_run(gpu_classifier, photos_batch)
 @pytest.mark.gpu
 def test_gpu_float16_input_gives_the_float32_logits(gpu_classifier, weights, photos_batch):
     """The FP16 hand-off from preprocess: the network runs in FP16 either way, so the logits agree closely."""
-    from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+    from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
     half = TorchCudaClassifier(str(weights), 0, max_batch_size=32, input_dtype="float16")
     got = half.run([photos_batch.astype(np.float16)]).cpu().numpy()
@@ -192,7 +192,7 @@ def test_gpu_float16_input_gives_the_float32_logits(gpu_classifier, weights, pho
 @pytest.mark.gpu
 def test_gpu_folded_and_separate_batchnorm_agree(gpu_classifier, weights, photos_batch):
     """The served (folded) graphs against graphs of the network as stored, FP16 both."""
-    from pixelserve.runtime.torch_classifier import TorchCudaClassifier
+    from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
     separate = TorchCudaClassifier(str(weights), 0, max_batch_size=4, fold=False)
     assert gpu_classifier.folded == {"batchnorm": 49, "padding": 12} and separate.folded["batchnorm"] == 0
@@ -251,7 +251,7 @@ def test_served_ensemble_with_torch_classifier_answers_on_real_photos(torch_flav
 
 
 def test_options_come_from_the_two_parameters_and_a_wrong_one_is_named():
-    from pixelserve.runtime.torch_classifier import options_from_parameters
+    from pixelserve.model_runtime.torch_classifier import options_from_parameters
 
     assert options_from_parameters({"cuda_stream_priority": "high", "fold_batchnorm": "true"}) == \
         {"high_priority": True, "fold": True}

@@ -1,4 +1,4 @@
-"""mypy (strict) checks the shipped packages pixelserve.kernels, pixelserve.runtime and pixelserve.client, and the
+"""mypy (strict) checks the shipped packages pixelserve.kernels_numba, pixelserve.model_runtime and pixelserve.client, and the
 TensorRT build scripts against the TensorRT Python API stubs (tensorrt-stubs)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TYPECHECK = REPO / "build" / "typecheck.py"
 MYPY_INI = REPO / "build" / "mypy.ini"
-CHECKED_PACKAGES = ("pixelserve.kernels", "pixelserve.runtime", "pixelserve.client")
+CHECKED_PACKAGES = ("pixelserve.kernels_numba", "pixelserve.model_runtime", "pixelserve.client")
 
 MISUSE = '''"""Deliberate misuse of the TensorRT API."""
 import tensorrt as trt
@@ -27,8 +27,8 @@ def misuse(engine: trt.ICudaEngine, logger: trt.ILogger) -> int:
 '''
 
 KERNELS_MISUSE = '''"""Deliberate misuse of the preprocessing package."""
-from pixelserve.kernels import preprocess_cpu
-from pixelserve.kernels.pixel_math import bilinear_taps
+from pixelserve.kernels_numba import preprocess_cpu
+from pixelserve.kernels_numba.pixel_math import bilinear_taps
 
 
 def misuse() -> None:

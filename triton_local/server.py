@@ -35,6 +35,10 @@ DEFAULT_BACKEND_CONFIG = (
 # in with `response_cache { enable: true }` (image_classifier_encoded does: build/classifier_config.py).
 # An entry costs about the response (4 KB of FP32 scores) plus the key; 256 MiB holds ~60,000 answers.
 RESPONSE_CACHE_CONFIG = "local,size=268435456"
+# numba's kernel cache, one folder per import name of the kernels' package: numba stores the module name in its
+# cached kernels and fails to load them (ModuleNotFoundError) once the package is renamed, as pixelserve.kernels
+# was to pixelserve.kernels_numba; a folder of the new name starts clean.
+NUMBA_CACHE_FOLDER = "pixelserve-numba-cache/kernels_numba"
 # Latency summaries (nv_inference_queue_summary_us{quantile=...} etc.): the queue-time p99 alert and the
 # dashboard's percentiles read them (deploy/prometheus, deploy/grafana).
 METRICS_CONFIG = ("summary_latencies=true",)
@@ -148,7 +152,7 @@ def server_environment(base: dict[str, str] | None = None, python_env: Path | No
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
     if python_env is not None:
         env["PATH"] = os.pathsep.join(filter(None, [str(python_env / "bin"), env.get("PATH")]))
-    env.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "pixelserve-numba-cache"))
+    env.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / NUMBA_CACHE_FOLDER))
     return env
 
 

@@ -14,15 +14,15 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.kernels import PreprocessSpec
-from pixelserve.runtime.decoding import DecodeError
-from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
-from pixelserve.runtime.garbage import GcPauses
-from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
-from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
-from pixelserve.runtime.parameters import config_parameters, image_size_parameter
-from pixelserve.runtime.phases import PhaseTimer
-from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
+from pixelserve.kernels_numba import PreprocessSpec
+from pixelserve.model_runtime.decoding import DecodeError
+from pixelserve.model_runtime.encoded_images import ImageDecoder, one_encoded_image
+from pixelserve.model_runtime.garbage import GcPauses
+from pixelserve.model_runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
+from pixelserve.model_runtime.metrics_flush import MetricsFlusher, interval_from_parameters
+from pixelserve.model_runtime.parameters import config_parameters, image_size_parameter
+from pixelserve.model_runtime.phases import PhaseTimer
+from pixelserve.model_runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, OUTPUT = "images", "predictions"
 NAME = "image_classifier_encoded"
@@ -43,8 +43,8 @@ class TritonPythonModel:
         if args["model_instance_kind"] != "GPU":
             raise pb_utils.TritonModelException(f"{NAME} in one step runs the torch classifier: it needs a KIND_GPU "
                                                 f"instance (a CPU host serves the onnxruntime flavour's ensemble)")
-        from pixelserve.kernels.serving import CudaRunner
-        from pixelserve.runtime.torch_classifier import TorchCudaClassifier, options_from_parameters
+        from pixelserve.kernels_numba.serving import CudaRunner
+        from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier, options_from_parameters
 
         parameters = config_parameters(config)
         device_id = int(args["model_instance_device_id"])

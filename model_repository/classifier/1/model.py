@@ -10,11 +10,11 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.runtime.garbage import GcPauses
-from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
-from pixelserve.runtime.parameters import config_parameters
-from pixelserve.runtime.phases import PhaseTimer
-from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
+from pixelserve.model_runtime.garbage import GcPauses
+from pixelserve.model_runtime.metrics_flush import MetricsFlusher, interval_from_parameters
+from pixelserve.model_runtime.parameters import config_parameters
+from pixelserve.model_runtime.phases import PhaseTimer
+from pixelserve.model_runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, OUTPUT = "pixels", "logits"
 ARTIFACTS = {"onnxruntime": "model.onnx", "torch": "model.pt"}
@@ -31,7 +31,7 @@ def _engine(args: dict, config: dict):
     if runtime == "torch":
         if args["model_instance_kind"] != "GPU":
             raise pb_utils.TritonModelException("runtime torch needs a KIND_GPU instance")
-        from pixelserve.runtime.torch_classifier import TorchCudaClassifier, options_from_parameters
+        from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier, options_from_parameters
 
         pixels = pb_utils.get_input_config_by_name(config, INPUT)
         dtype = np.dtype(pb_utils.triton_string_to_numpy(pixels["data_type"])).name
@@ -41,7 +41,7 @@ def _engine(args: dict, config: dict):
             raise pb_utils.TritonModelException(f"{exc}; {BUILD_HINT.format(runtime=runtime)}") from None
         return TorchCudaClassifier(path, int(args["model_instance_device_id"]), config["max_batch_size"],
                                    tuple(pixels["dims"]), input_dtype=dtype, **options)
-    from pixelserve.runtime.onnxruntime_classifier import OnnxRuntimeClassifier
+    from pixelserve.model_runtime.onnxruntime_classifier import OnnxRuntimeClassifier
 
     return OnnxRuntimeClassifier(path, int(config_parameters(config).get("intra_op_num_threads", "0")))
 

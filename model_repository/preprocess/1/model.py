@@ -10,15 +10,15 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pixelserve.kernels import ImageError, PreprocessSpec, check_batch_shape, check_image
-from pixelserve.runtime.decoding import DecodeError
-from pixelserve.runtime.encoded_images import ImageDecoder, one_encoded_image
-from pixelserve.runtime.garbage import GcPauses
-from pixelserve.runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
-from pixelserve.runtime.metrics_flush import MetricsFlusher, interval_from_parameters
-from pixelserve.runtime.parameters import config_parameters, image_size_parameter
-from pixelserve.runtime.phases import PhaseTimer
-from pixelserve.runtime.slow_log import SlowLog, threshold_from_parameters
+from pixelserve.kernels_numba import ImageError, PreprocessSpec, check_batch_shape, check_image
+from pixelserve.model_runtime.decoding import DecodeError
+from pixelserve.model_runtime.encoded_images import ImageDecoder, one_encoded_image
+from pixelserve.model_runtime.garbage import GcPauses
+from pixelserve.model_runtime.image_metrics import PREPROCESS_STAGES, ImageMetrics
+from pixelserve.model_runtime.metrics_flush import MetricsFlusher, interval_from_parameters
+from pixelserve.model_runtime.parameters import config_parameters, image_size_parameter
+from pixelserve.model_runtime.phases import PhaseTimer
+from pixelserve.model_runtime.slow_log import SlowLog, threshold_from_parameters
 
 INPUT, ENCODED_INPUT, OUTPUT = "images", "encoded", "pixels"
 RESERVE_PARAMETER = "reserve_image_size"
@@ -64,11 +64,11 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(str(exc)) from None
         device_id = int(args["model_instance_device_id"]) if on_gpu else None
         if on_gpu:
-            from pixelserve.kernels.serving import CudaRunner
+            from pixelserve.kernels_numba.serving import CudaRunner
 
             self.runner = CudaRunner(self.spec, device_id, config["max_batch_size"], reserve_size=reserve_size)
         else:
-            from pixelserve.kernels.serving import CpuRunner
+            from pixelserve.kernels_numba.serving import CpuRunner
 
             self.runner = CpuRunner(self.spec)
         self.decoder = ImageDecoder(parameters, device_id,
