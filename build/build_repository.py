@@ -136,6 +136,12 @@ def install_one_step(repository: Path, flavour: str) -> None:
         target.unlink(missing_ok=True)
 
 
+def gpu_server_args(gpus: int) -> list[str]:
+    """How a GPU build is served: its per-host configs, and build/placement.yaml's CUDA memory pool on each GPU."""
+    pool = place_instances.load_settings()["cuda_memory_pool_bytes"]
+    return [f"--model-config-name={CONFIG_NAME}"] + [f"--cuda-memory-pool-byte-size={gpu}:{pool}" for gpu in range(gpus)]
+
+
 def build(target: str, gpus: int, profile: str, repository: Path, onnx: Path | None = None,
           weights: Path | None = None) -> Manifest:  # fmt: skip
     """Build ``repository`` for ``target`` on ``gpus`` GPUs; return the manifest it wrote (BuildError, PlacementError)."""
@@ -144,7 +150,6 @@ def build(target: str, gpus: int, profile: str, repository: Path, onnx: Path | N
     onnx_path = None if flavour == "torch" else build_classifier.source_onnx(onnx)
     build_classifier.install(flavour, onnx_path, model_dir, weights)
     remove_gpu_build(repository)
-    settings = place_instances.load_settings()
     per_gpu = place_instances.load_per_gpu(profile=profile)
     placements: dict[str, dict[int, int]] = {}
     server_args: list[str] = []
@@ -155,8 +160,7 @@ def build(target: str, gpus: int, profile: str, repository: Path, onnx: Path | N
         build_classifier.write_ensemble(model_dir, "onnxruntime")
         placements = write_gpu_configs(repository, configs, target, profile, gpus, per_gpu)
         install_one_step(repository, flavour)
-        pool = settings["cuda_memory_pool_bytes"]
-        server_args = [f"--model-config-name={CONFIG_NAME}"] + [f"--cuda-memory-pool-byte-size={gpu}:{pool}" for gpu in range(gpus)]
+        server_args = gpu_server_args(gpus)
     manifest = Manifest(
         target=target, flavour=flavour, profile=profile, gpus=gpus, gpu_names=gpu_names(),
         config_name=CONFIG_NAME if target != "cpu" else None, server_args=server_args,
@@ -180,10 +184,7 @@ def replace_for_gpus(repository: Path, gpus: int, per_gpu: dict[str, int] | None
     configs = {path.parent.parent.name: model_config.read_config(path)
                for path in sorted(repository.glob(f"*/configs/{CONFIG_NAME}.pbtxt"))}  # fmt: skip
     placements = write_gpu_configs(repository, configs, manifest.target, manifest.profile, gpus, per_gpu)
-    pool = place_instances.load_settings()["cuda_memory_pool_bytes"]
-    server_args = [arg for arg in manifest.server_args if not arg.startswith("--cuda-memory-pool-byte-size")]
-    server_args += [f"--cuda-memory-pool-byte-size={gpu}:{pool}" for gpu in range(gpus)]
-    placed_again = dataclasses.replace(manifest, gpus=gpus, instances=placements, server_args=server_args,
+    placed_again = dataclasses.replace(manifest, gpus=gpus, instances=placements, server_args=gpu_server_args(gpus),
                                        gpu_names=gpu_names())  # fmt: skip
     write_manifest(repository, placed_again)
     return placed_again

@@ -20,7 +20,7 @@ from . import access, paths
 from .build_manifest import repository_manifest, served_args
 from .health import PROBE_MODEL, Unhealthy, probe
 from .mps import MpsDaemon
-from .stubs import STUB_POLL_S, StubWatch, models_are_static
+from .stubs import STUB_POLL_S, StubWatch, live_stubs, models_are_static
 
 # Python-backend shared memory: images are megabytes, the backend's 1 MiB default grows too slowly.
 # The one place for these sizes: the container gets them through pixelserve-tritonserver (launch.py).
@@ -423,14 +423,9 @@ class LocalTritonServer:
     def stub_pid(self, instance: str) -> int:
         """The pid of the Python-backend stub of model instance ``instance`` (e.g. ``preprocess_0_0``)."""
         server = self._process.pid if self._process else -1
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):  # gone meanwhile
-                continue
-            if ppid == server and instance.encode() in args:
-                return int(proc.name)
+        for pid, name in live_stubs(server).items():
+            if name == instance:
+                return pid
         raise LookupError(f"no stub process for {instance} under tritonserver pid {server}")
 
     def supervising(self) -> bool:
