@@ -29,7 +29,9 @@ from . import build_classifier, classifier_config, model_config, place_instances
 TARGETS = {"cpu": "onnxruntime", "gpu-torch": "torch", "gpu-tensorrt": "tensorrt"}
 FLAVOUR_TARGETS = {flavour: target for target, flavour in TARGETS.items()}
 DEFAULT_REPOSITORY = build_classifier.REPO_ROOT / "model_repository"
-ONE_STEP_SOURCE = Path(__file__).resolve().parent / "models" / classifier_config.ENCODED_ENSEMBLE_NAME / "model.py"
+ONE_STEP_SOURCE = Path(__file__).resolve().parent / "models" / "one_step" / "model.py"
+# The models that are one Python-backend step where the flavour is in classifier_config.ONE_STEP_FLAVOURS.
+ONE_STEP_MODELS = (classifier_config.ENSEMBLE_NAME, classifier_config.ENCODED_ENSEMBLE_NAME)
 VERSIONED = ("numba", "numba-cuda", "numpy", "torch", "onnxruntime", "nvidia-nvimgcodec-cu13", "nvidia-nvimgcodec-cu12",
              "tensorrt", "tritonclient")  # fmt: skip
 # MPS on for GPU builds: on the H100 it served more at every concurrency measured (issue 11 session 8: concurrency 1
@@ -85,8 +87,8 @@ def flavour_configs(flavour: str, classifier_text: str) -> dict[str, Any]:
     return {
         "preprocess": model_config.read_config(classifier_config.PREPROCESS_CONFIG),
         classifier_config.MODEL_NAME: model_config.parse_config(classifier_text),
-        classifier_config.ENSEMBLE_NAME: classifier_config.ensemble_config(encoded=False),
-        classifier_config.ENCODED_ENSEMBLE_NAME: classifier_config.encoded_config(flavour),
+        classifier_config.ENSEMBLE_NAME: classifier_config.product_config(flavour, encoded=False),
+        classifier_config.ENCODED_ENSEMBLE_NAME: classifier_config.product_config(flavour, encoded=True),
     }
 
 
@@ -123,17 +125,19 @@ def remove_gpu_build(repository: Path) -> None:
         path.unlink()
         if not any(path.parent.iterdir()):
             path.parent.rmdir()
-    (repository / classifier_config.ENCODED_ENSEMBLE_NAME / "1" / "model.py").unlink(missing_ok=True)
+    for model in ONE_STEP_MODELS:
+        (repository / model / "1" / "model.py").unlink(missing_ok=True)
 
 
 def install_one_step(repository: Path, flavour: str) -> None:
-    """Put the one-step encoded model's code where Triton loads it, only where the flavour makes it one step."""
-    target = repository / classifier_config.ENCODED_ENSEMBLE_NAME / "1" / "model.py"
-    if flavour in classifier_config.ONE_STEP_FLAVOURS:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ONE_STEP_SOURCE, target)
-    else:
-        target.unlink(missing_ok=True)
+    """Put the one-step model's code where Triton loads it, only where the flavour makes the products one step."""
+    for model in ONE_STEP_MODELS:
+        target = repository / model / "1" / "model.py"
+        if flavour in classifier_config.ONE_STEP_FLAVOURS:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ONE_STEP_SOURCE, target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def gpu_server_args(gpus: int) -> list[str]:

@@ -1,7 +1,7 @@
 """The configs the build writes: model_repository/classifier (per flavour) and the image_classifier ensemble.
 
-Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier_encoded`` is one Python-backend model
-instead of an ensemble (``one_step_encoded_config``). All are ``ModelConfig`` messages rendered by model_config
+Where the classifier flavour is in ONE_STEP_FLAVOURS, ``image_classifier`` and ``image_classifier_encoded`` are each
+one Python-backend model instead of an ensemble (``one_step_config``). All are ``ModelConfig`` messages rendered by model_config
 (protobuf text_format, generated header).
 Every flavour shares name, inputs, outputs, labels and batching; only its row of ``_RUNTIME`` differs.
 ``max_batch_size``, the size (dims) and data type of the pixels and the Python-backend models' shared parameters
@@ -22,7 +22,7 @@ import numpy as np
 
 from pixelserve.model_runtime.metrics_flush import INTERVAL_PARAMETER as METRICS_INTERVAL
 from pixelserve.model_runtime.slow_log import THRESHOLD_PARAMETER as SLOW_LOG
-from pixelserve.model_runtime.tensors import PIXELS
+from pixelserve.model_runtime.tensors import LOGITS, PIXELS
 from . import model_config
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ MODEL_NAME = "classifier"
 ENSEMBLE_NAME = "image_classifier"
 ENCODED_ENSEMBLE_NAME = "image_classifier_encoded"
 INPUT_NAME = PIXELS
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = LOGITS
 NUM_CLASSES = 1000
 LABEL_FILENAME = "labels.txt"
 # Parameters of every Python-backend step, set once in preprocess's config.pbtxt.
@@ -74,9 +74,9 @@ _RUNTIME: dict[str, dict[str, Any]] = {
 }
 FLAVOURS = tuple(_RUNTIME)
 
-# Where the classifier is a Python-backend model on the GPU (torch), image_classifier_encoded is one Python-backend
-# model that decodes, preprocesses and classifies (build/models/image_classifier_encoded/model.py, which pixelserve-build
-# puts in the repository when it chooses this flavour), not the
+# Where the classifier is a Python-backend model on the GPU (torch), image_classifier and image_classifier_encoded are
+# each one Python-backend model that (decodes,) preprocesses and classifies (build/models/one_step/model.py, which
+# pixelserve-build puts in both when it chooses this flavour), not the
 # ensemble preprocess -> classifier: every step of an ensemble costs a Python-backend round trip (about 1 ms of stub
 # handling per execute() of the classifier on the H100). On three H100 servers the one step served 2.78-3.29x the raw
 # ensemble at concurrency 32, the two steps beside it 2.26-2.66x (perf/results/README.md, "Issue 11, session 7").
@@ -220,15 +220,19 @@ def ensemble_config(encoded: bool = False) -> Any:
     return config
 
 
-def one_step_encoded_config(flavour: str = "torch") -> Any:
-    """``image_classifier_encoded`` as one Python-backend model (ONE_STEP_FLAVOURS): the encoded ensemble's input and
-    labelled output, without its response cache; preprocess's batching and parameters (with its output's size and
-    dtype as ``out_height``, ``out_width`` and ``output_dtype``: ``preprocess_parameters``) and the
-    classifier's flavour parameters, each from where it is set."""
+def one_step_config(flavour: str = "torch", encoded: bool = True) -> Any:
+    """``image_classifier_encoded`` (``encoded``) or ``image_classifier`` as one Python-backend model
+    (ONE_STEP_FLAVOURS): the ensemble's input (preprocess's ``encoded`` or ``images`` input, required here) and
+    labelled output, without a response cache; preprocess's batching and parameters (with its output's size and
+    dtype as ``out_height``, ``out_width`` and ``output_dtype``: ``preprocess_parameters``) and the classifier's
+    flavour parameters, each from where it is set."""
     pb2 = model_config.pb2()
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
-    config = pb2.ModelConfig(name=ENCODED_ENSEMBLE_NAME, backend="python", max_batch_size=preprocess.max_batch_size)
-    config.input.add(name="images", data_type=pb2.TYPE_STRING, dims=[1])
+    name = ENCODED_ENSEMBLE_NAME if encoded else ENSEMBLE_NAME
+    config = pb2.ModelConfig(name=name, backend="python", max_batch_size=preprocess.max_batch_size)
+    (source,) = [i for i in preprocess.input if i.name == ("encoded" if encoded else "images")]
+    config.input.add(name="images", data_type=source.data_type, dims=source.dims,
+                     allow_ragged_batch=source.allow_ragged_batch)
     config.output.add(name="predictions", data_type=pb2.TYPE_FP32, dims=[NUM_CLASSES], label_filename=LABEL_FILENAME)
     config.dynamic_batching.CopyFrom(preprocess.dynamic_batching)
     config.instance_group.add(count=1, kind=pb2.ModelInstanceGroup.Kind.Value(_RUNTIME[flavour]["kind"]))
@@ -243,16 +247,22 @@ def one_step_encoded_config(flavour: str = "torch") -> Any:
     return config
 
 
+def product_config(flavour: str = "onnxruntime", encoded: bool = True) -> Any:
+    """``image_classifier_encoded`` (``encoded``) or ``image_classifier`` for `flavour`: one Python-backend model
+    (ONE_STEP_FLAVOURS) or the ensemble."""
+    return one_step_config(flavour, encoded) if flavour in ONE_STEP_FLAVOURS else ensemble_config(encoded)
+
+
 def encoded_config(flavour: str = "onnxruntime") -> Any:
-    """``image_classifier_encoded`` for `flavour`: one Python-backend model (ONE_STEP_FLAVOURS) or the ensemble."""
-    return one_step_encoded_config(flavour) if flavour in ONE_STEP_FLAVOURS else ensemble_config(encoded=True)
+    """``image_classifier_encoded`` for `flavour` (product_config)."""
+    return product_config(flavour, encoded=True)
 
 
 def render_encoded(flavour: str = "onnxruntime") -> str:
     """The config.pbtxt text of ``image_classifier_encoded`` for `flavour`."""
     if flavour not in ONE_STEP_FLAVOURS:
         return render_ensemble(encoded=True)
-    return model_config.config_text(one_step_encoded_config(flavour), [
+    return model_config.config_text(one_step_config(flavour), [
         "The product: an image in, ImageNet scores out (ask for `class_count` to get top-k labels).",
         "Encoded images in: one JPEG or PNG file's bytes per request, as a [1, 1] BYTES tensor.",
         f"Generated by pixelserve.build.classifier_config (flavour: {flavour}); do not edit by hand.",

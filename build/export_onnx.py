@@ -24,7 +24,7 @@ from . import classifier_config, reference_images
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO_ROOT / "artifacts" / "onnx" / "efficientnet_lite0.onnx"
 INPUT_NAME = classifier_config.INPUT_NAME
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = classifier_config.OUTPUT_NAME
 OPSET = 17
 MAX_ABS_DIFF = 1e-3
 ARCH = "efficientnet-lite0"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from pixelserve.model_runtime.tensors import PIXELS
+from pixelserve.model_runtime.tensors import LOGITS, PIXELS
 
 Logits = npt.NDArray[np.float32]
 
@@ -68,7 +68,7 @@ def onnx_logits(model: Path, pixels: Logits, as_written: bool = False, batch_siz
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     chunks: list[Logits] = [
-        np.asarray(session.run(["logits"], {PIXELS: pixels[start : start + batch_size]})[0], dtype=np.float32)
+        np.asarray(session.run([LOGITS], {PIXELS: pixels[start : start + batch_size]})[0], dtype=np.float32)
         for start in range(0, len(pixels), batch_size)
     ]
     return np.concatenate(chunks)

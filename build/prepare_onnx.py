@@ -23,7 +23,7 @@ from onnx import TensorProto, numpy_helper
 from . import classifier_config
 
 INPUT_NAME = classifier_config.INPUT_NAME
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = classifier_config.OUTPUT_NAME
 NUM_CLASSES = 1000
 BATCH_PARAM = "batch"
 

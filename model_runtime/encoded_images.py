@@ -35,11 +35,26 @@ def one_encoded_image(encoded: npt.NDArray[Any]) -> bytes:
     return bytes(encoded.reshape(-1)[0])
 
 
+HARDWARE_LOAD_PARAMETER = "gpu_hardware_load"
+
+
+def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
+    """The fraction of a batch's JPEGs for the hardware JPEG engines (ValueError unless from 0 to 1)."""
+    text = parameters[HARDWARE_LOAD_PARAMETER]
+    try:
+        load = float(text)
+    except ValueError:
+        load = -1.0
+    if not 0.0 <= load <= 1.0:
+        raise ValueError(f"parameter {HARDWARE_LOAD_PARAMETER}={text!r}: expected a fraction from 0 to 1")
+    return load
+
+
 class ImageDecoder:
     """Decodes a batch of encoded images; each gets its HWC uint8 RGB pixels (a CUDA tensor on a GPU
     instance with nvImageCodec, else a numpy array) or its own DecodeError.
 
-    ``parameters`` are the model config's: ``max_image_side``, ``decode_threads``, ``gpu_hardware_decoder``
+    ``parameters`` are the model config's: ``max_image_side``, ``decode_threads``, ``gpu_hardware_load``
     and ``gpu_decoder_options`` (model_repository/preprocess/config.pbtxt documents them).
     """
 
@@ -47,6 +62,7 @@ class ImageDecoder:
                  warn: Callable[[str], None] = print) -> None:  # fmt: skip
         self.max_side = int(parameters["max_image_side"])
         threads = int(parameters["decode_threads"])
+        hardware_load = hardware_load_parameter(parameters)
         self._gpu: Any = None
         self._pool: ThreadPoolExecutor | None = None
         if device_id is not None:
@@ -55,7 +71,7 @@ class ImageDecoder:
 
                 self._gpu = GpuBatchDecoder(device_id, self.max_side, cpu_threads=threads,
                                             options=parameters["gpu_decoder_options"],
-                                            hardware=parameters["gpu_hardware_decoder"] == "true")
+                                            hardware_load=hardware_load)
             except ImportError as exc:  # a GPU host without nvImageCodec or torch (the Triton container image)
                 warn(f"GPU instance without GPU decoding ({exc}); decoding with PIL")
         if self._gpu is None:

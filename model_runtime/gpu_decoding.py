@@ -3,8 +3,9 @@
 Each file's header is read first (nvimgcodec.CodeStream parses it without decoding), so that empty,
 non-image and oversized inputs are refused before any pixel memory is allocated, with the same errors
 as the CPU decoder (pixelserve.model_runtime.decoding). The accepted JPEGs go to the GPU's hardware JPEG
-engines in one batched call (baseline JPEG only); what they refuse (progressive JPEG, CMYK, PNG, ...)
-goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and CPU codecs for PNG).
+engines in one batched call (baseline JPEG only), or a set fraction of them does while the CUDA decoders take
+the rest; what that call refuses (progressive JPEG, CMYK, PNG, ...) goes, in one more call, to nvImageCodec's
+default decoders (CUDA nvJPEG, and CPU codecs for PNG).
 Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.
 
 The decoded images are C-contiguous torch CUDA tensors: complete when returned, or, where the caller
@@ -103,22 +104,30 @@ class GpuBatchDecoder:
     """Decodes a batch of encoded images on one GPU; each image gets its pixels or its own DecodeError."""
 
     def __init__(self, device_id: int, max_side: int, cpu_threads: int = 0, options: str = "",
-                 hardware: bool = True) -> None:  # fmt: skip
+                 hardware_load: float = 1.0) -> None:  # fmt: skip
+        if not 0.0 <= hardware_load <= 1.0:
+            raise ValueError(f"hardware_load={hardware_load}: expected a fraction from 0 to 1")
         self.nvimgcodec = nvimgcodec_module()
+        self.hardware_load = hardware_load
         self.device = torch.device("cuda", device_id)
         self.max_side = max_side
         self.params = self.nvimgcodec.DecodeParams(
             apply_exif_orientation=True, color_spec=self.nvimgcodec.ColorSpec.SRGB, allow_any_depth=False,
             sample_format=self.nvimgcodec.SampleFormat.I_RGB)
         self.hardware_error = ""
-        self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware else None
+        self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware_load > 0 else None
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
 
     def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
-        """The hardware JPEG engines' decoder, or None (reason in ``hardware_error``) on GPUs without them."""
-        backend = self.nvimgcodec.Backend(self.nvimgcodec.BackendKind.HW_GPU_ONLY)
+        """The JPEG decoder that uses the hardware JPEG engines, or None (reason in ``hardware_error``) on GPUs without
+        them. Below a load of 1 it hands that fraction of a batch to the engines and the rest, at the same time,
+        to the CUDA decoders (nvImageCodec's load hint, DALI's ``hw_decoder_load``)."""
+        kinds = self.nvimgcodec.BackendKind
+        backends = [self.nvimgcodec.Backend(kinds.HW_GPU_ONLY, load_hint=self.hardware_load)]
+        if self.hardware_load < 1.0:
+            backends += [self.nvimgcodec.Backend(kinds.GPU_ONLY), self.nvimgcodec.Backend(kinds.HYBRID_CPU_GPU)]
         try:
-            return self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, backends=[backend],
+            return self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, backends=backends,
                                            options=options)
         except (RuntimeError, ValueError) as exc:
             self.hardware_error = str(exc)
@@ -130,6 +139,9 @@ class GpuBatchDecoder:
         if self.hardware is None:
             reason = f" ({self.hardware_error})" if self.hardware_error else ""
             return f"nvImageCodec default backends only, no hardware JPEG decoder{reason}"
+        if self.hardware_load < 1.0:
+            return (f"nvImageCodec: {self.hardware_load:g} of each batch's JPEGs to the hardware JPEG decoder, the rest "
+                    f"to the CUDA decoders; default backends for what they refuse")
         return "nvImageCodec hardware JPEG decoder, default backends for the rest"
 
     def decode(self, batch: Sequence[bytes], cuda_stream: int | None = None) -> list[torch.Tensor | DecodeError]:

@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .tensors import LOGITS as OUTPUT_NAME
 from .tensors import PIXELS as INPUT_NAME
-OUTPUT_NAME = "logits"
 
 
 class OnnxRuntimeClassifier:

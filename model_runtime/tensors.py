@@ -7,3 +7,6 @@ from __future__ import annotations
 
 # preprocess's output and the classifier's input: the normalised CHW batch.
 PIXELS = "pixels"
+
+# The classifier's output: one row of ImageNet scores per image (the ONNX export, the engines and the configs).
+LOGITS = "logits"

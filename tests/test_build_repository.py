@@ -45,6 +45,7 @@ def test_committed_configs_are_what_the_cpu_build_writes(model):
 def test_nothing_in_the_repository_that_the_cpu_build_does_not_load():
     """The one-step model's code lives in build/models/ and is put in the repository only by a gpu-torch build."""
     assert not _tracked(MODEL_REPOSITORY / "image_classifier_encoded" / "1" / "model.py")
+    assert not _tracked(MODEL_REPOSITORY / "image_classifier" / "1" / "model.py")
     assert build_repository.ONE_STEP_SOURCE.is_file() and _tracked(build_repository.ONE_STEP_SOURCE)
     assert not list(MODEL_REPOSITORY.glob(f"*/configs/{CONFIG_NAME}.pbtxt")) or \
         read_manifest(MODEL_REPOSITORY).config_name == CONFIG_NAME  # only a GPU build leaves per-host configs
@@ -66,19 +67,23 @@ def test_gpu_build_places_the_throughput_profile_on_every_gpu(gpu_build):
     repository, _, stdout = gpu_build
     per_gpu = place_instances.load_per_gpu(profile="throughput")
     kind_gpu = model_config.pb2().ModelInstanceGroup.Kind.Value("KIND_GPU")
-    for model in ("preprocess", "classifier", "image_classifier_encoded"):
+    for model in ("preprocess", "classifier", "image_classifier", "image_classifier_encoded"):
         config = model_config.read_config(repository / model / "configs" / f"{CONFIG_NAME}.pbtxt")
         groups = [(g.kind, g.count, list(g.gpus)) for g in config.instance_group]
         assert groups == [(kind_gpu, per_gpu[model], [0]), (kind_gpu, per_gpu[model], [1])], model
         assert f"{model}: GPU 0 x{per_gpu[model]}, GPU 1 x{per_gpu[model]}" in stdout
     classifier = model_config.read_config(repository / "classifier" / "configs" / f"{CONFIG_NAME}.pbtxt")
     assert classifier.parameters["runtime"].string_value == "torch"
-    encoded = model_config.read_config(repository / "image_classifier_encoded" / "configs" / f"{CONFIG_NAME}.pbtxt")
-    assert encoded.backend == "python"  # the one step, with its code beside it
-    assert (repository / "image_classifier_encoded" / "1" / "model.py").read_bytes() == \
-        build_repository.ONE_STEP_SOURCE.read_bytes()
-    raw = model_config.read_config(repository / "image_classifier" / "configs" / f"{CONFIG_NAME}.pbtxt")
-    assert raw.platform == "ensemble" and not raw.instance_group
+    inputs = {}
+    for model in ("image_classifier", "image_classifier_encoded"):  # each the one step, with its code beside it
+        config = model_config.read_config(repository / model / "configs" / f"{CONFIG_NAME}.pbtxt")
+        assert config.backend == "python" and not config.platform, model
+        assert (repository / model / "1" / "model.py").read_bytes() == build_repository.ONE_STEP_SOURCE.read_bytes()
+        inputs[model] = [(i.name, model_config.pb2().DataType.Name(i.data_type), list(i.dims), i.allow_ragged_batch)
+                         for i in config.input]
+    # the same inputs as the ensembles they stand in for
+    assert inputs == {"image_classifier": [("images", "TYPE_UINT8", [-1, -1, 3], True)],
+                      "image_classifier_encoded": [("images", "TYPE_STRING", [1], False)]}
 
 
 def test_gpu_build_leaves_the_portable_configs_and_writes_a_manifest(gpu_build):

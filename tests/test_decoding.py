@@ -18,7 +18,7 @@ from pixelserve.model_runtime.decoding import DecodeError, decode_image
 from pixelserve.model_runtime.encoded_images import ImageDecoder, one_encoded_image
 
 MAX_SIDE = 8192
-CPU_DECODER_PARAMETERS = {"max_image_side": str(MAX_SIDE), "decode_threads": "2", "gpu_hardware_decoder": "true",
+CPU_DECODER_PARAMETERS = {"max_image_side": str(MAX_SIDE), "decode_threads": "2", "gpu_hardware_load": "1",
                           "gpu_decoder_options": ""}  # fmt: skip
 
 
@@ -201,3 +201,18 @@ def test_png_with_fewer_rows_than_its_header_is_refused():
     for data in (half_rows, png_header_only(8192, 8192), png[: len(png) * 2 // 3]):
         with pytest.raises(DecodeError, match=r"undecodable PNG image: .*(truncated|ends)"):
             decode_image(data, MAX_SIDE)
+
+
+@pytest.mark.parametrize("text, load", [("1", 1.0), ("0.65", 0.65), ("0", 0.0)])
+def test_the_hardware_load_parameter_is_a_fraction(text, load):
+    from pixelserve.model_runtime.encoded_images import hardware_load_parameter
+
+    assert hardware_load_parameter({"gpu_hardware_load": text}) == load
+
+
+@pytest.mark.parametrize("text", ["1.5", "-0.1", "true", "", "nan"])
+def test_a_hardware_load_outside_0_to_1_is_refused_by_name(text):
+    from pixelserve.model_runtime.encoded_images import hardware_load_parameter
+
+    with pytest.raises(ValueError, match="gpu_hardware_load=.*expected a fraction from 0 to 1"):
+        hardware_load_parameter({"gpu_hardware_load": text})

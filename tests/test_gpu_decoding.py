@@ -29,8 +29,9 @@ MAX_SIDE = 8192
 MEAN_LEVELS, P99_LEVELS = 1.5, 12
 
 
-@pytest.fixture(scope="module")
-def decoder():
+@pytest.fixture(scope="module", params=[1.0, 0.5], ids=["engines-first", "engines-half"])
+def decoder(request):
+    """Every JPEG to the hardware engines first, or half of each batch to them and half to the CUDA decoders."""
     require_gpu_decoding()
     import torch
 
@@ -39,7 +40,7 @@ def decoder():
     # Poison the CUDA caching allocator: a copy that wrote nothing would return this pattern, not pixels.
     poison = torch.full((256 << 20,), 0xA5, dtype=torch.uint8, device="cuda:0")
     del poison
-    return GpuBatchDecoder(0, MAX_SIDE)
+    return GpuBatchDecoder(0, MAX_SIDE, hardware_load=request.param)
 
 
 def _pil(data: bytes) -> np.ndarray:

@@ -87,3 +87,46 @@ def test_oversized_and_several_files_are_refused_and_the_server_keeps_serving(gp
         client.infer("image_classifier_encoded", [two])
     good = client.infer("image_classifier_encoded", [encoded_input(grpcclient, data)]).as_numpy("predictions")
     assert int(good[0].argmax()) == ESPRESSO
+
+
+def test_raw_product_answers_the_reference_photos(gpu_server):
+    """image_classifier (one step with the torch flavour, else the ensemble) gives each photo an allowed top-1."""
+    import tritonclient.grpc as grpcclient
+
+    from reference_top1 import assert_reference_top1
+
+    assert_reference_top1(grpcclient.InferenceServerClient(gpu_server.grpc_url))
+
+
+def test_raw_product_takes_frames_in_cuda_shared_memory(gpu_server):
+    """A client holding decoded frames on the GPU hands them over through CUDA shared memory (IPC); the answer is
+    the one sent over plain gRPC, and the model's statistics count no failure."""
+    import base64
+
+    import tritonclient.grpc as grpcclient
+    from cuda.bindings import driver
+    from numba import cuda
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    frames = np.stack([photo_at("coffee", 1080, 1920), photo_at("rocket", 1080, 1920)])
+    expected = client.infer("image_classifier", [raw_input(grpcclient, frames[0])]).as_numpy("predictions")
+    device_frames = cuda.to_device(frames)  # its own allocation, so the IPC handle starts at the frames
+    error, ipc_handle = driver.cuIpcGetMemHandle(device_frames.device_ctypes_pointer.value)
+    assert int(error) == 0, error
+    headers = gpu_server.admin_headers  # registering shared memory is a restricted API
+    client.register_cuda_shared_memory("frames_in", base64.b64encode(bytes(ipc_handle.reserved)), 0, frames.nbytes,
+                                       headers=headers)
+    try:
+        inp = grpcclient.InferInput("images", list(frames.shape), "UINT8")
+        inp.set_shared_memory("frames_in", frames.nbytes)
+        got = client.infer("image_classifier", [inp]).as_numpy("predictions")
+        assert got.shape == (2, 1000)
+        rocket = client.infer("image_classifier", [raw_input(grpcclient, frames[1])]).as_numpy("predictions")
+        # The same pixels through the same FP16 engine; batches of 1 and 2 may run different kernels (FP16 rounding).
+        for row, alone in ((got[:1], expected), (got[1:], rocket)):
+            assert int(row.argmax()) == int(alone.argmax())
+            np.testing.assert_allclose(row, alone, rtol=0, atol=0.05)
+        stats = client.get_inference_statistics("image_classifier", as_json=True)["model_stats"][0]
+        assert int(stats["inference_stats"]["fail"].get("count", 0)) == 0  # JSON omits zero counts
+    finally:
+        client.unregister_cuda_shared_memory("frames_in", headers=headers)

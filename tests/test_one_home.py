@@ -1,7 +1,7 @@
 """Facts that several files need have one home each; the copies that must stay (model.py files, which Triton loads
 as they are, and files Triton reads from each model's directory) are checked against it here.
 
-- the pixels tensor's name: pixelserve.model_runtime.tensors.PIXELS;
+- the tensors' names: pixelserve.model_runtime.tensors (PIXELS, LOGITS);
 - the output size (the pixels' dims): preprocess's config.pbtxt (pixelserve.build.classifier_config.pixels_dims);
 - the reserve_image_size parameter's name: pixelserve.model_runtime.parameters.RESERVE_PARAMETER;
 - the labels: model_repository/classifier/labels.txt (pixelserve.build.build_classifier.LABELS_SOURCE);
@@ -78,10 +78,21 @@ def test_the_configs_name_the_hand_off_pixels():
     assert classifier_config.INPUT_NAME == PIXELS
 
 
-@pytest.mark.parametrize("path, constant", [("model_repository/classifier/1/model.py", "INPUT"),
-                                            ("model_repository/preprocess/1/model.py", "OUTPUT")])
-def test_the_served_models_name_pixels_as_its_home_does(path, constant):
-    assert _assigned_strings(REPO_ROOT / path)[constant] == PIXELS, f"{path}: {constant} is not {PIXELS!r}"
+def _imported_names(path: Path, module: str) -> set[str]:
+    """The names ``path`` imports from ``module`` (``from module import A, B``)."""
+    return {alias.name for node in ast.walk(_tree(path)) if isinstance(node, ast.ImportFrom) and node.module == module
+            for alias in node.names}
+
+
+def _string_literals(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(_tree(path)) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+@pytest.mark.parametrize("path", ["model_repository/classifier/1/model.py", "model_repository/preprocess/1/model.py"])
+def test_the_served_models_name_pixels_by_its_home(path):
+    """They import PIXELS from its home and never spell it."""
+    assert "PIXELS" in _imported_names(REPO_ROOT / path, "pixelserve.model_runtime.tensors"), path
+    assert PIXELS not in _string_literals(REPO_ROOT / path), f"{path} spells {PIXELS!r} instead of importing it"
 
 
 @pytest.mark.parametrize("path", ["perf/peer_models/preprocess_opencv/1/model.py",
@@ -93,6 +104,18 @@ def test_peer_and_test_models_hand_over_pixels_by_its_home_name(path):
     used, declared = _string_args(model_py, TENSOR_NAME_ARGS), _tensor_names(model_py.parent.parent / "config.pbtxt")
     assert PIXELS in used and PIXELS in declared, (used, declared)
     assert used <= declared, f"{path} names tensors its config lacks: {sorted(used - declared)}"
+
+
+def test_the_logits_are_named_in_one_place():
+    """The classifier's output name is spelled only in its home; the configs use it."""
+    from pixelserve.model_runtime.tensors import LOGITS
+
+    classifier = model_config.read_config(MODEL_REPOSITORY / "classifier" / "config.pbtxt")
+    assert [o.name for o in classifier.output] == [LOGITS]
+    spellers = [path.relative_to(REPO_ROOT).as_posix()
+                for folder in ("build", "model_runtime", "kernels_numba", "model_repository", "client", "triton_local")
+                for path in (REPO_ROOT / folder).rglob("*.py") if LOGITS in _string_literals(path)]
+    assert spellers == ["model_runtime/tensors.py"], spellers
 
 
 # --- the output size ----------------------------------------------------------------------------------------------
@@ -137,11 +160,16 @@ def test_preprocess_sets_the_reserve_parameter():
     image_size_parameter(parameters, RESERVE_PARAMETER)  # a size or 0, else ValueError
 
 
-@pytest.mark.parametrize("path", ["model_repository/preprocess/1/model.py",
-                                  "build/models/image_classifier_encoded/model.py"])
-def test_the_models_read_the_reserve_parameter_by_its_home_name(path):
-    keys = _string_args(REPO_ROOT / path, {"image_size_parameter": 1})
-    assert keys == {RESERVE_PARAMETER}, f"{path} reads image sizes from {sorted(keys)}"
+def test_the_models_read_the_reserve_parameter_in_one_place():
+    """Only the models' shared frame reads the image size parameter, by its home name."""
+    readers = {path.relative_to(REPO_ROOT).as_posix(): path
+               for path in [*REPO_ROOT.glob("model_repository/*/1/model.py"), *REPO_ROOT.glob("build/models/*/model.py"),
+                            *REPO_ROOT.glob("model_runtime/*.py")]
+               if any(isinstance(node, ast.Call) and _call_name(node) == "image_size_parameter"
+                      for node in ast.walk(_tree(path)))}
+    assert set(readers) == {"model_runtime/triton_model.py"}, sorted(readers)
+    assert "RESERVE_PARAMETER" in _imported_names(readers["model_runtime/triton_model.py"], "parameters")
+    assert RESERVE_PARAMETER not in _string_literals(readers["model_runtime/triton_model.py"])
 
 
 # --- the labels ---------------------------------------------------------------------------------------------------

@@ -95,8 +95,9 @@ def test_tensorrt_classifier_is_placed_one_per_gpu(tmp_path):
     (repo / "classifier" / "config.pbtxt").write_text(classifier_config.render_config("tensorrt"))
     (repo / "image_classifier_encoded" / "config.pbtxt").write_text(classifier_config.render_encoded("tensorrt"))
     results = place_instances.place_repository(repo, [0, 1, 2, 3], PER_GPU)
-    # with TensorRT image_classifier_encoded is an ensemble: no instances of its own
-    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True, "image_classifier_encoded": False}
+    # with TensorRT both products are ensembles: no instances of their own
+    assert {r.model: r.placed for r in results} == {"preprocess": True, "classifier": True, "image_classifier": False,
+                                                    "image_classifier_encoded": False}
     assert place_instances.validate_placement(repo, 4)["classifier"] == {gpu: PER_GPU["classifier"] for gpu in range(4)}
     assert classifier_config.contract_problems((repo / "classifier" / "config.pbtxt").read_text(), "tensorrt") == []
 
