@@ -70,13 +70,22 @@ def store_pixel(out: Output, n: int, oy: int, ox: int, v0: np.float32, v1: np.fl
 
 
 @register_jitable
+def padded(g: Params, norm: Norm, out: Output, n: int, oy: int, ox: int) -> bool:
+    """Whether output pixel (oy, ox) of image n lies outside the resized image's box (g: its parameter row); if so
+    it is written with the padding value."""
+    if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
+        for c in range(3):
+            out[n, c, oy, ox] = norm[NORM_PAD, c]
+        return True
+    return False
+
+
+@register_jitable
 def write_output_pixel(src: Pixels, params: Params, norm: Norm, swap_rb: bool, out: Output, n: int, oy: int,
                        ox: int) -> None:
     """Compute output pixel (oy, ox) of image n: padding, or 4-tap bilinear (no antialias)."""
     g = params[n]
-    if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
-        for c in range(3):
-            out[n, c, oy, ox] = norm[NORM_PAD, c]
+    if padded(g, norm, out, n, oy, ox):
         return
     h = int(g[HEIGHT])
     w = int(g[WIDTH])
@@ -148,9 +157,7 @@ def filter_column_pixel(rows: Rows, params: Params, norm: Norm, swap_rb: bool, o
                         ox: int) -> None:
     """Vertical pass: output pixel (oy, ox) of image n from the horizontally filtered rows (or padding)."""
     g = params[n]
-    if oy < g[Y0] or oy >= g[Y1] or ox < g[X0] or ox >= g[X1]:
-        for c in range(3):
-            out[n, c, oy, ox] = norm[NORM_PAD, c]
+    if padded(g, norm, out, n, oy, ox):
         return
     out_w = out.shape[3]
     ylo, yhi, cy, sy = antialias_window(oy, g[Y0], g[SCALE_Y], g[OFFSET_Y], int(g[HEIGHT]))

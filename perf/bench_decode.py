@@ -1,11 +1,14 @@
-"""Decode + preprocess benchmark: JPEG files of real photos -> 3x224x224 float32, several ways, in one run.
+"""Decode + preprocess benchmark: JPEG files of real photos -> 3x224x224, several ways, in one run.
 
 For JPEG q90 files (OpenCV encoder, as perf/make_inputs.py writes them) of the skimage photos at 480p, 1080p
 and 4K, a batch of N distinct files each, prints images/s and us per image side by side:
-  ours        nvImageCodec on the GPU (hardware JPEG engines, default backends for the rest;
-              pixelserve.model_runtime.gpu_decoding), then our numba.cuda preprocessing, pixels never leave the GPU
-  ours-sw     the same with nvImageCodec's default backends only (no hardware engines)
+  ours        nvImageCodec on the GPU as shipped (preprocess's gpu_hardware_load: that fraction of the batch's JPEGs
+              to the hardware JPEG engines, the rest to the CUDA decoders; pixelserve.model_runtime.gpu_decoding),
+              then our numba.cuda preprocessing; pixels never leave the GPU
+  ours@L      the same with gpu_hardware_load L (ours@1: engines first; ours@0: the CUDA decoders only)
   ours-decode the decode of `ours` alone (no preprocessing): what decoding costs inside preprocess
+  dali@L      NVIDIA DALI: fn.decoders.image(device="mixed", hw_decoder_load=L), fn.resize(resize_shorter, antialias)
+              and fn.crop_mirror_normalize to CHW in the spec's dtype: the same pipeline, DALI's way
   pil         PIL (our CPU decode path, pixelserve.model_runtime.decoding) on a thread per core, then our kernels
               (the host images are copied to the GPU by the preprocessing, as in the served CPU-decode path)
   opencv      cv2.imdecode on a thread per core (+ BGR->RGB), then our kernels
@@ -13,7 +16,9 @@ and 4K, a batch of N distinct files each, prints images/s and us per image side 
               antialias) + centre crop + normalise in torch (what users write)
 Times are wall clock per batch (host work included: header parsing, Huffman decoding on the CPU for some
 backends), the GPU synchronised before the clock stops; median of --repeat batches after a warm-up.
-Without a GPU the GPU columns are skipped (saying why) and the CPU decoders feed the njit kernels.
+Without a GPU the GPU columns are skipped (saying why) and the CPU decoders feed the njit kernels. DALI needs
+nvidia-dali-cuda130 and, for its mixed decoder, libnvimgcodec.so on LD_LIBRARY_PATH (the nvImageCodec wheel's
+nvidia/nvimgcodec folder).
 Run: python -m pixelserve.perf.bench_decode [--json OUT.json] [--batch 64] [--sizes 480x640,1080x1920,2160x3840]
 """
 from __future__ import annotations
@@ -31,15 +36,19 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pixelserve.build.classifier_config import preprocess_spec
+from pixelserve.build.classifier_config import preprocess_parameters, preprocess_spec
 from pixelserve.kernels_numba import PreprocessSpec
 from pixelserve.model_runtime.decoding import decode_image
+from pixelserve.model_runtime.encoded_images import hardware_load_parameter
 
 from .make_inputs import PHOTOS, jpeg_bytes, parse_size, resized_photo
 
 DEFAULT_SIZES = "480x640,1080x1920,2160x3840"
 MAX_SIDE = 8192
-COLUMNS = ("ours", "ours-sw", "ours-decode", "pil", "opencv", "torchvision")
+COLUMNS = ("ours", "ours@1", "ours@0.8", "ours@0.65", "ours@0.5", "ours@0", "ours-decode", "dali@0.65", "dali@0.9",
+           "pil", "opencv", "torchvision")
+FIXED_COLUMNS = ("ours", "ours-decode", "pil", "opencv", "torchvision")
+GPU_COLUMN_PREFIXES = ("ours", "dali@", "torchvision")
 
 
 def jpeg_batch(height: int, width: int, count: int) -> list[bytes]:
@@ -72,43 +81,108 @@ def cuda_available() -> str:
     return "" if torch.cuda.is_available() else "no CUDA GPU visible to torch"
 
 
+def column_load(column: str) -> float | None:
+    """The hardware decoder load a column names (``ours@0.65``, ``dali@0.9``), None for the others."""
+    if "@" not in column:
+        return None
+    load = float(column.split("@", 1)[1])
+    if not 0.0 <= load <= 1.0:
+        raise ValueError(f"{column}: the load must be from 0 to 1")
+    return load
+
+
+def check_columns(columns: list[str]) -> list[str]:
+    """The columns that are neither fixed nor ``ours@L`` / ``dali@L`` with L from 0 to 1."""
+    bad = []
+    for column in columns:
+        try:
+            ok = column in FIXED_COLUMNS or (column.split("@")[0] in ("ours", "dali") and column_load(column) is not None)
+        except ValueError:
+            ok = False
+        if not ok:
+            bad.append(column)
+    return bad
+
+
 class Runners:
     """Every column's decode+preprocess of one batch of files; each returns the [N, 3, H, W] output."""
 
-    def __init__(self, spec: PreprocessSpec, batch: int, threads: int, options: str = "") -> None:
+    def __init__(self, spec: PreprocessSpec, batch: int, threads: int, columns: list[str], options: str = "") -> None:
         self.spec = spec
+        self.batch = batch
+        self.threads = threads
         self.options = options
         self.pool = ThreadPoolExecutor(threads)
         self.skipped: dict[str, str] = {}
+        self.decoders: dict[str, object] = {}
+        self.dali: dict[str, object] = {}
         self.gpu_reason = cuda_available()
         if self.gpu_reason:
             from pixelserve.kernels_numba.serving import CpuRunner
 
             self.kernels = CpuRunner(spec)
-            for column in ("ours", "ours-sw", "ours-decode", "torchvision"):
-                self.skipped[column] = self.gpu_reason
+            for column in columns:
+                if column.startswith(GPU_COLUMN_PREFIXES):
+                    self.skipped[column] = self.gpu_reason
         else:
             from pixelserve.kernels_numba.serving import CudaRunner
 
             self.kernels = CudaRunner(spec, 0, batch)
-            self._gpu_decoders()
-            self._torchvision()
+            for column in columns:
+                if column.startswith("ours"):
+                    self._gpu_decoder(column)
+                elif column.startswith("dali@"):
+                    self._dali_pipeline(column)
+            if "torchvision" in columns:
+                self._torchvision()
         self.kernels.warm_up()
 
-    def _gpu_decoders(self) -> None:
+    def _gpu_decoder(self, column: str) -> None:
+        load = column_load(column)
+        if load is None:  # ours, ours-decode: as shipped
+            load = hardware_load_parameter(preprocess_parameters())
         try:
             from pixelserve.model_runtime.gpu_decoding import GpuBatchDecoder
 
-            threads = os.cpu_count() or 1
-            self.decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options)
-            self.decoder_sw = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=threads, options=self.options, hardware=False)
+            decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=os.cpu_count() or 1, options=self.options,
+                                      hardware_load=load)
         except ImportError as exc:
-            self.skipped["ours"] = self.skipped["ours-sw"] = self.skipped["ours-decode"] = str(exc)
+            self.skipped[column] = str(exc)
             return
-        print(f"ours: {self.decoder.backends}; ours-sw: {self.decoder_sw.backends}")
-        if self.decoder.hardware is None:
-            self.skipped["ours"] = f"no hardware JPEG decoder here ({self.decoder.hardware_error}): see ours-sw"
-            self.skipped["ours-decode"] = self.skipped["ours"]
+        if load > 0 and decoder.hardware is None:
+            self.skipped[column] = f"no hardware JPEG decoder here ({decoder.hardware_error}): see ours@0"
+            return
+        print(f"{column}: {decoder.backends}")
+        self.decoders[column] = decoder
+
+    def _dali_pipeline(self, column: str) -> None:
+        """A DALI pipeline for ``column``'s hardware decoder load: decode, resize the shorter side, crop, normalise."""
+        try:
+            from nvidia.dali import fn, pipeline_def, types
+        except ImportError as exc:
+            self.skipped[column] = f"DALI missing (pip install nvidia-dali-cuda130): {exc}"
+            return
+        spec = self.spec
+        short = int(round(spec.out_height / spec.crop_fraction))
+        dtype = types.FLOAT16 if spec.numpy_dtype == np.float16 else types.FLOAT
+
+        @pipeline_def(batch_size=self.batch, num_threads=self.threads, device_id=0, exec_async=False,
+                      exec_pipelined=False, prefetch_queue_depth=1)
+        def decode_resize_normalise():  # type: ignore[no-untyped-def]
+            files = fn.external_source(name="files", dtype=types.UINT8)
+            images = fn.decoders.image(files, device="mixed", output_type=types.RGB, hw_decoder_load=column_load(column))
+            images = fn.resize(images, resize_shorter=short, antialias=True, interp_type=types.INTERP_LINEAR)
+            return fn.crop_mirror_normalize(images, crop=(spec.out_height, spec.out_width), dtype=dtype,
+                                            output_layout="CHW", mean=[255 * m for m in spec.mean],
+                                            std=[255 * s for s in spec.std])
+
+        try:
+            pipe = decode_resize_normalise()
+            pipe.build()
+        except Exception as exc:  # a DALI without its mixed decoder (libnvimgcodec.so not found), a build error
+            self.skipped[column] = f"DALI pipeline failed to build: {exc}"
+            return
+        self.dali[column] = pipe
 
     def _torchvision(self) -> None:
         try:
@@ -118,13 +192,15 @@ class Runners:
 
     def run(self, column: str, files: list[bytes]) -> object:
         """Decode and preprocess ``files`` the way ``column`` does; complete on return."""
-        if column in ("ours", "ours-sw", "ours-decode"):
-            decoder = self.decoder_sw if column == "ours-sw" else self.decoder
-            images = decoder.decode(files)  # complete on return
+        if column.startswith("ours"):
+            decoder = self.decoders["ours" if column == "ours-decode" else column]
+            images = decoder.decode(files)  # type: ignore[attr-defined]  # complete on return
             bad = [str(image) for image in images if isinstance(image, Exception)]
             if bad:
                 raise RuntimeError(f"{column}: {len(bad)} files not decoded, first: {bad[0]}")
             return images if column == "ours-decode" else self.kernels.run(images)
+        if column.startswith("dali@"):
+            return self._dali_run(column, files)
         if column == "pil":
             return self.kernels.run(list(self.pool.map(lambda data: decode_image(data, MAX_SIDE), files)))
         if column == "opencv":
@@ -132,6 +208,16 @@ class Runners:
         if column == "torchvision":
             return self._torch_pipeline(files)
         raise ValueError(f"unknown column {column!r}")
+
+    def _dali_run(self, column: str, files: list[bytes]) -> object:
+        """One batch through the column's DALI pipeline; its [N, C, H, W] output (a DALI TensorListGPU), complete."""
+        import torch
+
+        pipe = self.dali[column]
+        pipe.feed_input("files", [np.frombuffer(data, np.uint8) for data in files])  # type: ignore[attr-defined]
+        (output,) = pipe.run()  # type: ignore[attr-defined]
+        torch.cuda.synchronize()  # every stream of the device, DALI's too
+        return output
 
     def _torch_pipeline(self, files: list[bytes]) -> object:
         """torchvision GPU decode, then resize shorter side (bilinear, antialias), centre crop, normalise."""
@@ -171,9 +257,11 @@ def _same_size_groups(images: list) -> list[list]:
 
 
 def _host(output: object) -> np.ndarray:
-    """A host copy of a numpy, CuPy (the GPU runner's choice where installed) or torch batch."""
+    """A host copy of a numpy, CuPy (the GPU runner's choice where installed), torch or DALI batch."""
     if isinstance(output, np.ndarray):
         return output
+    if hasattr(output, "as_cpu"):  # a DALI TensorList
+        return np.array(output.as_cpu().as_tensor())  # type: ignore[attr-defined]
     if hasattr(output, "get"):  # CuPy
         return output.get()  # type: ignore[no-any-return]
     return output.cpu().numpy()  # type: ignore[attr-defined, no-any-return]
@@ -188,15 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed batches per cell (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decode threads (default: all cores)")
     parser.add_argument("--options", default="", help='nvImageCodec decoder options, e.g. ":fancy_upsampling=1"')
-    parser.add_argument("--columns", default=",".join(COLUMNS), help=f"comma list of {', '.join(COLUMNS)}")
+    parser.add_argument("--columns", default=",".join(COLUMNS),
+                        help=f"comma list of {', '.join(FIXED_COLUMNS)}, ours@L, dali@L (default {','.join(COLUMNS)})")
     args = parser.parse_args(argv)
     sizes = [parse_size(size) for size in args.sizes.split(",") if size]
     columns = [c for c in args.columns.split(",") if c]
-    unknown = sorted(set(columns) - set(COLUMNS))
+    unknown = check_columns(columns)
     if unknown:
-        parser.error(f"unknown columns {unknown}; choose from {', '.join(COLUMNS)}")
+        parser.error(f"unknown columns {unknown}; choose from {', '.join(FIXED_COLUMNS)}, ours@L or dali@L (L from 0 to 1)")
     spec = preprocess_spec()
-    runners = Runners(spec, args.batch, args.threads, args.options)
+    runners = Runners(spec, args.batch, args.threads, columns, args.options)
     device = "CPU only" if runners.gpu_reason else _gpu_name()
     print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; nvImageCodec options {args.options!r}; "
           f"spec: {spec}")
