@@ -119,7 +119,7 @@ class TorchCudaClassifier:
     on_gpu = True
 
     def __init__(self, weights_path: str, device_id: int, max_batch_size: int,
-                 input_shape: tuple[int, ...] = (3, 224, 224), channels_last: bool = True,
+                 input_shape: tuple[int, ...], channels_last: bool = True,
                  input_dtype: str = "float32", high_priority: bool = False, fold: bool = True) -> None:
         import torch
 

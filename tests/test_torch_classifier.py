@@ -119,7 +119,7 @@ def gpu_classifier(weights):
         pytest.skip("needs a CUDA GPU")
     from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
-    return TorchCudaClassifier(str(weights), 0, max_batch_size=32)
+    return TorchCudaClassifier(str(weights), 0, 32, classifier_config.pixels_dims())
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_gpu_float16_input_gives_the_float32_logits(gpu_classifier, weights, pho
     """The FP16 hand-off from preprocess: the network runs in FP16 either way, so the logits agree closely."""
     from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
-    half = TorchCudaClassifier(str(weights), 0, max_batch_size=32, input_dtype="float16")
+    half = TorchCudaClassifier(str(weights), 0, 32, classifier_config.pixels_dims(), input_dtype="float16")
     got = half.run([photos_batch.astype(np.float16)]).cpu().numpy()
     expected = gpu_classifier.run([photos_batch]).cpu().numpy()
     np.testing.assert_allclose(got, expected, atol=0.05, rtol=0)
@@ -194,7 +194,7 @@ def test_gpu_folded_and_separate_batchnorm_agree(gpu_classifier, weights, photos
     """The served (folded) graphs against graphs of the network as stored, FP16 both."""
     from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
-    separate = TorchCudaClassifier(str(weights), 0, max_batch_size=4, fold=False)
+    separate = TorchCudaClassifier(str(weights), 0, 4, classifier_config.pixels_dims(), fold=False)
     assert gpu_classifier.folded == {"batchnorm": 49, "padding": 12} and separate.folded["batchnorm"] == 0
     got = gpu_classifier.run([photos_batch]).cpu().numpy()
     expected = separate.run([photos_batch]).cpu().numpy()
