@@ -85,7 +85,7 @@ ONE_STEP_FLAVOURS = ("torch",)
 # The one step reads the classifier's weights from the classifier model beside it (its path from the model's dir).
 WEIGHTS_PARAMETER = "classifier_weights"
 # preprocess's parameters that only say how it hands `pixels` to a next step: the one step has none.
-_HAND_OFF_PARAMETERS = ("output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS")
+_HAND_OFF_PARAMETERS = ("output_memory",)
 
 
 def max_batch_size(preprocess_config: Path = PREPROCESS_CONFIG) -> int:

@@ -5,7 +5,7 @@ Two numbers per row: the median GPU time of one graph replay (CUDA events), and 
 whole ``run()`` from FP16 host pixels (what the served ``infer`` phase measures: gather, copy in, replay,
 copy of the logits, synchronise).
 
-Usage (GPU host, model_repository/classifier/1/model.pt built): python perf/bench_classifier.py
+Usage (GPU host, model_repository/classifier/1/model.pt built): python -m pixelserve.perf.bench_classifier
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelserve.build.classifier_config import pixels_dims
 from pixelserve.model_runtime.torch_classifier import TorchCudaClassifier
 
 from .bench_decode import median_seconds
@@ -24,7 +25,7 @@ VARIANTS = (("NHWC", True, True), ("NHWC", True, False), ("NCHW", False, True), 
 
 def run_seconds(engine: TorchCudaClassifier, batch: int, repeats: int = 50) -> float:
     """Median wall seconds of ``engine.run`` (complete on return) on one FP16 host batch of ``batch`` images."""
-    pixels = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float16)
+    pixels = np.random.default_rng(0).normal(size=(batch, *pixels_dims())).astype(np.float16)
     return median_seconds(lambda: engine.run([pixels]), repeats, warmup=1)
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("| layout | BatchNorm | batch | ms per replay | images/s (replay) | ms per run() |\n|---|---|---|---|---|---|")
     for layout, channels_last, fold in VARIANTS:
-        engine = TorchCudaClassifier(str(args.weights), 0, args.max_batch_size, channels_last=channels_last,
+        engine = TorchCudaClassifier(str(args.weights), 0, args.max_batch_size, pixels_dims(), channels_last=channels_last,
                                      input_dtype="float16", fold=fold)
         for batch in engine.buckets:
             replay = engine.replay_seconds(batch)

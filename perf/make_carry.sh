@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build .carry/ for perf/run_device.sh on a GPU machine whose Python (3.12) has torch, numba-cuda and
-# onnxruntime but no Triton: numpy 1.26.4, python-rapidjson and setuptools wheels, plus one tar.xz holding
-# tritonserver 2.51 (from nvidia-pytriton: binary, Python backend, the 3.12 stub, caches, libraries
-# minus the bundled libpython), the tritonclient package and perf_analyzer (from tritonclient 2.51).
-# Run from the repository root after scripts/setup.sh. About 50 MB; .carry/ is git-ignored.
+# Build .carry/, the offline bundle that perf/run_device.sh installs on a GPU host without network access whose
+# Python (3.12) has torch, numba-cuda and onnxruntime but no Triton: numpy 1.26.4, python-rapidjson, setuptools and
+# efficientnet-lite-pytorch wheels, plus one tar.xz holding tritonserver 2.51 (from nvidia-pytriton: binary, Python
+# backend, the 3.12 stub, caches, libraries minus the bundled libpython), the tritonclient package and perf_analyzer
+# (from tritonclient 2.51). Run from the repository root on a machine with network, after scripts/setup.sh, then
+# copy .carry/ (about 50 MB, git-ignored) to the GPU host beside the checkout.
 set -euo pipefail
 PY=3.12
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -15,7 +16,7 @@ pip_download() {
     --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
 pip_download .carry numpy==1.26.4 python-rapidjson==1.25 setuptools==84.2.1  # setuptools: run_device.sh's editable install
-# The torch flavour builds its network with efficientnet-lite-pytorch (23 kB, pure Python): the device has no copy.
+# The torch flavour builds its network with efficientnet-lite-pytorch (23 kB, pure Python): the GPU host has none.
 pip_download .carry efficientnet-lite-pytorch==0.1.0
 pip_download "$work" tritonclient==2.51.0
 (cd "$work" && unzip -q tritonclient-2.51.0-*.whl -d client)

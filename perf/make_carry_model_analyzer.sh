@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build .carry-ma/ for `bash perf/run_device.sh analyzer`: Triton Model Analyzer 1.58 and the packages it imports,
-# as cp312 wheels, less those the GPU machine or .carry/ already provide (numpy, numba, llvmlite, the CUDA Python
-# bindings, pillow, tritonclient and perf_analyzer: Model Analyzer drives the carried 2.51 ones) and those only
-# tritonclient's asyncio client needs (aiohttp and its dependencies, ml_dtypes). Run from the repository root
-# after scripts/setup.sh. About 42 MB: it does not fit beside .carry/ (about 51 MB) in one device call's 64 MiB,
-# so carry it (with model.pt) in a call of its own on a machine that already unpacked .carry/ (run_device.sh
-# installs it into /tmp/ma-site).
+# Build .carry-ma/ for `bash perf/run_device.sh analyzer` on a GPU host without network access: Triton Model
+# Analyzer 1.58 and the packages it imports, as cp312 wheels, less those the host's Python or .carry/ already provide
+# (numpy, numba, llvmlite, the CUDA Python bindings, pillow, tritonclient and perf_analyzer: Model Analyzer drives the
+# carried 2.51 ones) and those only tritonclient's asyncio client needs (aiohttp and its dependencies, ml_dtypes).
+# Run from the repository root on a machine with network, after scripts/setup.sh. About 42 MB, a bundle separate
+# from .carry/ (about 51 MB), so that each can be copied to the GPU host on its own: run_device.sh installs it into
+# /tmp/ma-site on a host where .carry/ is unpacked.
 set -euo pipefail
 PY=3.12
 work=$(mktemp -d)

@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# One device-machine session: GPU tests, kernel benchmark, served benchmark (ours vs peers).
-# Usage on the device (repository root, .carry/ carried):  bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer]
-# `decode` benchmarks JPEG decode + preprocess (perf/bench_decode.py); `encoded` serves image_classifier and
-# image_classifier_encoded (torch flavour: decode, preprocess and classify in one GPU step) and measures both on the same photos (raw pixels
-# vs JPEG q90), keeping every perf_analyzer CSV, then profiles where an encoded request's time goes.
-# Both need nvImageCodec: run `install-gpu-decode` first, in a call of its own (see below).
-# `ensemble` profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
-# and the Python-backend floor models. The torch flavour needs model_repository/classifier/1/model.pt carried
-# (python -m pixelserve.build.build_classifier --flavour torch writes it on a CPU host).
-# .carry/ holds what the device image lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need numpy<2), setuptools
-# and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer (see perf/README.md).
+# Run the GPU tests and benchmarks on a GPU host that has no network access.
+#
+# The host's Python (3.12) is expected to have torch, numba-cuda (CuPy, onnxruntime) but no Triton, and numpy 2.
+# Build .carry/ on a machine with network (bash perf/make_carry.sh), copy it to the GPU host beside this checkout,
+# then, from the repository root there:
+#   bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer] [scaling]
+# (default: tests bench served ensemble). The script installs the carried wheels and the Triton pack into /tmp/site
+# (once per host), installs this project offline and editable into that Python, runs the stages and leaves logs and
+# results in $OUT (default /tmp/pixelserve-out): gpu_tests.log, bench_kernels.json, results.tgz and the like.
+#   tests       the GPU test files (TESTS="files and pytest options" overrides the list)
+#   classifier  the torch classifier's GPU time per batch bucket, NHWC vs NCHW (perf/bench_classifier.py)
+#   bench       the preprocessing kernels against the memory floor and torch / OpenCV (perf/bench_kernels.py)
+#   served      preprocess against its peers, perf_analyzer over gRPC (RUNS, CONCURRENCY, SHM)
+#   ensemble    profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
+#               and the Python-backend floor models (PROFILES)
+#   decode      JPEG decode + preprocess (perf/bench_decode.py)
+#   encoded     serves image_classifier and image_classifier_encoded (torch flavour: decode, preprocess and classify
+#               in one GPU step) and measures both on the same photos (raw pixels vs JPEG q90), keeping every
+#               perf_analyzer CSV, then profiles where an encoded request's time goes (ENCODED_PROFILES, PEERS, MPS)
+#   analyzer    Triton Model Analyzer searches on GPU 0 (needs .carry-ma/: perf/make_carry_model_analyzer.sh)
+#   scaling     image_classifier on 1..N GPUs of the host (perf/scaling.py)
+# `decode` and `encoded` need nvImageCodec: copy its wheels to the host as .carry-gpu-decode/ and run
+# `bash perf/run_device.sh install-gpu-decode` once first (see below). The torch flavour needs
+# model_repository/classifier/1/model.pt (python -m pixelserve.build.build_classifier --flavour torch writes it on
+# a CPU host). .carry/ holds what the host's Python lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need
+# numpy<2), setuptools and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer
+# (see perf/README.md).
 set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served ensemble}"
-# GPU JPEG decode (nvImageCodec + nvJPEG, ~29 MB) does not fit in one carry beside .carry/: a call of its own
-# carries .carry-gpu-decode/ and runs `bash perf/run_device.sh install-gpu-decode` on the warm machine.
+# GPU JPEG decode (nvImageCodec + nvJPEG, ~29 MB) is a bundle of its own, .carry-gpu-decode/:
+# `bash perf/run_device.sh install-gpu-decode` installs it into /tmp/site-gpu-decode (kept for later runs on the host).
 if [[ $stages == *install-gpu-decode* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
   ls /tmp/site-gpu-decode/nvidia && exit 0
@@ -49,7 +65,7 @@ MPS_ARGS=() && [ "${MPS:-}" = 0 ] && MPS_ARGS=(--no-mps)
 find model_repository -name __pycache__ -type d -prune -exec rm -rf {} +
 find model_repository -mindepth 1 -type d -empty -delete
 if [ -f model_repository/classifier/1/model.pt ]; then
-  # The GPU machine has no pretrained package: serve the carried weights, and export the ONNX reference
+  # The GPU host cannot fetch pretrained weights: serve the copied weights, and export the ONNX reference
   # (used by the tests and the CPU flavour) from the same weights.
   # The repository a user on this host gets: pixelserve-build, as the README says (PROFILE=latency for the other
   # profile). Every server below serves model_repository/ as built, and nothing else.
@@ -138,8 +154,8 @@ if [[ $stages == *ensemble* ]]; then
 fi
 if [[ $stages == *analyzer* ]]; then
   echo "=== Model Analyzer: preprocess and the torch classifier (brute), then the ensemble image_classifier (quick)"
-  # Model Analyzer comes from .carry-ma/ (bash perf/make_carry_model_analyzer.sh), which does not fit beside .carry/
-  # in one call: carry it in a later call while the machine is warm (/tmp/site from the first call is kept).
+  # Model Analyzer comes from .carry-ma/ (bash perf/make_carry_model_analyzer.sh), a bundle separate from .carry/:
+  # it may be copied to the host after an earlier run unpacked .carry/ (/tmp/site is kept between runs).
   if [ ! -d /tmp/ma-site/model_analyzer ] && compgen -G ".carry-ma/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ma-site .carry-ma/*.whl
   fi
@@ -149,7 +165,7 @@ if [[ $stages == *analyzer* ]]; then
     # Model Analyzer's packages after /tmp/site, so that it drives the carried tritonclient with numpy 1.26.
     printf '#!/bin/sh\nPYTHONPATH="$PYTHONPATH:/tmp/ma-site" exec python3 -m model_analyzer.entrypoint "$@"\n' > /tmp/model-analyzer
     chmod +x /tmp/model-analyzer
-    [ -n "${MA_RESUME:-}" ] || rm -rf /tmp/ma-work  # MA_RESUME=1 goes on from the checkpoints of an earlier call
+    [ -n "${MA_RESUME:-}" ] || rm -rf /tmp/ma-work  # MA_RESUME=1 goes on from the checkpoints of an earlier run
     # SIGINT at the limit: Model Analyzer ends its current measurement and keeps a checkpoint (no reports then).
     MODEL_ANALYZER=/tmp/model-analyzer CUDA_VISIBLE_DEVICES=0 timeout -k 60 -s INT "${MA_LIMIT_S:-360}" \
       python3 -m pixelserve.perf.model_analyzer --workdir /tmp/ma-work \
@@ -170,7 +186,12 @@ fi
 if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
-    python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" --json "$OUT/bench_decode.json" 2>&1 \
+    # DALI (the dali@L columns), where it was unpacked into /tmp/site-dali: last on the path, so that its small
+    # dependencies never shadow the host's; its mixed decoder dlopens libnvimgcodec.so from the nvImageCodec wheel.
+    DALI_ENV=() && [ -d /tmp/site-dali/nvidia/dali ] && \
+      DALI_ENV=(env PYTHONPATH="$PYTHONPATH:/tmp/site-dali" LD_LIBRARY_PATH="/tmp/site-gpu-decode/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}")
+    "${DALI_ENV[@]}" python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" \
+      ${DECODE_COLUMNS:+--columns "$DECODE_COLUMNS"} --json "$OUT/bench_decode.json" 2>&1 \
       | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode.log" | grep -v '^{'
   else
     echo "decode stage skipped: nvImageCodec is not importable (see above)"

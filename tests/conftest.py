@@ -25,7 +25,7 @@ if not HAS_GPU:
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine: perf/run_device.sh)")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on a GPU host: bash perf/run_device.sh tests)")
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip_gpu)

@@ -123,7 +123,7 @@ def test_auto_and_tensorrt_follow_what_the_host_has():
     if not problems:
         assert flavour == "tensorrt"
         assert build_classifier.choose_flavour("tensorrt")[0] == "tensorrt"
-    else:  # torch where PyTorch sees a CUDA GPU (the device machine), else ONNX Runtime on the CPU
+    else:  # torch where PyTorch sees a CUDA GPU (a GPU host), else ONNX Runtime on the CPU
         expected = "onnxruntime" if build_classifier.torch_serving_problems() else "torch"
         assert flavour == expected and all(p in reason for p in problems)
         with pytest.raises(build_classifier.BuildError, match="--flavour tensorrt cannot be built here"):
@@ -208,12 +208,15 @@ def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
     preprocess = model_config.read_config(PREPROCESS_CONFIG)
     config = _parse(classifier_config.render_encoded("torch"))
     parameters = {key: value.string_value for key, value in config.parameters.items()}
-    hand_off = {"output_memory", "FORCE_CPU_ONLY_INPUT_TENSORS"}
+    hand_off = {"output_memory"}
     for key, value in preprocess.parameters.items():
         if key in hand_off:
             assert key not in parameters, key
         else:
             assert parameters[key] == value.string_value, key
+    # Frames already on the GPU (CUDA shared memory) reach the raw one step there, not copied to the host.
+    raw = classifier_config.one_step_config("torch", encoded=False)
+    assert raw.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
     assert config.dynamic_batching == preprocess.dynamic_batching
     pixels = _preprocess_pixels()
     assert [int(parameters["out_height"]), int(parameters["out_width"])] == list(pixels.dims)[1:]

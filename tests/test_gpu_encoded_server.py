@@ -1,4 +1,4 @@
-"""image_classifier_encoded decoding on a GPU instance (nvImageCodec) under a real tritonserver (device machine only).
+"""image_classifier_encoded decoding on a GPU instance (nvImageCodec) under a real tritonserver (GPU hosts only).
 
 The shipped repository on a GPU host: with the torch flavour image_classifier_encoded is one KIND_GPU Python-backend
 step; with the others it is an ensemble whose preprocess (no kind in its instance_group, so KIND_GPU) decodes.
@@ -130,3 +130,11 @@ def test_raw_product_takes_frames_in_cuda_shared_memory(gpu_server):
         assert int(stats["inference_stats"]["fail"].get("count", 0)) == 0  # JSON omits zero counts
     finally:
         client.unregister_cuda_shared_memory("frames_in", headers=headers)
+    # The frames reached the kernels from the GPU, not through a copy to the host and back.
+    from prometheus_text import counters_sent, total
+
+    config = client.get_model_config("image_classifier", as_json=True)["config"]
+    kernels_in = "image_classifier" if config.get("backend") == "python" else "preprocess"
+    from_gpu = total(counters_sent(gpu_server.metrics_url), "pixelserve_phase_calls_total", model=kernels_in,
+                     phase="images_from_gpu")
+    assert from_gpu >= 2, f"{kernels_in}: {from_gpu} images came from the GPU"

@@ -1,4 +1,4 @@
-"""The preprocess model on a GPU instance under a real tritonserver (device machine only).
+"""The preprocess model on a GPU instance under a real tritonserver (GPU hosts only).
 
 Checks that the step after `preprocess` receives its input where `output_memory` says (the host as shipped,
 the GPU through DLPack with "gpu"), that GPU results equal the CPU path (1e-4 in float32; in float16 the

@@ -221,7 +221,9 @@ def torch_flavour_server(weights):
     headers = server.admin_headers  # loading models is a restricted API
     client.load_model("classifier", config=json.dumps(json_format.MessageToDict(config)), headers=headers)
     client.load_model("preprocess", headers=headers)
-    client.load_model("image_classifier", headers=headers)
+    # The ensemble explicitly: a gpu-torch build serves image_classifier as one step, which runs no `classifier`.
+    ensemble = json_format.MessageToDict(classifier_config.ensemble_config(encoded=False))
+    client.load_model("image_classifier", config=json.dumps(ensemble), headers=headers)
     yield server
     server.stop()
 
