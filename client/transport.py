@@ -253,7 +253,7 @@ def translate_error(exc: BaseException, endpoint: Endpoint, timeout: float) -> C
         return ServerUnreachable(endpoint.address, endpoint.display, exc.strerror or str(exc) or type(exc).__name__)
     if isinstance(exc, InferenceServerException):
         status, message = str(exc.status() or ""), exc.message() or str(exc)
-        if status == "StatusCode.UNAVAILABLE":
+        if status in ("StatusCode.UNAVAILABLE", "503"):  # gRPC, or HTTP 503 (the HTTP guard while Triton restarts)
             return ServerUnreachable(endpoint.address, endpoint.display, message)
         if status == "StatusCode.DEADLINE_EXCEEDED":
             return RequestTimedOut(f"no answer from the server within {timeout:g} s")

@@ -382,3 +382,16 @@ def test_api_classify_many_keeps_order(triton_server, protocol):
             assert isinstance(outcome.error, InvalidImage) and outcome.predictions == []
         else:
             assert outcome.ok and outcome.predictions[0].index in (CAT_INDICES if n % 3 == 0 else [ESPRESSO])
+
+
+@pytest.mark.parametrize("status, unreachable", [("503", True), ("StatusCode.UNAVAILABLE", True), ("400", False)])
+def test_a_server_restarting_behind_the_http_guard_counts_as_unreachable(status, unreachable):
+    """HTTP 503 (the guard while Triton restarts) is retried like gRPC UNAVAILABLE; a refusal (400) is not."""
+    from tritonclient.utils import InferenceServerException
+
+    from pixelserve.client.errors import ServerUnreachable
+    from pixelserve.client.transport import parse_endpoint, translate_error
+
+    error = translate_error(InferenceServerException("server restarting", status=status),
+                            parse_endpoint("localhost:8000", "http"), timeout=5)
+    assert isinstance(error, ServerUnreachable) is unreachable, error

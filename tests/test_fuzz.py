@@ -3,10 +3,12 @@ tritonclient against a real supervised tritonserver on the shipped repository.
 
 Every response must be a correct prediction (checked against preprocess_cpu + ONNX Runtime) or a clear
 error, and after every case the server must still classify a known photo as before. Requests that crash
-Triton 2.51 itself before our code runs (TRITON_CRASHERS) are not sent by the fuzz tests: they are
-counted there and sent by test_triton_crashers_are_recovered, which shows the watchdog bringing the
-service back. PIXELSERVE_FUZZ_EXAMPLES sets examples per transport (default 520: 2,080 requests);
-PIXELSERVE_FUZZ_RANDOM=1 draws new cases instead of the fixed (derandomized) sequence.
+Triton 2.51 itself before our code runs (TRITON_CRASHERS) are sent over HTTP, where the HTTP guard in front of
+Triton (triton_local/http_guard.py, on by default) must refuse each with a clear error and no restart
+(test_http_crashers_are_refused_by_the_guard sends the known ones); over gRPC, which has no guard, they are not
+sent by the fuzz tests: they are counted there and sent by test_triton_crashers_are_recovered, which shows the
+watchdog bringing the service back. PIXELSERVE_FUZZ_EXAMPLES sets examples per transport (default 520: 2,080
+requests); PIXELSERVE_FUZZ_RANDOM=1 draws new cases instead of the fixed (derandomized) sequence.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from images import photo, photo_at  # noqa: E402
 
 from pixelserve.build import model_config  # noqa: E402
 from pixelserve.model_runtime.tensors import PIXELS  # noqa: E402
+from pixelserve.triton_local.http_guard import REFUSED  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
 
 pytestmark = pytest.mark.server
@@ -50,14 +53,19 @@ TRITON_CRASHERS = {
                      "dims (gRPC): "
                      "Triton accepts it, the 2.51 Python-backend stub builds a numpy array of the true shape while "
                      "loading the request and aborts (ValueError: array is too big / negative dimensions). "
-                     "No fixing release verified here; the watchdog restarts the server.",
+                     "No fixing release verified here. Over HTTP the guard refuses such shapes (a count past int64, "
+                     "a negative dim, a dim beyond what a body can carry); over gRPC the watchdog restarts the server.",
     "json_alloc": "JSON input claiming a huge shape: 2.51 allocates the claimed size before parsing 'data' "
                   "(std::bad_alloc abort beyond memory; 2-6 GB allocations and 10-25 s stalls below it). "
-                  "No fixing release verified here; the watchdog restarts the server.",
-    "chunked": "HTTP request in ~10^6 small chunks: stack overflow, CVE-2025-23310/CVE-2025-23311, fixed in the release docker/.env pins (Triton 2.59).",
-    "nested": "JSON body of 10^6 nested brackets: parser recursion overflows the stack; "
-              "no fixing release verified here; the watchdog restarts the server.",
+                  "Upstream: --http-max-input-size (server#8174), the size check before allocating (server#8676). "
+                  "HTTP only: refused by the guard (the values in 'data' must match the shape).",
+    "chunked": "HTTP request in ~10^6 small chunks: stack overflow, CVE-2025-23310/CVE-2025-23311, fixed in the release "
+               "docker/.env pins (Triton 2.59). HTTP only: the guard de-chunks bodies itself, at most 100,000 chunks.",
+    "nested": "JSON body of 10^6 nested brackets: parser recursion overflows the stack; no fixing release verified "
+              "here. HTTP only: refused by the guard (JSON nested deeper than 64 levels).",
 }
+# Transports that go through the HTTP guard: a crasher sent there must be refused by it (or by the client library).
+GUARDED = ("http_json", "http_binary", "tritonclient_http")
 
 
 def wrapped_elements(shape: list[int]) -> int:
@@ -105,8 +113,8 @@ class Case:
 
     def crasher(self) -> str | None:
         """The TRITON_CRASHERS class this request belongs to, if any."""
-        if self.body == "nested" and self.depth > SAFE_NESTING:
-            return "nested"
+        if self.body == "nested":  # only brackets are sent: no shape, no data
+            return "nested" if self.depth > SAFE_NESTING else None
         if self.body == "chunked" and self.depth > SAFE_CHUNKS:
             return "chunked"
         elements = wrapped_elements(self.shape)
@@ -206,6 +214,7 @@ class Outcome:
     ok: bool
     message: str = ""
     output: np.ndarray | None = None
+    status: int | None = None  # HTTP status (raw HTTP transports)
 
 
 def _json_output(answer: dict, name: str) -> np.ndarray:
@@ -243,7 +252,7 @@ def _http_request(server, case: Case, body: bytes, headers: dict) -> Outcome:
                        if line.lower().startswith(b"inference-header-content-length")), None)  # fmt: skip
     answer = json.loads(payload[:binary_len] if binary_len is not None else payload)
     if status != 200:
-        return Outcome(False, answer.get("error", f"HTTP {status} without an error message"))
+        return Outcome(False, answer.get("error", f"HTTP {status} without an error message"), status=status)
     output = "predictions" if case.model == "image_classifier" else PIXELS
     if binary_len is not None:
         meta = next(o for o in answer["outputs"] if o["name"] == output)
@@ -272,6 +281,17 @@ def send_http_json(server, case: Case) -> Outcome:
         if case.model == "preprocess":  # FP16 pixels: Triton's JSON has no FP16, so they come back binary
             request["outputs"] = [{"name": PIXELS, "parameters": {"binary_data": True}}]
         body = json.dumps(request).encode()
+    return _http_request(server, case, body, {"Content-Type": "application/json"})
+
+
+def send_crasher(server, case: Case) -> Outcome:
+    """Send a CRASHER_EXAMPLES case; a chunked one padded with spaces to ``depth`` bytes, sent in one-byte chunks."""
+    if case.body != "chunked":
+        return SENDERS[case.transport](server, case)
+    body = json.dumps({"inputs": [{"name": "images", "shape": case.shape, "datatype": "UINT8",
+                                   "data": case.json_data}]}).encode()
+    body += b" " * (case.depth - len(body))
+    case.depth = len(body)  # one-byte chunks
     return _http_request(server, case, body, {"Content-Type": "application/json"})
 
 
@@ -409,6 +429,10 @@ def run_case(server, reference, known_photo, case: Case) -> None:
     if not server.is_running():  # after a failure elsewhere (and while hypothesis shrinks it): report this case alone
         server.wait_healthy(90)
     crasher = case.crasher()
+    if crasher and case.transport in GUARDED:
+        check_guard_refuses(server, case, crasher)
+        known_photo()
+        return
     if crasher:
         STATS[f"diverted:{crasher}"] += 1
         DIVERTED.setdefault(crasher, []).append(case)
@@ -435,6 +459,24 @@ def run_case(server, reference, known_photo, case: Case) -> None:
         assert outcome.message.strip(), f"{described}: an error without a message"
         STATS["clear_errors"] += 1
     known_photo()
+
+
+def check_guard_refuses(server, case: Case, crasher: str) -> Outcome:
+    """Send a Triton crasher over HTTP: the guard (or the client library, before sending) must refuse it, with no
+    restart. Counted as sent, and by who refused it."""
+    restarts, pid = len(server.restarts), server._process.pid
+    RECENT.append(f"{case.transport} {case.model} {case.name!r} {case.datatype} {case.shape} {len(case.payload)} B {case.body}")
+    outcome = send_crasher(server, case)
+    STATS["sent"] += 1
+    described = f"{crasher} {case.transport} {case.datatype} {case.shape} payload {len(case.payload)} B body {case.body}"
+    assert not outcome.ok, f"{described}: answered"
+    by = "guard" if REFUSED in outcome.message else "client" if outcome.message.startswith("client:") else None
+    assert by, f"{described}: not refused by the guard: {outcome.message}"
+    assert outcome.status in (None, 400, 413), f"{described}: HTTP {outcome.status}"
+    assert len(server.restarts) == restarts and server._process.pid == pid and server.is_running(), \
+        f"{described}: tritonserver restarted; the last cases sent: {list(RECENT)}"
+    STATS[f"refused_by_{by}:{crasher}"] += 1
+    return outcome
 
 
 FUZZ_SETTINGS = settings(
@@ -486,31 +528,45 @@ CRASHER_EXAMPLES = {
     "stub_overflow": [Case("http_json", "image_classifier", "images", "UINT8", [1, 8, 4611686018427387904, 3], json_data=[]),
                       Case("http_binary", "image_classifier", "images", "UINT8", [1, 6148914691236517206, 1, 3], b"\0\0"),
                       Case("grpc_raw", "image_classifier", "images", "UINT8", [1, -8, -8, 3], bytes(192))],
-    "json_alloc": [Case("http_json", "preprocess", "images", "UINT8", [1, 100000, 100000, 3], json_data=[0])],
+    "json_alloc": [Case("http_json", "preprocess", "images", "UINT8", [1, 100000, 100000, 3], json_data=[0]),
+                   Case("http_json", "image_classifier", "images", "UINT8", [32, 8192, 8192, 3], json_data=[0])],
     "chunked": [Case("http_json", "image_classifier", "images", "UINT8", [1, 2, 2, 3], json_data=[1] * 12,
                      body="chunked", depth=1_000_000)],
     "nested": [Case("http_json", "image_classifier", "images", "UINT8", [], body="nested", depth=1_000_000)],
 }
 
 
+def test_http_crashers_are_refused_by_the_guard(fuzz_server, known_photo, capsys):
+    """Each known request that kills Triton 2.51 over HTTP is refused by the HTTP guard (400 or 413, quickly):
+    tritonserver keeps its PID, the watchdog restarts nothing, and the known photo is answered right after."""
+    pid, restarts = fuzz_server._process.pid, len(fuzz_server.restarts)
+    for name, examples in CRASHER_EXAMPLES.items():
+        for case in [c for c in examples if c.transport in GUARDED]:
+            assert case.crasher() == name, case
+            sent = time.monotonic()
+            outcome = check_guard_refuses(fuzz_server, case, name)
+            refused = time.monotonic() - sent
+            known_photo()
+            with capsys.disabled():
+                print(f"\ncrasher {name} ({case.transport}): HTTP {outcome.status} from the guard in {refused:.2f} s: "
+                      f"{outcome.message[:110]}")
+            assert outcome.status in (400, 413), outcome
+            assert refused < 10, f"{name}: the refusal took {refused:.1f} s"
+    assert fuzz_server._process.pid == pid and len(fuzz_server.restarts) == restarts
+
+
 def test_triton_crashers_are_recovered(fuzz_server, known_photo, capsys):
-    """Each request that kills Triton 2.51 (or its stub) is sent; the watchdog brings the service back."""
+    """Each request that kills Triton 2.51 (or its stub) where no guard stands (gRPC) is sent; the watchdog brings
+    the service back."""
     from pixelserve.triton_local.health import Unhealthy
 
     for name, examples in CRASHER_EXAMPLES.items():
         assert name in TRITON_CRASHERS
         examples = examples + DIVERTED.get(name, [])[:1]  # and one that the fuzzer generated, if any
-        for case in examples:
+        for case in [c for c in examples if c.transport not in GUARDED]:
             assert case.crasher() == name, case
             sent = time.monotonic()
-            if case.body == "chunked":
-                body = json.dumps({"inputs": [{"name": "images", "shape": case.shape, "datatype": "UINT8",
-                                               "data": case.json_data}]}).encode()
-                body += b" " * (case.depth - len(body))
-                case.depth = len(body)  # one-byte chunks
-                _http_request(fuzz_server, case, body, {"Content-Type": "application/json"})
-            else:
-                SENDERS[case.transport](fuzz_server, case)
+            send_crasher(fuzz_server, case)
             deadline = time.monotonic() + 90
             while True:  # wait for the first good answer (the watchdog may be restarting the server)
                 try:

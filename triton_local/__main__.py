@@ -6,6 +6,11 @@ unset, the key is random and those APIs are closed to everyone). A watchdog rest
 dies or stops answering a real inference through ``image_classifier`` (``--no-supervise`` to turn off,
 ``--health-model`` for another repository). It serves what ``pixelserve-build`` built into the repository: the
 per-host configs and server arguments its manifest names, under MPS where the build asks for it.
+
+The HTTP port is served by the HTTP guard (``http_guard.py``), which refuses the requests that crash Triton 2.51's
+HTTP front end (huge claimed JSON shapes, deep JSON nesting, bodies in very many chunks) and forwards the rest to
+Triton's own HTTP on a loopback port; ``--no-http-guard`` exposes Triton's HTTP directly (for HTTP throughput runs
+on a trusted network; not recommended).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import time
 from .access import ADMIN_HEADER, KEY_ENV
 from .build_manifest import Manifest, repository_manifest
 from .health import PROBE_MODEL
+from .http_guard import MAX_BODY_BYTES
 from .mps import CONTROL
 from .server import LocalTritonServer
 
@@ -41,6 +47,11 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="run the server under a CUDA MPS daemon of its own, so that its GPU instances share the "
                              "GPU side by side (default: as pixelserve-build chose for the repository, where "
                              "nvidia-cuda-mps-control is installed)")
+    parser.add_argument("--no-http-guard", dest="http_guard", action="store_false",
+                        help="serve Triton's own HTTP on --http-port, without the HTTP guard in front of it (for HTTP "
+                             "throughput runs on a trusted network; not recommended: docs/operations.md, 'The HTTP guard')")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                        help="the HTTP guard's largest request body (413 above; default: %(default)s)")
     parser.add_argument("extra", nargs="*", help="extra tritonserver arguments (after --)")
     return parser
 
@@ -67,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     server = LocalTritonServer(
         repositories, args.http_port, args.grpc_port, args.metrics_port, args.extra,
         address=args.address, supervise=args.supervise, health_model=args.health_model, response_cache=args.response_cache,
-        mps=mps,
+        mps=mps, http_guard=args.http_guard, max_body_bytes=args.max_body_bytes,
     )
     server.start()
     print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
+    if server.guard is not None:
+        print(f"HTTP guard on {server.http_url} in front of Triton's HTTP on {server.triton_http_url} "
+              f"(log: {server.guard_log_path}; --no-http-guard turns it off)")
+    else:
+        print("HTTP guard: off (--no-http-guard): Triton 2.51's HTTP front end is exposed as it is")
     keyed = "$" + KEY_ENV if os.environ.get(KEY_ENV) else "a random key (set $" + KEY_ENV + " to use them)"
     print(f"model-repository, shared-memory, logging and trace APIs: header {ADMIN_HEADER} = {keyed}")
     if server.mps is not None:

@@ -13,6 +13,12 @@ a fresh one. ``PIXELSERVE_SUPERVISE=0`` execs tritonserver instead (no probes, n
 first and makes the server its client; unset, it follows the build (pixelserve-build's manifest asks for MPS on GPU
 builds), and ``PIXELSERVE_MPS=0`` turns it off. The build's per-host configs and server arguments are added to the
 command line (build_manifest.py).
+
+The HTTP port (``--http-address``/``--http-port``, Triton's defaults 0.0.0.0:8000) is served by the HTTP guard
+(http_guard.py), started first as a child process and started again if it dies; tritonserver's HTTP listens on a
+free loopback port behind it, and the probe goes there. The guard refuses the requests that crash Triton 2.51's HTTP
+front end and answers 503 while tritonserver is down. ``PIXELSERVE_HTTP_GUARD=0`` turns it off (Triton's HTTP on the
+port itself: HTTP throughput runs on a trusted network; not recommended).
 """
 from __future__ import annotations
 
@@ -29,8 +35,9 @@ from typing import Sequence
 from . import access
 from .health import Unhealthy, probe
 from .build_manifest import MANIFEST_NAME, Manifest, repository_manifest, served_args
+from .http_guard import GuardProcess
 from .mps import MpsDaemon, MpsUnavailable
-from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions
+from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions, free_port
 from .stubs import STUB_POLL_S, StubWatch, models_are_static
 
 
@@ -99,22 +106,50 @@ def visible_gpus() -> int:
     return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
 
 
+GUARD_ENV = "PIXELSERVE_HTTP_GUARD"  # 0: no HTTP guard in front of Triton's HTTP
+HTTP_LISTEN_OPTIONS = ("--http-address", "--http-port")
+
+
+def behind_guard(args: Sequence[str]) -> tuple[list[str], GuardProcess | None]:
+    """``args`` with Triton's HTTP moved to a free loopback port, and the HTTP guard for the address and port they
+    named (Triton's defaults: 0.0.0.0:8000); ``args`` as they are and no guard with PIXELSERVE_HTTP_GUARD=0 or
+    ``--allow-http=false``."""
+    if os.environ.get(GUARD_ENV, "1") == "0" or "--allow-http=false" in args:
+        return list(args), None
+    kept, named, pending = [], {"--http-address": "0.0.0.0", "--http-port": "8000"}, None
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        if pending is not None:
+            named[pending], pending = arg, None
+        elif option in HTTP_LISTEN_OPTIONS and equals:
+            named[option] = value
+        elif arg in HTTP_LISTEN_OPTIONS:
+            pending = arg
+        else:
+            kept.append(arg)
+    internal = free_port()
+    kept += ["--http-address=127.0.0.1", f"--http-port={internal}"]
+    return kept, GuardProcess((named["--http-address"], int(named["--http-port"])), ("127.0.0.1", internal))
+
+
 def _http_url(args: Sequence[str]) -> str:
     port = next((a.split("=", 1)[1] for a in args if a.startswith("--http-port=")), "8000")
     return f"127.0.0.1:{port}"
 
 
 def supervise(process: subprocess.Popen, http_url: str, interval: float, max_failures: int,
-              static_models: bool = True) -> int:
+              static_models: bool = True, guard: GuardProcess | None = None) -> int:
     """Probe ``process`` until it dies or fails; kill it then and return the exit status for this process.
 
     Between probes the stubs are looked at every STUB_POLL_S (stubs.py): with ``static_models`` (no model-control
-    API) a stub gone is a death at once; otherwise it calls for a probe at once."""
+    API) a stub gone is a death at once; otherwise it calls for a probe at once. The HTTP ``guard``, if any, is
+    started again when it has died."""
     healthy_once, failures = False, 0
     stubs = StubWatch()
     next_probe = time.monotonic()  # the first probe at once: a server already up gets its stubs listed now
     while process.poll() is None:
         time.sleep(STUB_POLL_S)
+        _keep_guard(guard)
         lost = stubs.gone()
         if lost and static_models:
             failure = Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True)
@@ -141,10 +176,20 @@ def supervise(process: subprocess.Popen, http_url: str, interval: float, max_fai
     return process.returncode if process.returncode >= 0 else 1
 
 
+def _keep_guard(guard: GuardProcess | None) -> None:
+    """Start the HTTP guard again if it has died."""
+    try:
+        if guard is not None and guard.ensure_running():
+            print("pixelserve-tritonserver: the HTTP guard had died: started again", file=sys.stderr, flush=True)
+    except RuntimeError as exc:  # try again at the next look
+        print(f"pixelserve-tritonserver: the HTTP guard failed to start: {exc}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run tritonserver under the health probe (or exec it with PIXELSERVE_SUPERVISE=0) and exit with its fate."""
     args = list(sys.argv[1:] if argv is None else argv)
     args = placed_for_this_host(args, repository_manifest(repositories(args)), visible_gpus())
+    args, guard = behind_guard(args)
     argv = command(args)
     manifest = repository_manifest(repositories(args))
     if manifest is not None:
@@ -162,8 +207,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sys.exit(f"pixelserve-tritonserver: PIXELSERVE_MPS=1: {exc}")
             print(f"pixelserve-tritonserver: serving without the MPS the build asks for: {exc}", file=sys.stderr, flush=True)
             mps = None
+    if guard is not None:  # first: the HTTP port answers (503) while tritonserver starts
+        try:
+            guard.start()
+        except RuntimeError as exc:
+            if mps is not None:
+                mps.stop()
+            sys.exit(f"pixelserve-tritonserver: {exc}")
+        print(f"pixelserve-tritonserver: HTTP guard on {guard.listen[0]}:{guard.listen[1]}, tritonserver's HTTP on "
+              f"127.0.0.1:{guard.upstream[1]} ({GUARD_ENV}=0 turns the guard off)", file=sys.stderr, flush=True)
     if os.environ.get("PIXELSERVE_SUPERVISE", "1") == "0":
-        os.execvp(argv[0], argv)
+        os.execvp(argv[0], argv)  # the guard lives on as tritonserver's child, and stops when it ends
     removed = clean_stale_shm_regions()
     if removed:
         print(f"pixelserve-tritonserver: removed {len(removed)} stale /dev/shm regions", file=sys.stderr, flush=True)
@@ -171,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):  # PID 1 in the container: hand the stop to the server
         signal.signal(signum, lambda sig, _frame: process.send_signal(sig))
     status = supervise(process, _http_url(args), float(os.environ.get("PIXELSERVE_PROBE_INTERVAL", "2")),
-                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3")), models_are_static(args))
+                       int(os.environ.get("PIXELSERVE_PROBE_FAILURES", "3")), models_are_static(args), guard)
+    if guard is not None:
+        guard.stop()
     if mps is not None:
         mps.stop()
     sys.exit(status)

@@ -19,6 +19,7 @@ from typing import Sequence
 from . import access, paths
 from .build_manifest import repository_manifest, served_args
 from .health import PROBE_MODEL, Unhealthy, probe
+from .http_guard import MAX_BODY_BYTES, GuardProcess
 from .mps import MpsDaemon
 from .stubs import STUB_POLL_S, StubWatch, live_stubs, models_are_static
 
@@ -165,6 +166,12 @@ class LocalTritonServer:
     server (same ports, same key) when it has exited, when a stub is dead, or after
     ``probe_failures`` failed probes in a row; ``restarts`` records each recovery. With ``mps=True`` the
     server runs as the client of a CUDA MPS daemon of its own (``mps.py``), started before it and stopped after.
+
+    With ``http_guard=True`` (the default) the HTTP port (``http_url``) is the HTTP guard's (``http_guard.py``), a
+    child process that refuses the requests that crash Triton 2.51's HTTP front end and forwards the rest to
+    Triton's own HTTP on a free loopback port (``triton_http_url``); it is started first, outlives the watchdog's
+    restarts of tritonserver (answering 503 while Triton is down) and is stopped last. ``http_guard=False`` puts
+    Triton's HTTP on that port itself (HTTP throughput runs on a trusted network; not recommended).
     """
 
     def __init__(
@@ -184,6 +191,8 @@ class LocalTritonServer:
         probe_interval: float = 1.0,
         probe_failures: int = 3,
         mps: bool = False,
+        http_guard: bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.address = address
         self.admin_key = access.admin_key(admin_key)
@@ -197,6 +206,8 @@ class LocalTritonServer:
         self._lock = threading.RLock()
         self.model_repositories = [Path(r).resolve() for r in model_repositories]
         self.http_port = http_port or free_port()
+        self.http_guard = http_guard
+        self.triton_http_port = free_port() if http_guard else self.http_port  # Triton's own HTTP
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.extra_args = list(extra_args)
@@ -207,6 +218,9 @@ class LocalTritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         # One MPS daemon for the server's life, restarts included (triton_local/mps.py).
         self.mps = MpsDaemon(self._workdir / "mps") if mps else None
+        # One HTTP guard for the server's life too, in front of Triton's HTTP on loopback.
+        self.guard = GuardProcess((address, self.http_port), ("127.0.0.1", self.triton_http_port), max_body_bytes,
+                                  log_path=self.guard_log_path) if http_guard else None
 
     @property
     def _client_host(self) -> str:
@@ -219,8 +233,18 @@ class LocalTritonServer:
 
     @property
     def http_url(self) -> str:
-        """host:port of the HTTP endpoint."""
+        """host:port of the HTTP endpoint (the HTTP guard's, unless ``http_guard=False``)."""
         return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        """host:port of Triton's own HTTP: behind the guard on loopback, else ``http_url``."""
+        return f"127.0.0.1:{self.triton_http_port}" if self.guard is not None else self.http_url
+
+    @property
+    def guard_log_path(self) -> Path:
+        """The HTTP guard's log (its refusals): next to the server log."""
+        return self.log_path.with_name(self.log_path.stem + ".http_guard.log")
 
     @property
     def grpc_url(self) -> str:
@@ -239,10 +263,10 @@ class LocalTritonServer:
         cmd += [
             f"--backend-directory={make_backend_dir(self._workdir / 'backends')}",
             f"--cache-directory={paths.caches_dir()}",
-            f"--http-port={self.http_port}",
+            f"--http-port={self.triton_http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
-            f"--http-address={self.address}",
+            f"--http-address={'127.0.0.1' if self.guard is not None else self.address}",
             f"--grpc-address={self.address}",
             f"--metrics-address={self.address}",
             "--allow-metrics=true",
@@ -262,6 +286,13 @@ class LocalTritonServer:
         self._stopping.clear()
         if self.mps is not None and not self.mps.running:
             self.mps.start()
+        if self.guard is not None and not self.guard.running:
+            self._workdir.mkdir(parents=True, exist_ok=True)  # again, after a stop()
+            try:  # first: the HTTP port answers (503) while Triton starts
+                self.guard.start()
+            except RuntimeError:
+                self.stop()
+                raise
         self._launch(timeout)
         if self.supervise and (self._watchdog is None or not self._watchdog.is_alive()):
             self._watchdog = threading.Thread(target=self._watch, name="triton-watchdog", daemon=True)
@@ -287,7 +318,7 @@ class LocalTritonServer:
         if not self.is_running():
             raise Unhealthy(f"tritonserver is not running (exit code {self._process and self._process.returncode})",
                             dead=True)
-        probe(self.http_url, self.health_model, timeout)
+        probe(self.triton_http_url, self.health_model, timeout)
 
     def wait_healthy(self, timeout: float = 60.0, stop_on_death: bool = False) -> float:
         """Block until the health probe passes; return the seconds waited (TimeoutError with the last failure).
@@ -317,6 +348,7 @@ class LocalTritonServer:
         static = models_are_static(self.extra_args)
         next_probe = time.monotonic() + self.probe_interval
         while not self._stopping.wait(STUB_POLL_S):
+            self._keep_guard()
             # Between probes, a look at the stubs and the server: a death is acted on within STUB_POLL_S, not
             # at the next probe, so that /v2/health/ready does not say 200 for a second while requests fail.
             failure = self._seen_dead(stubs, static)
@@ -341,6 +373,16 @@ class LocalTritonServer:
                     with open(self.log_path, "ab") as log:
                         log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
                 failures = 0
+
+    def _keep_guard(self) -> None:
+        """Start the HTTP guard again if it has died (Triton is left alone: it did not)."""
+        try:
+            if self.guard is not None and not self._stopping.is_set() and self.guard.ensure_running():
+                with open(self.log_path, "ab") as log:
+                    log.write(b"\n=== pixelserve watchdog: the HTTP guard had died: started again\n")
+        except RuntimeError as exc:  # try again at the next look
+            with open(self.log_path, "ab") as log:
+                log.write(f"\n=== pixelserve watchdog: the HTTP guard failed to start: {exc}\n".encode())
 
     def _seen_dead(self, stubs: StubWatch, static: bool) -> Unhealthy | None:
         """The death seen by a look at the server process and its stubs, without a request (None: none seen).
@@ -395,7 +437,7 @@ class LocalTritonServer:
         import urllib.error
         import urllib.request
 
-        ready_url = f"http://{self.http_url}/v2/health/ready"
+        ready_url = f"http://{self.triton_http_url}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
@@ -444,6 +486,8 @@ class LocalTritonServer:
             self._watchdog = None
         with self._lock:  # waits for a restart in progress
             self._terminate(timeout)
+        if self.guard is not None:
+            self.guard.stop()
         if self.mps is not None:
             self.mps.stop()
         clean_stale_shm_regions()
