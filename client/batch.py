@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .classifier import INPUT_NAME, OUTPUT_NAME, ImageClassifierClient
-from .errors import AdminKeyRequired, ImageReadError, InvalidImage, ServerUnreachable
+from .errors import AdminKeyRequired, ImageReadError, InvalidImage, ModelNotFound, ModelNotReady, ServerUnreachable
 from .inputs import MODELS, SEND_MODES, load_file, raw_hint
 from .predictions import Prediction, parse_classifications
 from pixelserve.triton_local.access import KEY_ENV, admin_headers
@@ -402,8 +402,8 @@ def classify_files(
     """Classify ``files`` (skipping those named in ``skip``), calling ``on_result`` as each answer arrives and
     ``on_retry`` before each retry of a transient error.
 
-    Raises ServerUnreachable when the server cannot be reached (also when it goes away mid-job and does not
-    come back within ``options.retry_for`` seconds), ModelNotFound, ModelNotReady, and AdminKeyRequired for
+    Raises ServerUnreachable when the server cannot be reached within ``options.retry_for`` seconds (at the
+    start, or when it goes away mid-job and does not come back), ModelNotFound, ModelNotReady, and AdminKeyRequired for
     shared memory without the server's admin key; per-file failures are Results with a reason.
     Shared-memory regions are unregistered before this returns or raises, on KeyboardInterrupt too.
     """
@@ -413,10 +413,6 @@ def classify_files(
     pool = None
     start = time.perf_counter()
     try:
-        _check_ready(options)
-        if options.shared_memory != "none":
-            pool = SharedMemoryPool(options.url, options.shared_memory, options.concurrency)
-
         def record(result: Result) -> None:
             summary.add(result)
             on_result(result)
@@ -424,6 +420,10 @@ def classify_files(
         def retried(retry: Retry) -> None:
             summary.retried(retry)
             on_retry(retry)
+
+        _check_ready(options, retried)
+        if options.shared_memory != "none":
+            pool = SharedMemoryPool(options.url, options.shared_memory, options.concurrency)
 
         asyncio.run(_run(todo, options, pool, record, retried))
     except BaseException:
@@ -457,10 +457,28 @@ def transient_reason(status: str, message: str, shared_memory: bool = False) -> 
     return ""
 
 
-def _check_ready(options: BatchOptions) -> None:
-    # The request timeout bounds inference; asking for readiness gets at least READY_TIMEOUT.
-    with ImageClassifierClient(options.url, "grpc", timeout=max(options.timeout, READY_TIMEOUT)) as client:
-        client.check_ready(options.model)
+def _check_ready(options: BatchOptions, on_retry: Callable[[Retry], None] = lambda retry: None) -> None:
+    """Return once the server answers and the model is ready. A server that is away or a model not ready yet (a
+    restart when the job starts) is asked again with backoff until the outage is ``retry_for`` old, then its error
+    is raised; a model the server does not have fails at once."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            # The request timeout bounds inference; asking for readiness gets at least READY_TIMEOUT.
+            with ImageClassifierClient(options.url, "grpc", timeout=max(options.timeout, READY_TIMEOUT)) as client:
+                client.check_ready(options.model)
+            return
+        except ModelNotFound:
+            raise
+        except (ServerUnreachable, ModelNotReady) as exc:
+            outage = time.monotonic() - started
+            if outage >= options.retry_for:
+                raise
+            attempt += 1
+            delay = min(backoff_delay(attempt, options), max(options.retry_for - outage, 0.0))
+            on_retry(Retry("", "unavailable", str(exc), attempt, delay, outage))
+            time.sleep(delay)
 
 
 @dataclass

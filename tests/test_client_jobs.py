@@ -154,6 +154,20 @@ def test_job_rides_out_a_server_killed_mid_job(supervised, many, tmp_path, monke
     assert shown and max(shown) == retries, terminal[-2000:]
 
 
+def test_job_started_while_the_server_restarts_waits_for_it(supervised, many, tmp_path, capsys):
+    """The server is killed just before the job starts: the job waits for the watchdog's restart (telling its
+    retries) instead of exiting at once, then answers every file exactly once."""
+    output = tmp_path / "results.jsonl"
+    restarts = len(supervised.restarts)
+    kill_server(supervised)
+    code = main([str(many), "--output", str(output), "--url", supervised.grpc_url, "--concurrency", "4"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, (out, err)
+    assert len(supervised.restarts) > restarts  # it was down when the job began
+    assert_every_file_answered_once(output, many)
+    assert re.search(r"pixelserve-classify: retrying \(unavailable: ", err), err
+
+
 def test_shared_memory_job_rides_out_a_restart(supervised, many, tmp_path, monkeypatch, capsys):
     """server.restart() from another thread mid-job: the new server has none of the job's shared-memory regions;
     the job registers them again, finishes with exit 0 and leaves no region behind. Without a terminal, the
