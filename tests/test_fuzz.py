@@ -451,9 +451,12 @@ def run_case(server, reference, known_photo, case: Case) -> None:
         expected = reference(case.images, case.model)
         np.testing.assert_allclose(outcome.output, expected, atol=1e-2 if case.model != "preprocess" else 1e-4, rtol=0)
         STATS["correct_predictions"] += 1
-    elif "out_of_range" in case.notes and outcome.ok:
-        # Triton 2.51's JSON parser stores 256, 300, 65535 as uint8 (wrapped) without an error: counted, documented.
-        STATS["out_of_range_accepted_by_triton"] += 1
+    elif "out_of_range" in case.notes:
+        # Triton 2.51's JSON parser would store 256, 300, 65535 as uint8 (wrapped) and 1.5 as 1, without an error: the
+        # HTTP guard refuses a value that does not fit an integer or BOOL input before Triton parses it.
+        if not case.datatype.startswith(("FP", "BF")):
+            assert not outcome.ok, f"{described}: a JSON value that does not fit {case.datatype} was answered"
+        STATS["out_of_range_refused" if not outcome.ok else "out_of_range_float_answered"] += 1
     else:
         assert not outcome.ok, f"{described}: an invalid request got an answer"
         assert outcome.message.strip(), f"{described}: an error without a message"

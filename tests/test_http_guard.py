@@ -88,6 +88,21 @@ def test_json_value_count_must_match_the_shape(data, held):
     assert f"'data' holds {held} values" in refused.message and "needs 12" in refused.message
 
 
+@pytest.mark.parametrize("datatype, value", [("UINT8", 256), ("UINT8", -1), ("UINT8", 1.5), ("UINT8", True),
+                                             ("INT8", 128), ("UINT16", 65536), ("INT32", 2**31), ("BOOL", 1)])
+def test_json_values_that_triton_would_store_changed_are_refused(datatype, value):
+    """Triton 2.51 stores 256 as 0 in UINT8 (and 1.5 as 1) with no error: an answer for other pixels than sent."""
+    refused = refusal(infer_json({"name": "images", "shape": [1, 2], "datatype": datatype, "data": [[0, value]]}))
+    assert refused.status == 400 and "input 'images'" in refused.message
+    assert ("does not fit " + datatype in refused.message) or "not true or false" in refused.message, refused.message
+
+
+@pytest.mark.parametrize("datatype, values", [("UINT8", [0, 255]), ("INT8", [-128, 127]), ("FP32", [1.5, -300]),
+                                              ("BOOL", [True, False]), ("INT64", [-2**63, 2**63 - 1])])
+def test_json_values_that_fit_pass(datatype, values):
+    checked(infer_json({"name": "images", "shape": [1, 2], "datatype": datatype, "data": values}))
+
+
 def test_bytes_json_counts_strings():
     body = infer_json({"name": "encoded", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b", "c"]})
     assert "'data' holds 3 values" in refusal(body).message

@@ -71,6 +71,10 @@ REFUSED = "refused by the pixelserve HTTP guard"  # every refusal's message star
 ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2,
                  "UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
 INT64_MAX = (1 << 63) - 1
+# The values an integer datatype holds: Triton 2.51's JSON parser stores a value outside them wrapped (256 as 0 in
+# UINT8) and a fraction truncated, with no error, so the request would be answered for other pixels than sent.
+INTEGER_RANGES = {f"{sign}INT{bits}": ((0, (1 << bits) - 1) if sign else (-(1 << bits - 1), (1 << bits - 1) - 1))
+                  for sign in ("U", "") for bits in (8, 16, 32, 64)}
 BYTES_PREFIX = 4  # a BYTES element in the binary extension: a 4-byte length, then the bytes
 # Headers the guard sets itself when forwarding (framing and connection handling), dropped from the client's.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
@@ -374,6 +378,7 @@ def check_input(item: dict[str, Any], index: int, limits: Limits) -> None:
         values = value_count(item["data"])
         if values != count:
             raise Refused(400, f"{label}: 'data' holds {values} values, the shape {_short(shape)} needs {count}")
+        check_values(item["data"], datatype, label)
     if "binary_data_size" in parameters:
         declared = parameters["binary_data_size"]
         if type(declared) is not int or declared < 0:
@@ -418,6 +423,33 @@ def value_count(data: Any) -> int:
     if data and isinstance(data[0], list):
         return sum(value_count(item) for item in data)
     return len(data)
+
+
+def check_values(data: Any, datatype: Any, label: str) -> None:
+    """Refused where a JSON value does not fit the input's datatype (an integer type's range, a whole number, a
+    boolean for BOOL), which Triton 2.51 would store changed instead of refusing."""
+    bounds = INTEGER_RANGES.get(datatype) if isinstance(datatype, str) else None
+    if bounds is None and datatype != "BOOL":
+        return
+    for value in _flat_values(data):
+        if datatype == "BOOL":
+            if type(value) is not bool:
+                raise Refused(400, f"{label}: the BOOL value {_short(value)} is not true or false")
+        elif type(value) is not int or not bounds[0] <= value <= bounds[1]:  # type: ignore[index]
+            raise Refused(400, f"{label}: the value {_short(value)} does not fit {datatype} "
+                               f"(whole numbers {bounds[0]}..{bounds[1]})")  # type: ignore[index]
+
+
+def _flat_values(data: Any) -> Any:
+    """The values of JSON ``data``, nested lists flattened, in order."""
+    if not isinstance(data, list):
+        yield data
+        return
+    for item in data:
+        if isinstance(item, list):
+            yield from _flat_values(item)
+        else:
+            yield item
 
 
 def _short(value: Any, limit: int = 80) -> str:
