@@ -34,7 +34,7 @@ from images import photo, photo_at  # noqa: E402
 
 from pixelserve.build import model_config  # noqa: E402
 from pixelserve.model_runtime.tensors import PIXELS  # noqa: E402
-from pixelserve.triton_local.http_guard import REFUSED  # noqa: E402
+from pixelserve.triton_local.inference_checks import REFUSED  # noqa: E402
 from tritonclient.utils import triton_to_np_dtype  # noqa: E402
 
 pytestmark = pytest.mark.server

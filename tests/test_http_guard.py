@@ -31,19 +31,8 @@ from conftest import MODEL_REPOSITORY, ensure_classifier_built
 from waiting import wait_until
 
 from pixelserve.triton_local import free_port
-from pixelserve.triton_local.http_guard import (
-    HEAD_LIMIT,
-    MAX_BODY_BYTES,
-    REFUSED,
-    GuardProcess,
-    Limits,
-    Refused,
-    check_request,
-    nesting_within,
-    parse_head,
-    read_body,
-    read_head,
-)
+from pixelserve.triton_local.http_guard import HEAD_LIMIT, GuardProcess, check_request, parse_head, read_body, read_head
+from pixelserve.triton_local.inference_checks import MAX_BODY_BYTES, REFUSED, Limits, Refused, nesting_within
 
 INFER = "/v2/models/image_classifier/infer"
 
@@ -161,9 +150,9 @@ def test_input_without_data_and_repeated_keys_are_refused():
 
 def test_the_standard_library_parser_checks_the_same(monkeypatch):
     """Without python-rapidjson (the container installs no tritonclient) the json module parses, as strictly."""
-    from pixelserve.triton_local import http_guard
+    from pixelserve.triton_local import inference_checks
 
-    monkeypatch.setattr(http_guard, "_rapidjson", None)
+    monkeypatch.setattr(inference_checks, "_rapidjson", None)
     test_json_alloc_shape_is_refused()
     test_input_without_data_and_repeated_keys_are_refused()
     test_valid_requests_pass()

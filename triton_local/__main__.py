@@ -24,7 +24,7 @@ import time
 from .access import ADMIN_HEADER, KEY_ENV
 from .build_manifest import Manifest, repository_manifest
 from .health import PROBE_MODEL
-from .http_guard import MAX_BODY_BYTES
+from .inference_checks import MAX_BODY_BYTES
 from .mps import CONTROL
 from .server import LocalTritonServer
 

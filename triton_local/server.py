@@ -19,7 +19,8 @@ from typing import Sequence
 from . import access, paths
 from .build_manifest import repository_manifest, served_args
 from .health import PROBE_MODEL, Unhealthy, probe
-from .http_guard import MAX_BODY_BYTES, GuardProcess
+from .http_guard import GuardProcess
+from .inference_checks import MAX_BODY_BYTES
 from .mps import MpsDaemon
 from .stubs import STUB_POLL_S, StubWatch, live_stubs, models_are_static
 
