@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from .inference_checks import (
     MAX_BODY_BYTES,
@@ -577,12 +577,17 @@ class GuardProcess:
         self.stop()
         raise RuntimeError(f"the HTTP guard did not listen on {format_address(self.listen)} in {timeout:.0f} s")
 
-    def ensure_running(self) -> bool:
-        """Start the guard again if it has died; whether it had."""
+    def keep_running(self, report: Callable[[str], None]) -> None:
+        """Start the guard again if it has died, telling ``report`` so; a start that fails is told too, and tried
+        again at the next call."""
         if self._process is None or self.running:
-            return False
-        self.start()
-        return True
+            return
+        try:
+            self.start()
+        except RuntimeError as exc:
+            report(f"the HTTP guard failed to start: {exc}")
+            return
+        report("the HTTP guard had died: started again")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``."""

@@ -178,11 +178,8 @@ def supervise(process: subprocess.Popen, http_url: str, interval: float, max_fai
 
 def _keep_guard(guard: GuardProcess | None) -> None:
     """Start the HTTP guard again if it has died."""
-    try:
-        if guard is not None and guard.ensure_running():
-            print("pixelserve-tritonserver: the HTTP guard had died: started again", file=sys.stderr, flush=True)
-    except RuntimeError as exc:  # try again at the next look
-        print(f"pixelserve-tritonserver: the HTTP guard failed to start: {exc}", file=sys.stderr, flush=True)
+    if guard is not None:
+        guard.keep_running(lambda message: print(f"pixelserve-tritonserver: {message}", file=sys.stderr, flush=True))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

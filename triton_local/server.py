@@ -371,19 +371,18 @@ class LocalTritonServer:
                 try:
                     self.restart(str(failure))
                 except (RuntimeError, TimeoutError, OSError) as exc:  # try again at the next probe
-                    with open(self.log_path, "ab") as log:
-                        log.write(f"\n=== pixelserve watchdog: restart failed: {exc}\n".encode())
+                    self._note(f"restart failed: {exc}")
                 failures = 0
 
     def _keep_guard(self) -> None:
         """Start the HTTP guard again if it has died (Triton is left alone: it did not)."""
-        try:
-            if self.guard is not None and not self._stopping.is_set() and self.guard.ensure_running():
-                with open(self.log_path, "ab") as log:
-                    log.write(b"\n=== pixelserve watchdog: the HTTP guard had died: started again\n")
-        except RuntimeError as exc:  # try again at the next look
-            with open(self.log_path, "ab") as log:
-                log.write(f"\n=== pixelserve watchdog: the HTTP guard failed to start: {exc}\n".encode())
+        if self.guard is not None and not self._stopping.is_set():
+            self.guard.keep_running(self._note)
+
+    def _note(self, message: str) -> None:
+        """A watchdog line in the server log."""
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== pixelserve watchdog: {message}\n".encode())
 
     def _seen_dead(self, stubs: StubWatch, static: bool) -> Unhealthy | None:
         """The death seen by a look at the server process and its stubs, without a request (None: none seen).
@@ -411,8 +410,7 @@ class LocalTritonServer:
             if self._stopping.is_set():  # stop() came first: do not start a server nobody will stop
                 return record
             self._kill()
-            with open(self.log_path, "ab") as log:
-                log.write(f"\n=== pixelserve watchdog: restarting tritonserver: {reason}\n".encode())
+            self._note(f"restarting tritonserver: {reason}")
             self._launch(timeout, log_mode="ab")
         self.wait_healthy(timeout, stop_on_death=True)
         record.recovered = time.monotonic()
