@@ -202,9 +202,12 @@ if [[ $stages == *encoded* ]]; then
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
     # PEERS (e.g. twostep_classifier_encoded): benchmark peers of perf/peer_models/ served beside the ensembles.
-    PEER_ARGS=() && for peer in ${PEERS:-}; do PEER_ARGS+=(--load-model="$peer"); done
+    # FLOORS (model:shm[:instances], e.g. "noop_big:system:8 noop_gpu:cuda:8"): floor models of perf/floor_models/ served
+    # beside them and measured with each config's inputs over that shared memory, in the same run.
+    PEER_ARGS=() && for peer in ${PEERS:-} ${FLOORS:-}; do PEER_ARGS+=(--load-model="${peer%%:*}"); done
     CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" \
-      --model-repository model_repository ${PEERS:+--model-repository perf/peer_models} --http-port 8000 --grpc-port 8001 \
+      --model-repository model_repository ${PEERS:+--model-repository perf/peer_models} \
+      ${FLOORS:+--model-repository perf/floor_models} --http-port 8000 --grpc-port 8001 \
       --metrics-port 8002 -- --model-control-mode=explicit \
       --load-model=image_classifier --load-model=image_classifier_encoded "${PEER_ARGS[@]}" \
       > /tmp/results/server-encoded.log 2>&1 &
@@ -221,6 +224,13 @@ if [[ $stages == *encoded* ]]; then
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
         ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -8
+      for floor in ${FLOORS:-}; do  # model:shm[:instances]
+        IFS=':' read -r floor_model floor_shm floor_count <<< "$floor"
+        [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"
+        python3 -m pixelserve.perf.run_perf --config "$config" --model "$floor_model" --shared-memory "$floor_shm" \
+          --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
+          --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -5
+      done
     done
     # ENCODED_PROFILES: run_profiles steps (e.g. set:preprocess=4,decode_threads=1;p4:image_classifier_encoded:none:32,none:128)
     run_profiles "${ENCODED_PROFILES:-${RESULTS_TAG:-encoded}/profile:image_classifier_encoded:none:1,none:64}"
