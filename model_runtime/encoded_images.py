@@ -36,6 +36,7 @@ def one_encoded_image(encoded: npt.NDArray[Any]) -> bytes:
 
 
 HARDWARE_LOAD_PARAMETER = "gpu_hardware_load"
+HARDWARE_MIN_PIXELS_PARAMETER = "gpu_hardware_min_pixels"
 
 
 def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
@@ -50,12 +51,24 @@ def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
     return load
 
 
+def hardware_min_pixels_parameter(parameters: Mapping[str, str]) -> int:
+    """The pixel count below which JPEGs skip the hardware JPEG engines (ValueError unless a count, 0 or more)."""
+    text = parameters[HARDWARE_MIN_PIXELS_PARAMETER]
+    try:
+        pixels = int(text)
+    except ValueError:
+        pixels = -1
+    if pixels < 0:
+        raise ValueError(f"parameter {HARDWARE_MIN_PIXELS_PARAMETER}={text!r}: expected a pixel count, 0 or more")
+    return pixels
+
+
 class ImageDecoder:
     """Decodes a batch of encoded images; each gets its HWC uint8 RGB pixels (a CUDA tensor on a GPU
     instance with nvImageCodec, else a numpy array) or its own DecodeError.
 
-    ``parameters`` are the model config's: ``max_image_side``, ``decode_threads``, ``gpu_hardware_load``
-    and ``gpu_decoder_options`` (model_repository/preprocess/config.pbtxt documents them).
+    ``parameters`` are the model config's: ``max_image_side``, ``decode_threads``, ``gpu_hardware_load``,
+    ``gpu_hardware_min_pixels`` and ``gpu_decoder_options`` (model_repository/preprocess/config.pbtxt documents them).
     """
 
     def __init__(self, parameters: Mapping[str, str], device_id: int | None = None,
@@ -63,6 +76,7 @@ class ImageDecoder:
         self.max_side = int(parameters["max_image_side"])
         threads = int(parameters["decode_threads"])
         hardware_load = hardware_load_parameter(parameters)
+        hardware_min_pixels = hardware_min_pixels_parameter(parameters)
         self._gpu: Any = None
         self._pool: ThreadPoolExecutor | None = None
         if device_id is not None:
@@ -71,7 +85,7 @@ class ImageDecoder:
 
                 self._gpu = GpuBatchDecoder(device_id, self.max_side, cpu_threads=threads,
                                             options=parameters["gpu_decoder_options"],
-                                            hardware_load=hardware_load)
+                                            hardware_load=hardware_load, hardware_min_pixels=hardware_min_pixels)
             except ImportError as exc:  # a GPU host without nvImageCodec or torch (the Triton container image)
                 warn(f"GPU instance without GPU decoding ({exc}); decoding with PIL")
         if self._gpu is None:

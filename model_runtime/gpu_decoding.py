@@ -4,8 +4,9 @@ Each file's header is read first (nvimgcodec.CodeStream parses it without decodi
 non-image and oversized inputs are refused before any pixel memory is allocated, with the same errors
 as the CPU decoder (pixelserve.model_runtime.decoding). The accepted JPEGs go to the GPU's hardware JPEG
 engines in one batched call (baseline JPEG only), or a set fraction of them does while the CUDA decoders take
-the rest; what that call refuses (progressive JPEG, CMYK, PNG, ...) goes, in one more call, to nvImageCodec's
-default decoders (CUDA nvJPEG, and CPU codecs for PNG).
+the rest; JPEGs below a set pixel count go to the CUDA decoders in a call of their own. What those calls refuse
+(progressive JPEG, CMYK, PNG, ...) goes, in one more call, to nvImageCodec's default decoders (CUDA nvJPEG, and
+CPU codecs for PNG).
 Both apply EXIF orientation and convert grey, CMYK, alpha and 16-bit images to 8-bit RGB.
 
 The decoded images are C-contiguous torch CUDA tensors: complete when returned, or, where the caller
@@ -104,11 +105,14 @@ class GpuBatchDecoder:
     """Decodes a batch of encoded images on one GPU; each image gets its pixels or its own DecodeError."""
 
     def __init__(self, device_id: int, max_side: int, cpu_threads: int = 0, options: str = "",
-                 hardware_load: float = 1.0) -> None:  # fmt: skip
+                 hardware_load: float = 1.0, hardware_min_pixels: int = 0) -> None:  # fmt: skip
         if not 0.0 <= hardware_load <= 1.0:
             raise ValueError(f"hardware_load={hardware_load}: expected a fraction from 0 to 1")
+        if hardware_min_pixels < 0:
+            raise ValueError(f"hardware_min_pixels={hardware_min_pixels}: expected a pixel count, 0 or more")
         self.nvimgcodec = nvimgcodec_module()
         self.hardware_load = hardware_load
+        self.hardware_min_pixels = hardware_min_pixels
         self.device = torch.device("cuda", device_id)
         self.max_side = max_side
         self.params = self.nvimgcodec.DecodeParams(
@@ -116,6 +120,12 @@ class GpuBatchDecoder:
             sample_format=self.nvimgcodec.SampleFormat.I_RGB)
         self.hardware_error = ""
         self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware_load > 0 else None
+        kinds = self.nvimgcodec.BackendKind
+        # The CUDA decoders alone: the JPEGs the engines are not given (a load of 0, files below the pixel
+        # threshold, GPUs without engines). nvImageCodec's default backends would put the engines first again.
+        self.cuda = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options,
+                                            backends=[self.nvimgcodec.Backend(kinds.GPU_ONLY),
+                                                      self.nvimgcodec.Backend(kinds.HYBRID_CPU_GPU)])
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
 
     def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
@@ -138,11 +148,13 @@ class GpuBatchDecoder:
         """Which decoders run, for the log."""
         if self.hardware is None:
             reason = f" ({self.hardware_error})" if self.hardware_error else ""
-            return f"nvImageCodec default backends only, no hardware JPEG decoder{reason}"
+            return f"nvImageCodec CUDA decoders, no hardware JPEG decoder{reason}; default backends for what they refuse"
+        small = (f"JPEGs under {self.hardware_min_pixels} pixels to the CUDA decoders; "
+                 if self.hardware_min_pixels else "")
         if self.hardware_load < 1.0:
-            return (f"nvImageCodec: {self.hardware_load:g} of each batch's JPEGs to the hardware JPEG decoder, the rest "
-                    f"to the CUDA decoders; default backends for what they refuse")
-        return "nvImageCodec hardware JPEG decoder, default backends for the rest"
+            return (f"nvImageCodec: {small}{self.hardware_load:g} of each batch's other JPEGs to the hardware JPEG "
+                    f"decoder, the rest to the CUDA decoders; default backends for what they refuse")
+        return f"nvImageCodec: {small}hardware JPEG decoder for the JPEGs, default backends for the rest"
 
     def decode(self, batch: Sequence[bytes], cuda_stream: int | None = None) -> list[torch.Tensor | DecodeError]:
         """One HWC uint8 RGB CUDA tensor (C-contiguous) or one DecodeError per encoded image. The tensors are
@@ -171,18 +183,23 @@ class GpuBatchDecoder:
 
     def _decode_all(self, headers: dict[int, Header], results: list[torch.Tensor | DecodeError],
                     stream: torch.cuda.Stream) -> None:
-        """Decode the files whose headers were read, hardware engines first, into ``results``."""
-        pending = list(headers)
+        """Decode the files whose headers were read into ``results``: the JPEGs on the hardware engines and the
+        CUDA decoders (the engines' work queued first, so that they run while the CUDA decoders' host part does),
+        then what those refuse on the default backends."""
+        jpegs = [index for index in headers if headers[index].image_format == "JPEG"]
+        refused = [index for index in headers if headers[index].image_format != "JPEG"]
+        to_hardware: list[int] = []
         if self.hardware is not None:
-            jpegs = [index for index in pending if headers[index].image_format == "JPEG"]
-            refused = [index for index in pending if headers[index].image_format != "JPEG"]
-            for index, image in zip(jpegs, self._decode(self.hardware, [headers[i] for i in jpegs], stream)):
+            to_hardware = [i for i in jpegs if headers[i].width * headers[i].height >= self.hardware_min_pixels]
+        on_hardware = set(to_hardware)
+        to_cuda = [i for i in jpegs if i not in on_hardware]
+        for decoder, indices in ((self.hardware, to_hardware), (self.cuda, to_cuda)):
+            for index, image in zip(indices, self._decode(decoder, [headers[i] for i in indices], stream)):
                 if image is None:
                     refused.append(index)  # not baseline JPEG (or corrupt): the default decoders try it
                 else:
                     results[index] = image
-            pending = refused
-        for index, image in zip(pending, self._decode(self.fallback, [headers[i] for i in pending], stream)):
+        for index, image in zip(refused, self._decode(self.fallback, [headers[i] for i in refused], stream)):
             image_format = headers[index].image_format
             results[index] = image if image is not None else undecodable_error(
                 image_format, "nvImageCodec could not decode it (corrupt or unsupported data)")

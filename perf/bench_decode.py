@@ -1,11 +1,12 @@
 """Decode + preprocess benchmark: JPEG files of real photos -> 3x224x224, several ways, in one run.
 
 For JPEG q90 files (OpenCV encoder, as perf/make_inputs.py writes them) of the skimage photos at 480p, 1080p
-and 4K, a batch of N distinct files each, prints images/s and us per image side by side:
+and 4K, a batch of N distinct files each (the size `mix`: the served six-size mix, 480x640 to 1920x1080, in one batch), prints images/s and us per image side by side:
   ours        nvImageCodec on the GPU as shipped (preprocess's gpu_hardware_load: that fraction of the batch's JPEGs
               to the hardware JPEG engines, the rest to the CUDA decoders; pixelserve.model_runtime.gpu_decoding),
               then our numba.cuda preprocessing; pixels never leave the GPU
-  ours@L      the same with gpu_hardware_load L (ours@1: engines first; ours@0: the CUDA decoders only)
+  ours@L      the same with gpu_hardware_load L (ours@1: engines first; ours@0: the CUDA decoders only);
+  ours@L:P    ... and gpu_hardware_min_pixels P (JPEGs under P pixels to the CUDA decoders, the rest as ours@L)
   ours-decode the decode of `ours` alone (no preprocessing): what decoding costs inside preprocess
   dali@L      NVIDIA DALI: fn.decoders.image(device="mixed", hw_decoder_load=L), fn.resize(resize_shorter, antialias)
               and fn.crop_mirror_normalize to CHW in the spec's dtype: the same pipeline, DALI's way
@@ -39,9 +40,9 @@ import numpy as np
 from pixelserve.build.classifier_config import preprocess_parameters, preprocess_spec
 from pixelserve.kernels_numba import PreprocessSpec
 from pixelserve.model_runtime.decoding import decode_image
-from pixelserve.model_runtime.encoded_images import hardware_load_parameter
+from pixelserve.model_runtime.encoded_images import hardware_load_parameter, hardware_min_pixels_parameter
 
-from .make_inputs import PHOTOS, jpeg_bytes, parse_size, resized_photo
+from .make_inputs import MIXED_SIZES, PHOTOS, jpeg_bytes, parse_size, resized_photo
 
 DEFAULT_SIZES = "480x640,1080x1920,2160x3840"
 MAX_SIDE = 8192
@@ -51,10 +52,15 @@ FIXED_COLUMNS = ("ours", "ours-decode", "pil", "opencv", "torchvision")
 GPU_COLUMN_PREFIXES = ("ours", "dali@", "torchvision")
 
 
-def jpeg_batch(height: int, width: int, count: int) -> list[bytes]:
-    """``count`` distinct JPEG q90 files of the photos at height x width (shifted so that no two are equal)."""
+MIX = "mix"
+
+
+def jpeg_batch(sizes: list[tuple[int, int]], count: int) -> list[bytes]:
+    """``count`` distinct JPEG q90 files of the photos, the sizes (height, width) in turn (shifted so that no two
+    are equal)."""
     files = []
     for i in range(count):
+        height, width = sizes[i % len(sizes)]
         image = resized_photo(PHOTOS[i % len(PHOTOS)], height, width)
         files.append(jpeg_bytes(np.ascontiguousarray(np.roll(image, 7 * i, axis=1))))
     return files
@@ -82,13 +88,24 @@ def cuda_available() -> str:
 
 
 def column_load(column: str) -> float | None:
-    """The hardware decoder load a column names (``ours@0.65``, ``dali@0.9``), None for the others."""
+    """The hardware decoder load a column names (``ours@0.65``, ``ours@1:500000``, ``dali@0.9``), None for the
+    others."""
     if "@" not in column:
         return None
-    load = float(column.split("@", 1)[1])
+    load = float(column.split("@", 1)[1].split(":")[0])
     if not 0.0 <= load <= 1.0:
         raise ValueError(f"{column}: the load must be from 0 to 1")
     return load
+
+
+def column_min_pixels(column: str) -> int | None:
+    """The hardware decoder's pixel threshold a column names (``ours@1:500000``), None where it names none."""
+    if ":" not in column:
+        return None
+    pixels = int(column.split(":", 1)[1])
+    if pixels < 0:
+        raise ValueError(f"{column}: the pixel count must be 0 or more")
+    return pixels
 
 
 def check_columns(columns: list[str]) -> list[str]:
@@ -97,6 +114,7 @@ def check_columns(columns: list[str]) -> list[str]:
     for column in columns:
         try:
             ok = column in FIXED_COLUMNS or (column.split("@")[0] in ("ours", "dali") and column_load(column) is not None)
+            ok = ok and (column_min_pixels(column) is None or column.startswith("ours@"))
         except ValueError:
             ok = False
         if not ok:
@@ -138,14 +156,16 @@ class Runners:
         self.kernels.warm_up()
 
     def _gpu_decoder(self, column: str) -> None:
-        load = column_load(column)
+        load, min_pixels = column_load(column), column_min_pixels(column)
         if load is None:  # ours, ours-decode: as shipped
             load = hardware_load_parameter(preprocess_parameters())
+        if min_pixels is None:
+            min_pixels = 0 if "@" in column else hardware_min_pixels_parameter(preprocess_parameters())
         try:
             from pixelserve.model_runtime.gpu_decoding import GpuBatchDecoder
 
             decoder = GpuBatchDecoder(0, MAX_SIDE, cpu_threads=os.cpu_count() or 1, options=self.options,
-                                      hardware_load=load)
+                                      hardware_load=load, hardware_min_pixels=min_pixels)
         except ImportError as exc:
             self.skipped[column] = str(exc)
             return
@@ -272,18 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--batch", type=int, default=64, help="files per batch (default 64)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma list of HxW (default {DEFAULT_SIZES})")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES,
+                        help=f"comma list of HxW or {MIX} (the six-size mix in one batch; default {DEFAULT_SIZES})")
     parser.add_argument("--repeat", type=int, default=5, help="timed batches per cell (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decode threads (default: all cores)")
     parser.add_argument("--options", default="", help='nvImageCodec decoder options, e.g. ":fancy_upsampling=1"')
     parser.add_argument("--columns", default=",".join(COLUMNS),
-                        help=f"comma list of {', '.join(FIXED_COLUMNS)}, ours@L, dali@L (default {','.join(COLUMNS)})")
+                        help=f"comma list of {', '.join(FIXED_COLUMNS)}, ours@L, ours@L:P, dali@L "
+                             f"(default {','.join(COLUMNS)})")
     args = parser.parse_args(argv)
-    sizes = [parse_size(size) for size in args.sizes.split(",") if size]
+    sizes = {size: list(MIXED_SIZES) if size == MIX else [parse_size(size)] for size in args.sizes.split(",") if size}
     columns = [c for c in args.columns.split(",") if c]
     unknown = check_columns(columns)
     if unknown:
-        parser.error(f"unknown columns {unknown}; choose from {', '.join(FIXED_COLUMNS)}, ours@L or dali@L (L from 0 to 1)")
+        parser.error(f"unknown columns {unknown}; choose from {', '.join(FIXED_COLUMNS)}, ours@L, ours@L:P or dali@L "
+                     f"(L from 0 to 1, P a pixel count)")
     spec = preprocess_spec()
     runners = Runners(spec, args.batch, args.threads, columns, args.options)
     device = "CPU only" if runners.gpu_reason else _gpu_name()
@@ -293,15 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         if column in runners.skipped:
             print(f"{column}: skipped ({runners.skipped[column]})")
     rows = []
-    for height, width in sizes:
-        files = jpeg_batch(height, width, args.batch)
+    for size, shapes in sizes.items():
+        files = jpeg_batch(shapes, args.batch)
         mean_kb = sum(map(len, files)) / len(files) / 1e3
         reference = None
         for column in columns:
             if column in runners.skipped:
                 continue
             seconds = median_seconds(lambda: runners.run(column, files), args.repeat)
-            row = {"size": f"{height}x{width}", "file_kb": round(mean_kb, 1), "batch": args.batch, "column": column,
+            row = {"size": size, "file_kb": round(mean_kb, 1), "batch": args.batch, "column": column,
                    "images_per_s": args.batch / seconds, "us_per_image": seconds / args.batch * 1e6}
             if column != "ours-decode":
                 output = _host(runners.run(column, files))

@@ -191,8 +191,9 @@ if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
     DALI_ENV=() && [ -d /tmp/site-dali/nvidia/dali ] && \
       DALI_ENV=(env PYTHONPATH="$PYTHONPATH:/tmp/site-dali" LD_LIBRARY_PATH="/tmp/site-gpu-decode/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}")
     "${DALI_ENV[@]}" python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" \
-      ${DECODE_COLUMNS:+--columns "$DECODE_COLUMNS"} --json "$OUT/bench_decode.json" 2>&1 \
-      | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode.log" | grep -v '^{'
+      ${DECODE_COLUMNS:+--columns "$DECODE_COLUMNS"} ${DECODE_SIZES:+--sizes "$DECODE_SIZES"} \
+      --json "$OUT/bench_decode${DECODE_TAG:+-$DECODE_TAG}.json" 2>&1 \
+      | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode${DECODE_TAG:+-$DECODE_TAG}.log" | grep -v '^{'
   else
     echo "decode stage skipped: nvImageCodec is not importable (see above)"
   fi

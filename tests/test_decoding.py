@@ -19,7 +19,7 @@ from pixelserve.model_runtime.encoded_images import ImageDecoder, one_encoded_im
 
 MAX_SIDE = 8192
 CPU_DECODER_PARAMETERS = {"max_image_side": str(MAX_SIDE), "decode_threads": "2", "gpu_hardware_load": "1",
-                          "gpu_decoder_options": ""}  # fmt: skip
+                          "gpu_hardware_min_pixels": "0", "gpu_decoder_options": ""}  # fmt: skip
 
 
 def _pil(data: bytes) -> np.ndarray:
@@ -216,3 +216,18 @@ def test_a_hardware_load_outside_0_to_1_is_refused_by_name(text):
 
     with pytest.raises(ValueError, match="gpu_hardware_load=.*expected a fraction from 0 to 1"):
         hardware_load_parameter({"gpu_hardware_load": text})
+
+
+@pytest.mark.parametrize("text, pixels", [("0", 0), ("600000", 600000)])
+def test_the_hardware_min_pixels_parameter_is_a_count(text, pixels):
+    from pixelserve.model_runtime.encoded_images import hardware_min_pixels_parameter
+
+    assert hardware_min_pixels_parameter({"gpu_hardware_min_pixels": text}) == pixels
+
+
+@pytest.mark.parametrize("text", ["-1", "0.5", "1e6", "", "many"])
+def test_a_hardware_min_pixels_that_is_not_a_count_is_refused_by_name(text):
+    from pixelserve.model_runtime.encoded_images import hardware_min_pixels_parameter
+
+    with pytest.raises(ValueError, match="gpu_hardware_min_pixels=.*expected a pixel count"):
+        hardware_min_pixels_parameter({"gpu_hardware_min_pixels": text})

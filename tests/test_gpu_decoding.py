@@ -29,9 +29,11 @@ MAX_SIDE = 8192
 MEAN_LEVELS, P99_LEVELS = 1.5, 12
 
 
-@pytest.fixture(scope="module", params=[1.0, 0.5], ids=["engines-first", "engines-half"])
+@pytest.fixture(scope="module", params=[(1.0, 0), (0.5, 0), (1.0, 500_000), (0.0, 0)],
+                ids=["engines-first", "engines-half", "small-to-cuda", "cuda-only"])
 def decoder(request):
-    """Every JPEG to the hardware engines first, or half of each batch to them and half to the CUDA decoders."""
+    """Every JPEG to the hardware engines first; half of each batch to them and half to the CUDA decoders; JPEGs
+    under 0.5 megapixels to the CUDA decoders and the rest to the engines; or the CUDA decoders alone."""
     require_gpu_decoding()
     import torch
 
@@ -40,7 +42,8 @@ def decoder(request):
     # Poison the CUDA caching allocator: a copy that wrote nothing would return this pattern, not pixels.
     poison = torch.full((256 << 20,), 0xA5, dtype=torch.uint8, device="cuda:0")
     del poison
-    return GpuBatchDecoder(0, MAX_SIDE, hardware_load=request.param)
+    load, min_pixels = request.param
+    return GpuBatchDecoder(0, MAX_SIDE, hardware_load=load, hardware_min_pixels=min_pixels)
 
 
 def _pil(data: bytes) -> np.ndarray:
