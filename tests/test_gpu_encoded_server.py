@@ -8,6 +8,7 @@ predictions are compared by top-1 and loosely, not to 1e-4 as on the CPU path.
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -138,3 +139,40 @@ def test_raw_product_takes_frames_in_cuda_shared_memory(gpu_server):
     from_gpu = total(counters_sent(gpu_server.metrics_url), "pixelserve_phase_calls_total", model=kernels_in,
                      phase="images_from_gpu")
     assert from_gpu >= 2, f"{kernels_in}: {from_gpu} images came from the GPU"
+
+
+def test_raw_product_takes_frames_in_system_shared_memory_and_copies_them_in_place(gpu_server):
+    """Frames in system shared memory: the answer is the one sent over plain gRPC, and the frames went from the
+    stub's shared memory to the GPU by DMA in place (images_h2d_direct), not through the staging copy."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.utils.shared_memory as shm
+
+    from prometheus_text import counters_sent, total
+
+    client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
+    config = client.get_model_config("image_classifier", as_json=True)["config"]
+    kernels_in = "image_classifier" if config.get("backend") == "python" else "preprocess"
+    before = total(counters_sent(gpu_server.metrics_url), "pixelserve_phase_calls_total", model=kernels_in,
+                   phase="images_h2d_direct")
+    frames = np.stack([photo_at("coffee", 1080, 1920), photo_at("rocket", 1080, 1920)])
+    expected = [client.infer("image_classifier", [raw_input(grpcclient, frame)]).as_numpy("predictions")
+                for frame in frames]
+    key = f"/pixelserve_test_frames_{os.getpid()}"
+    handle = shm.create_shared_memory_region("frames_in", key, frames.nbytes)
+    headers = gpu_server.admin_headers  # registering shared memory is a restricted API
+    try:
+        shm.set_shared_memory_region(handle, [frames])
+        client.register_system_shared_memory("frames_in", key, frames.nbytes, headers=headers)
+        inp = grpcclient.InferInput("images", list(frames.shape), "UINT8")
+        inp.set_shared_memory("frames_in", frames.nbytes)
+        got = client.infer("image_classifier", [inp]).as_numpy("predictions")
+        assert got.shape == (2, 1000)
+        for row, alone in zip(got, expected):  # batches of 1 and 2 may run different FP16 kernels
+            assert int(row.argmax()) == int(alone.argmax())
+            np.testing.assert_allclose(row, alone[0], rtol=0, atol=0.05)
+    finally:
+        client.unregister_system_shared_memory("frames_in", headers=headers)
+        shm.destroy_shared_memory_region(handle)
+    direct = total(counters_sent(gpu_server.metrics_url), "pixelserve_phase_calls_total", model=kernels_in,
+                   phase="images_h2d_direct") - before
+    assert direct >= 2, f"{kernels_in}: {direct} images went to the GPU in place"
