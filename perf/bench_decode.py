@@ -17,6 +17,9 @@ and 4K, a batch of N distinct files each (the size `mix`: the served six-size mi
               antialias) + centre crop + normalise in torch (what users write)
 Times are wall clock per batch (host work included: header parsing, Huffman decoding on the CPU for some
 backends), the GPU synchronised before the clock stops; median of --repeat batches after a warm-up.
+With --processes N, N processes (each its own CUDA context, as N served instances have) run each cell at once,
+started together, and the cell's images/s is all their images over the slowest one's time: what the GPU's
+decoders give a server of N instances (us per image is then per process).
 Without a GPU the GPU columns are skipped (saying why) and the CPU decoders feed the njit kernels. DALI needs
 nvidia-dali-cuda130 and, for its mixed decoder, libnvimgcodec.so on LD_LIBRARY_PATH (the nvImageCodec wheel's
 nvidia/nvimgcodec folder).
@@ -32,7 +35,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -297,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed batches per cell (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decode threads (default: all cores)")
     parser.add_argument("--options", default="", help='nvImageCodec decoder options, e.g. ":fancy_upsampling=1"')
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run each cell in this many processes at once and add their images up (default 1)")
     parser.add_argument("--columns", default=",".join(COLUMNS),
                         help=f"comma list of {', '.join(FIXED_COLUMNS)}, ours@L, ours@L:P, dali@L "
                              f"(default {','.join(COLUMNS)})")
@@ -308,6 +313,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown columns {unknown}; choose from {', '.join(FIXED_COLUMNS)}, ours@L, ours@L:P or dali@L "
                      f"(L from 0 to 1, P a pixel count)")
     spec = preprocess_spec()
+    if args.processes > 1:
+        rows, skipped, device = _run_processes(args, spec, sizes, columns)
+    else:
+        rows, skipped, device = _run_cells(args, spec, sizes, columns)
+    _print_table(rows, columns, skipped)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": device, "threads": args.threads, "batch": args.batch, "options": args.options,
+                                         "processes": args.processes, "skipped": skipped, "rows": rows}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_cells(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, list[tuple[int, int]]],
+               columns: list[str]) -> tuple[list[dict], dict[str, str], str]:
+    """Every (size, column) cell in this process: the rows, the skipped columns and the device."""
     runners = Runners(spec, args.batch, args.threads, columns, args.options)
     device = "CPU only" if runners.gpu_reason else _gpu_name()
     print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; nvImageCodec options {args.options!r}; "
@@ -333,13 +354,68 @@ def main(argv: list[str] | None = None) -> int:
                 row["max_abs_diff_vs_first"] = float(np.abs(output - reference).max())
             rows.append(row)
             print(json.dumps(row), flush=True)
-    _print_table(rows, columns, runners.skipped)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": device, "threads": args.threads, "batch": args.batch, "options": args.options,
-                                         "skipped": runners.skipped, "rows": rows}, indent=1))
-        print(f"wrote {args.json}")
-    return 0
+    return rows, runners.skipped, device
+
+
+def _run_processes(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, list[tuple[int, int]]],
+                   columns: list[str]) -> tuple[list[dict], dict[str, str], str]:
+    """Every cell in ``args.processes`` processes at once: images/s is their images over the slowest one's time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a CUDA context of its own in each
+    start = context.Barrier(args.processes)
+    results = context.Queue()
+    workers = [context.Process(target=_worker, args=(args, spec, sizes, columns, start, results))
+               for _ in range(args.processes)]
+    for worker in workers:
+        worker.start()
+    done: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    skipped: dict[str, str] = {}
+    device = ""
+    while any(worker.is_alive() for worker in workers) or not results.empty():
+        try:
+            message = results.get(timeout=1.0)
+        except Exception:  # queue.Empty
+            continue
+        if message[0] == "setup":
+            skipped, device = message[1], message[2]
+            continue
+        _, size, column, images, seconds, kb = message
+        done.setdefault((size, column), []).append((images, seconds, kb))
+    for worker in workers:
+        worker.join()
+    print(f"device: {device}; {args.processes} processes at once; batch {args.batch} each; "
+          f"nvImageCodec options {args.options!r}; spec: {spec}")
+    rows = []
+    for (size, column), cells in done.items():
+        if len(cells) != args.processes:
+            raise RuntimeError(f"{size} {column}: {len(cells)} of {args.processes} processes reported")
+        images, slowest = sum(cell[0] for cell in cells), max(cell[1] for cell in cells)
+        row = {"size": size, "file_kb": cells[0][2], "batch": args.batch, "column": column, "processes": args.processes,
+               "images_per_s": images / slowest, "us_per_image": slowest / (images / args.processes) * 1e6}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows, skipped, device
+
+
+def _worker(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, list[tuple[int, int]]],
+            columns: list[str], start: Any, results: Any) -> None:
+    """One of --processes: set up, then time each cell's --repeat batches from a start shared with the others."""
+    runners = Runners(spec, args.batch, args.threads, columns, args.options)
+    results.put(("setup", runners.skipped, "CPU only" if runners.gpu_reason else _gpu_name()))
+    for size, shapes in sizes.items():
+        files = jpeg_batch(shapes, args.batch)
+        kb = round(sum(map(len, files)) / len(files) / 1e3, 1)
+        for column in columns:
+            if column in runners.skipped:
+                continue
+            for _ in range(2):  # warm-up
+                runners.run(column, files)
+            start.wait(timeout=600)  # a process that failed breaks the barrier for the others
+            began = time.perf_counter()
+            for _ in range(args.repeat):
+                runners.run(column, files)
+            results.put(("cell", size, column, args.batch * args.repeat, time.perf_counter() - began, kb))
 
 
 def _gpu_name() -> str:

@@ -14,7 +14,8 @@
 #   served      preprocess against its peers, perf_analyzer over gRPC (RUNS, CONCURRENCY, SHM)
 #   ensemble    profiles the product (image_classifier, torch classifier flavour) against the all-torch peer
 #               and the Python-backend floor models (PROFILES)
-#   decode      JPEG decode + preprocess (perf/bench_decode.py)
+#   decode      JPEG decode + preprocess (perf/bench_decode.py; DECODE_SIZES, DECODE_COLUMNS, DECODE_OPTIONS,
+#               DECODE_PROCESSES, DECODE_THREADS, DECODE_BATCH pass its options, DECODE_TAG names the log and JSON)
 #   encoded     serves image_classifier and image_classifier_encoded (torch flavour: decode, preprocess and classify
 #               in one GPU step) and measures both on the same photos (raw pixels vs JPEG q90), keeping every
 #               perf_analyzer CSV, then profiles where an encoded request's time goes (ENCODED_PROFILES, PEERS, MPS)
@@ -192,6 +193,7 @@ if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
       DALI_ENV=(env PYTHONPATH="$PYTHONPATH:/tmp/site-dali" LD_LIBRARY_PATH="/tmp/site-gpu-decode/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}")
     "${DALI_ENV[@]}" python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" \
       ${DECODE_COLUMNS:+--columns "$DECODE_COLUMNS"} ${DECODE_SIZES:+--sizes "$DECODE_SIZES"} \
+      ${DECODE_PROCESSES:+--processes "$DECODE_PROCESSES"} ${DECODE_THREADS:+--threads "$DECODE_THREADS"} \
       --json "$OUT/bench_decode${DECODE_TAG:+-$DECODE_TAG}.json" 2>&1 \
       | grep -v "nvjpeg2k\|nvtiff\|nvJPEG2000\|nvTIFF" | tee "$OUT/bench_decode${DECODE_TAG:+-$DECODE_TAG}.log" | grep -v '^{'
   else

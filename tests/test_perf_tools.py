@@ -329,11 +329,25 @@ def test_bench_decode_runs_its_cpu_columns_and_names_why_the_gpu_ones_are_skippe
         assert row["max_abs_diff_vs_first"] < 0.05
 
 
-def test_bench_decode_refuses_an_unknown_column(capsys):
+def test_bench_decode_runs_cells_in_several_processes_at_once_and_adds_their_images(tmp_path):
+    # The served mix in one batch, in two processes started together (the CPU columns: no GPU needed).
+    output = tmp_path / "decode.json"
+    assert bench_decode.main(["--sizes", "mix", "--batch", "2", "--repeat", "2", "--threads", "1", "--processes", "2",
+                              "--columns", "pil,opencv", "--json", str(output)]) == 0  # fmt: skip
+    result = json.loads(output.read_text())
+    assert result["processes"] == 2
+    assert sorted((row["size"], row["column"]) for row in result["rows"]) == [("mix", "opencv"), ("mix", "pil")]
+    for row in result["rows"]:
+        # 2 processes x 2 batches x 2 files over the slowest process's time; us per image is per process
+        assert row["processes"] == 2 and row["images_per_s"] == pytest.approx(2 * 1e6 / row["us_per_image"])
+
+
+@pytest.mark.parametrize("columns", ["pil,nvjpeg", "ours@2", "ours@1:-5", "dali@0.5:1000"])
+def test_bench_decode_refuses_an_unknown_column(capsys, columns):
     with pytest.raises(SystemExit) as exit_info:
-        bench_decode.main(["--columns", "pil,nvjpeg"])
+        bench_decode.main(["--columns", columns])
     assert exit_info.value.code == 2
-    assert "unknown columns ['nvjpeg']" in capsys.readouterr().err
+    assert f"unknown columns [{columns.split(',')[-1]!r}]" in capsys.readouterr().err
 
 
 @pytest.mark.gpu
