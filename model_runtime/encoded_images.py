@@ -39,6 +39,21 @@ HARDWARE_LOAD_PARAMETER = "gpu_hardware_load"
 HARDWARE_MIN_PIXELS_PARAMETER = "gpu_hardware_min_pixels"
 
 
+def checked_hardware_load(load: float, what: str) -> float:
+    """``load`` if it is a fraction from 0 to 1 (the hardware engines' share of a batch), else ValueError naming
+    ``what``."""
+    if not 0.0 <= load <= 1.0:  # NaN too
+        raise ValueError(f"{what}: expected a fraction from 0 to 1")
+    return load
+
+
+def checked_min_pixels(pixels: int, what: str) -> int:
+    """``pixels`` if it is a pixel count (0 or more), else ValueError naming ``what``."""
+    if pixels < 0:
+        raise ValueError(f"{what}: expected a pixel count, 0 or more")
+    return pixels
+
+
 def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
     """The fraction of a batch's JPEGs for the hardware JPEG engines (ValueError unless from 0 to 1)."""
     text = parameters[HARDWARE_LOAD_PARAMETER]
@@ -46,9 +61,7 @@ def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
         load = float(text)
     except ValueError:
         load = -1.0
-    if not 0.0 <= load <= 1.0:
-        raise ValueError(f"parameter {HARDWARE_LOAD_PARAMETER}={text!r}: expected a fraction from 0 to 1")
-    return load
+    return checked_hardware_load(load, f"parameter {HARDWARE_LOAD_PARAMETER}={text!r}")
 
 
 def hardware_min_pixels_parameter(parameters: Mapping[str, str]) -> int:
@@ -58,9 +71,7 @@ def hardware_min_pixels_parameter(parameters: Mapping[str, str]) -> int:
         pixels = int(text)
     except ValueError:
         pixels = -1
-    if pixels < 0:
-        raise ValueError(f"parameter {HARDWARE_MIN_PIXELS_PARAMETER}={text!r}: expected a pixel count, 0 or more")
-    return pixels
+    return checked_min_pixels(pixels, f"parameter {HARDWARE_MIN_PIXELS_PARAMETER}={text!r}")
 
 
 class ImageDecoder:

@@ -22,6 +22,7 @@ import torch
 
 from .cuda_streams import external_stream
 from .decoding import DecodeError, check_header_size, empty_error, not_an_image_error, undecodable_error
+from .encoded_images import checked_hardware_load, checked_min_pixels
 from .png_data import missing_data
 
 # nvImageCodec's codec names -> the format names the CPU decoder's errors use.
@@ -106,10 +107,8 @@ class GpuBatchDecoder:
 
     def __init__(self, device_id: int, max_side: int, cpu_threads: int = 0, options: str = "",
                  hardware_load: float = 1.0, hardware_min_pixels: int = 0) -> None:  # fmt: skip
-        if not 0.0 <= hardware_load <= 1.0:
-            raise ValueError(f"hardware_load={hardware_load}: expected a fraction from 0 to 1")
-        if hardware_min_pixels < 0:
-            raise ValueError(f"hardware_min_pixels={hardware_min_pixels}: expected a pixel count, 0 or more")
+        checked_hardware_load(hardware_load, f"hardware_load={hardware_load}")
+        checked_min_pixels(hardware_min_pixels, f"hardware_min_pixels={hardware_min_pixels}")
         self.nvimgcodec = nvimgcodec_module()
         self.hardware_load = hardware_load
         self.hardware_min_pixels = hardware_min_pixels

@@ -43,7 +43,8 @@ import numpy as np
 from pixelserve.build.classifier_config import preprocess_parameters, preprocess_spec
 from pixelserve.kernels_numba import PreprocessSpec
 from pixelserve.model_runtime.decoding import decode_image
-from pixelserve.model_runtime.encoded_images import hardware_load_parameter, hardware_min_pixels_parameter
+from pixelserve.model_runtime.encoded_images import (checked_hardware_load, checked_min_pixels, hardware_load_parameter,
+                                                     hardware_min_pixels_parameter)
 
 from .make_inputs import MIXED_SIZES, PHOTOS, jpeg_bytes, parse_size, resized_photo
 
@@ -95,20 +96,14 @@ def column_load(column: str) -> float | None:
     others."""
     if "@" not in column:
         return None
-    load = float(column.split("@", 1)[1].split(":")[0])
-    if not 0.0 <= load <= 1.0:
-        raise ValueError(f"{column}: the load must be from 0 to 1")
-    return load
+    return checked_hardware_load(float(column.split("@", 1)[1].split(":")[0]), column)
 
 
 def column_min_pixels(column: str) -> int | None:
     """The hardware decoder's pixel threshold a column names (``ours@1:500000``), None where it names none."""
     if ":" not in column:
         return None
-    pixels = int(column.split(":", 1)[1])
-    if pixels < 0:
-        raise ValueError(f"{column}: the pixel count must be 0 or more")
-    return pixels
+    return checked_min_pixels(int(column.split(":", 1)[1]), column)
 
 
 def check_columns(columns: list[str]) -> list[str]:
