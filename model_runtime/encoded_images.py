@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ def one_encoded_image(encoded: npt.NDArray[Any]) -> bytes:
 
 HARDWARE_LOAD_PARAMETER = "gpu_hardware_load"
 HARDWARE_MIN_PIXELS_PARAMETER = "gpu_hardware_min_pixels"
+Number = TypeVar("Number", int, float)
 
 
 def checked_hardware_load(load: float, what: str) -> float:
@@ -56,22 +57,22 @@ def checked_min_pixels(pixels: int, what: str) -> int:
 
 def hardware_load_parameter(parameters: Mapping[str, str]) -> float:
     """The fraction of a batch's JPEGs for the hardware JPEG engines (ValueError unless from 0 to 1)."""
-    text = parameters[HARDWARE_LOAD_PARAMETER]
-    try:
-        load = float(text)
-    except ValueError:
-        load = -1.0
-    return checked_hardware_load(load, f"parameter {HARDWARE_LOAD_PARAMETER}={text!r}")
+    return _checked_parameter(parameters, HARDWARE_LOAD_PARAMETER, float, checked_hardware_load)
 
 
 def hardware_min_pixels_parameter(parameters: Mapping[str, str]) -> int:
     """The pixel count below which JPEGs skip the hardware JPEG engines (ValueError unless a count, 0 or more)."""
-    text = parameters[HARDWARE_MIN_PIXELS_PARAMETER]
+    return _checked_parameter(parameters, HARDWARE_MIN_PIXELS_PARAMETER, int, checked_min_pixels)
+
+
+def _checked_parameter(parameters: Mapping[str, str], name: str, parse: Callable[[str], Number],
+                       check: Callable[[Number, str], Number]) -> Number:
+    text = parameters[name]
     try:
-        pixels = int(text)
+        value = parse(text)
     except ValueError:
-        pixels = -1
-    return checked_min_pixels(pixels, f"parameter {HARDWARE_MIN_PIXELS_PARAMETER}={text!r}")
+        value = parse("-1")  # refused by every check, with the text in the message
+    return check(value, f"parameter {name}={text!r}")
 
 
 class ImageDecoder:
