@@ -46,12 +46,16 @@ class SharedMemoryPinning:
         for start, end in self._pinned:
             if start <= address and address + size <= end:
                 return True
+        # Reading /proc/self/maps costs 0.7 ms: a mapping once refused is not looked up again. (Were it unmapped
+        # and its addresses reused by a region, images there would only be staged, never copied wrongly.)
+        if any(start <= address < end for start, end in self._refused):
+            return False
         with open("/proc/self/maps") as maps:
             mapping = mapping_of(address, maps.read())
         if mapping is None:
             return False
         start, end, path = mapping
-        if (start, end) in self._refused or address + size > end:
+        if address + size > end:
             return False
         if not path.startswith(self._prefix) or not self._register(start, end - start):
             self._refused.add((start, end))
@@ -63,8 +67,3 @@ class SharedMemoryPinning:
         result = self._driver.cuMemHostRegister(start, size, 0)
         error = result[0] if isinstance(result, tuple) else result
         return int(error) == 0
-
-    @property
-    def pinned_bytes(self) -> int:
-        """Bytes page-locked by this object."""
-        return sum(end - start for start, end in self._pinned)
