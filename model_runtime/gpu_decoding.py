@@ -120,11 +120,14 @@ class GpuBatchDecoder:
         self.hardware_error = ""
         self.hardware = self._hardware_decoder(device_id, cpu_threads, options) if hardware_load > 0 else None
         kinds = self.nvimgcodec.BackendKind
-        # The CUDA decoders alone: the JPEGs the engines are not given (a load of 0, files below the pixel
-        # threshold, GPUs without engines). nvImageCodec's default backends would put the engines first again.
-        self.cuda = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options,
-                                            backends=[self.nvimgcodec.Backend(kinds.GPU_ONLY),
-                                                      self.nvimgcodec.Backend(kinds.HYBRID_CPU_GPU)])
+        # The CUDA decoders alone, for the JPEGs the engines are not given (a load of 0, files below the pixel
+        # threshold, GPUs without engines): nvImageCodec's default backends would put the engines first again.
+        # Not made where the engines take every JPEG (the shipped setting): each decoder holds its own memory.
+        self.cuda = None
+        if self.hardware is None or hardware_min_pixels > 0:
+            self.cuda = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options,
+                                                backends=[self.nvimgcodec.Backend(kinds.GPU_ONLY),
+                                                          self.nvimgcodec.Backend(kinds.HYBRID_CPU_GPU)])
         self.fallback = self.nvimgcodec.Decoder(device_id=device_id, max_num_cpu_threads=cpu_threads, options=options)
 
     def _hardware_decoder(self, device_id: int, cpu_threads: int, options: str) -> Any:
