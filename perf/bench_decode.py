@@ -70,6 +70,11 @@ def jpeg_batch(sizes: list[tuple[int, int]], count: int) -> list[bytes]:
     return files
 
 
+def mean_kb(files: list[bytes]) -> float:
+    """The files' mean size in kB, to 0.1."""
+    return round(sum(map(len, files)) / len(files) / 1e3, 1)
+
+
 def median_seconds(run: Callable[[], object], repeat: int, warmup: int = 2) -> float:
     """Median wall time of run() (which returns only when its GPU work is complete)."""
     for _ in range(warmup):
@@ -152,6 +157,11 @@ class Runners:
             if "torchvision" in columns:
                 self._torchvision()
         self.kernels.warm_up()
+
+    @property
+    def device(self) -> str:
+        """The GPU the columns run on, or "CPU only"."""
+        return "CPU only" if self.gpu_reason else _gpu_name()
 
     def _gpu_decoder(self, column: str) -> None:
         load, min_pixels = column_load(column), column_min_pixels(column)
@@ -325,7 +335,7 @@ def _run_cells(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, 
                columns: list[str]) -> tuple[list[dict], dict[str, str], str]:
     """Every (size, column) cell in this process: the rows, the skipped columns and the device."""
     runners = Runners(spec, args.batch, args.threads, columns, args.options)
-    device = "CPU only" if runners.gpu_reason else _gpu_name()
+    device = runners.device
     print(f"device: {device}; CPU threads: {args.threads}; batch {args.batch}; nvImageCodec options {args.options!r}; "
           f"spec: {spec}")
     for column in columns:
@@ -334,13 +344,12 @@ def _run_cells(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, 
     rows = []
     for size, shapes in sizes.items():
         files = jpeg_batch(shapes, args.batch)
-        mean_kb = sum(map(len, files)) / len(files) / 1e3
         reference = None
         for column in columns:
             if column in runners.skipped:
                 continue
             seconds = median_seconds(lambda: runners.run(column, files), args.repeat)
-            row = {"size": size, "file_kb": round(mean_kb, 1), "batch": args.batch, "column": column,
+            row = {"size": size, "file_kb": mean_kb(files), "batch": args.batch, "column": column,
                    "images_per_s": args.batch / seconds, "us_per_image": seconds / args.batch * 1e6}
             if column != "ours-decode":
                 output = _host(runners.run(column, files))
@@ -397,10 +406,10 @@ def _worker(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, lis
             columns: list[str], start: Any, results: Any) -> None:
     """One of --processes: set up, then time each cell's --repeat batches from a start shared with the others."""
     runners = Runners(spec, args.batch, args.threads, columns, args.options)
-    results.put(("setup", runners.skipped, "CPU only" if runners.gpu_reason else _gpu_name()))
+    results.put(("setup", runners.skipped, runners.device))
     for size, shapes in sizes.items():
         files = jpeg_batch(shapes, args.batch)
-        kb = round(sum(map(len, files)) / len(files) / 1e3, 1)
+        kb = mean_kb(files)
         for column in columns:
             if column in runners.skipped:
                 continue
