@@ -145,15 +145,15 @@ def supervise(process: subprocess.Popen, http_url: str, interval: float, max_fai
     API) a stub gone is a death at once; otherwise it calls for a probe at once. The HTTP ``guard``, if any, is
     started again when it has died."""
     healthy_once, failures = False, 0
-    stubs = StubWatch()
+    stubs = StubWatch(static_models)
     next_probe = time.monotonic()  # the first probe at once: a server already up gets its stubs listed now
     while process.poll() is None:
         time.sleep(STUB_POLL_S)
         _keep_guard(guard)
-        lost = stubs.gone()
-        if lost and static_models:
-            failure = Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True)
-        elif not lost and time.monotonic() < next_probe:
+        death, probe_now = stubs.look()
+        if death is not None:
+            failure = death
+        elif not probe_now and time.monotonic() < next_probe:
             continue
         else:
             next_probe = time.monotonic() + interval

@@ -343,16 +343,15 @@ class LocalTritonServer:
 
     def _watch(self) -> None:
         failures = 0
-        stubs = StubWatch()
+        stubs = StubWatch(models_are_static(self.extra_args))
         if self._process is not None:
             stubs.refresh(self._process.pid)
-        static = models_are_static(self.extra_args)
         next_probe = time.monotonic() + self.probe_interval
         while not self._stopping.wait(STUB_POLL_S):
             self._keep_guard()
             # Between probes, a look at the stubs and the server: a death is acted on within STUB_POLL_S, not
             # at the next probe, so that /v2/health/ready does not say 200 for a second while requests fail.
-            failure = self._seen_dead(stubs, static)
+            failure = self._seen_dead(stubs)
             if failure is None:
                 if time.monotonic() < next_probe:
                     continue
@@ -384,18 +383,14 @@ class LocalTritonServer:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== pixelserve watchdog: {message}\n".encode())
 
-    def _seen_dead(self, stubs: StubWatch, static: bool) -> Unhealthy | None:
-        """The death seen by a look at the server process and its stubs, without a request (None: none seen).
-
-        With models that only load at start (``static``) a stub gone is a death; otherwise (a model-control
-        API may have unloaded it) it calls for a probe at once."""
+    def _seen_dead(self, stubs: StubWatch) -> Unhealthy | None:
+        """The death seen by a look at the server process and its stubs (None: none seen); a stub gone where
+        models may have been unloaded on purpose is settled by a probe at once."""
         if not self.is_running():
             return Unhealthy(f"tritonserver exited (code {self._process and self._process.returncode})", dead=True)
-        lost = stubs.gone()
-        if not lost:
-            return None
-        if static:
-            return Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True)
+        death, probe_now = stubs.look()
+        if not probe_now:
+            return death
         try:
             self.check_health()
             stubs.refresh(self._process.pid if self._process else -1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .health import Unhealthy
+
 STUB_POLL_S = 0.05  # seconds between looks at the stubs: the window in which a dead stub still looks ready
 STUB_BINARY = b"triton_python_backend_stub"
 INSTANCE_ARG = 8  # the stub's arguments: model.py, shm region, sizes, parent pid, backend dir, handle, instance name
@@ -53,9 +55,13 @@ def models_are_static(server_args: Sequence[str]) -> bool:
 
 class StubWatch:
     """A server's stubs, listed by ``refresh`` (a scan of /proc, milliseconds) and checked by ``gone``
-    (one small read per stub, microseconds), so that it can look often."""
+    (one small read per stub, microseconds), so that it can look often.
 
-    def __init__(self) -> None:
+    ``static_models``: models load only at start (``models_are_static``), so a stub gone is a death; otherwise
+    a model-control API may have unloaded it on purpose, and only a probe of the server can tell."""
+
+    def __init__(self, static_models: bool = True) -> None:
+        self.static_models = static_models
         self.server_pid = -1
         self.known: dict[int, str] = {}
 
@@ -76,3 +82,12 @@ class StubWatch:
             if found is None or found[0] != self.server_pid or found[1] in ("Z", "X"):
                 lost.append(name)
         return lost
+
+    def look(self) -> tuple[Unhealthy | None, bool]:
+        """What a look at the stubs says: (the death seen, or None; whether to probe the server now)."""
+        lost = self.gone()
+        if not lost:
+            return None, False
+        if self.static_models:
+            return Unhealthy(f"the Python-backend stub of {', '.join(lost)} died", dead=True), False
+        return None, True
