@@ -203,31 +203,26 @@ def test_png_with_fewer_rows_than_its_header_is_refused():
             decode_image(data, MAX_SIDE)
 
 
-@pytest.mark.parametrize("text, load", [("1", 1.0), ("0.65", 0.65), ("0", 0.0)])
-def test_the_hardware_load_parameter_is_a_fraction(text, load):
-    from pixelserve.model_runtime.encoded_images import hardware_load_parameter
-
-    assert hardware_load_parameter({"gpu_hardware_load": text}) == load
+# The decoder's tuning parameters in preprocess/config.pbtxt: (parameter, its parser's name, what it expects).
+DECODER_TUNING = {"gpu_hardware_load": ("hardware_load_parameter", "a fraction from 0 to 1"),
+                  "gpu_hardware_min_pixels": ("hardware_min_pixels_parameter", "a pixel count")}  # fmt: skip
 
 
-@pytest.mark.parametrize("text", ["1.5", "-0.1", "true", "", "nan"])
-def test_a_hardware_load_outside_0_to_1_is_refused_by_name(text):
-    from pixelserve.model_runtime.encoded_images import hardware_load_parameter
+def _tuning_parser(name):
+    from pixelserve.model_runtime import encoded_images
 
-    with pytest.raises(ValueError, match="gpu_hardware_load=.*expected a fraction from 0 to 1"):
-        hardware_load_parameter({"gpu_hardware_load": text})
+    return getattr(encoded_images, DECODER_TUNING[name][0])
 
 
-@pytest.mark.parametrize("text, pixels", [("0", 0), ("600000", 600000)])
-def test_the_hardware_min_pixels_parameter_is_a_count(text, pixels):
-    from pixelserve.model_runtime.encoded_images import hardware_min_pixels_parameter
+@pytest.mark.parametrize("name, text, value", [("gpu_hardware_load", "1", 1.0), ("gpu_hardware_load", "0.65", 0.65),
+                                               ("gpu_hardware_load", "0", 0.0), ("gpu_hardware_min_pixels", "0", 0),
+                                               ("gpu_hardware_min_pixels", "600000", 600000)])  # fmt: skip
+def test_the_decoder_tuning_parameters_are_parsed(name, text, value):
+    assert _tuning_parser(name)({name: text}) == value
 
-    assert hardware_min_pixels_parameter({"gpu_hardware_min_pixels": text}) == pixels
 
-
-@pytest.mark.parametrize("text", ["-1", "0.5", "1e6", "", "many"])
-def test_a_hardware_min_pixels_that_is_not_a_count_is_refused_by_name(text):
-    from pixelserve.model_runtime.encoded_images import hardware_min_pixels_parameter
-
-    with pytest.raises(ValueError, match="gpu_hardware_min_pixels=.*expected a pixel count"):
-        hardware_min_pixels_parameter({"gpu_hardware_min_pixels": text})
+@pytest.mark.parametrize("name, text", [*[("gpu_hardware_load", t) for t in ("1.5", "-0.1", "true", "", "nan")],
+                                        *[("gpu_hardware_min_pixels", t) for t in ("-1", "0.5", "1e6", "", "many")]])
+def test_a_decoder_tuning_parameter_out_of_range_is_refused_by_name(name, text):
+    with pytest.raises(ValueError, match=f"{name}=.*expected {DECODER_TUNING[name][1]}"):
+        _tuning_parser(name)({name: text})
