@@ -9,7 +9,6 @@ from numba import config, cuda
 
 from .arrays import CudaArray, CudaStream, Image
 from .phase_timing import NULL_TIMER, Timer
-from .shared_memory_pinning import SharedMemoryPinning
 from .geometry import batch_params, max_row_count, row_buffer_size
 from .packing import packed_size
 from .pixel_math import PARAM_COLUMNS, filter_column_pixel, filter_row_pixel, write_output_pixel
@@ -97,7 +96,7 @@ class CudaPreprocessor:
     """
 
     def __init__(self, spec: PreprocessSpec, stream: CudaStream | None = None, max_images: int = 1,
-                 input_bytes: int = 1 << 24, pin_shared_memory: bool = False) -> None:
+                 input_bytes: int = 1 << 24) -> None:
         self.spec = spec
         self.stream = stream if stream is not None else cuda.stream()
         self._swap_rb = spec.input_order == "BGR"
@@ -107,10 +106,6 @@ class CudaPreprocessor:
         # Recorded after each batch's last use of the page-locked buffers: the next batch waits for it, not for
         # everything on the stream (a GPU decode queued ahead on this stream goes on while the batch is staged).
         self._buffers_released = cuda.event()
-        # Host images in the Python backend's shared memory go to the GPU by DMA from where they lie, with no
-        # staging copy (pixelserve.kernels_numba.shared_memory_pinning). The copy then reads them after `run`
-        # returns: only a caller that keeps its host images until the batch is complete may ask for it.
-        self._pinning = SharedMemoryPinning(self._driver()) if pin_shared_memory and self._use_driver else None
         self._allocate(max_images, input_bytes)
 
     # -- buffers -------------------------------------------------------------------------------
@@ -167,9 +162,9 @@ class CudaPreprocessor:
     def _stage(self, images: Sequence[Image]) -> dict[str, int]:
         """Queue the copies that put every image, back to back, into the device input buffer.
 
-        Returns how many images came from the GPU, how many from page-locked shared memory by DMA alone, and how
-        many from other host memory through the pinned staging buffer."""
-        counts = {"images_from_gpu": 0, "images_h2d_direct": 0, "images_h2d_staged": 0}
+        Returns how many images came from the GPU and how many from the host (through the pinned staging
+        buffer: the Python backend hands host inputs to the model in ordinary pageable memory)."""
+        counts = {"images_from_gpu": 0, "images_h2d_staged": 0}
         start = 0
         dev_base = self._dev_src.device_ctypes_pointer.value if self._use_driver else 0
         for img in images:
@@ -180,9 +175,6 @@ class CudaPreprocessor:
                     self._copy(dev_base + start, _device_pointer(img), size, "d2d")
                 else:
                     self._dev_src[start:start + size].copy_to_device(cuda.as_cuda_array(img).reshape(size))
-            elif self._pinning is not None and img.flags.c_contiguous and self._pinning.is_pinned(img.ctypes.data, size):
-                counts["images_h2d_direct"] += 1
-                self._copy(dev_base + start, img.ctypes.data, size, "h2d")
             else:
                 counts["images_h2d_staged"] += 1
                 staged = self._host_src[start:start + size]

@@ -64,10 +64,8 @@ class CudaRunner:
     on_gpu = True
 
     def __init__(self, spec: PreprocessSpec, device_id: int, max_batch_size: int = 1,
-                 reserve_size: tuple[int, int] | None = None, pin_shared_memory: bool = False) -> None:
-        """``reserve_size`` (height, width): size the buffers for ``max_batch_size`` images of it now.
-        ``pin_shared_memory``: host images in the Python backend's shared memory go to the GPU by DMA in place
-        (CudaPreprocessor); the caller then keeps them until each batch is complete (``run`` waits by default)."""
+                 reserve_size: tuple[int, int] | None = None) -> None:
+        """``reserve_size`` (height, width): size the buffers for ``max_batch_size`` images of it now."""
         from numba import cuda
 
         from .gpu import CudaPreprocessor
@@ -78,7 +76,7 @@ class CudaRunner:
         self._library, self._module = _device_array_library()
         if self._library == "cupy":
             self._module.cuda.Device(device_id).use()
-        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size, pin_shared_memory=pin_shared_memory)
+        self._preprocessor = CudaPreprocessor(spec, max_images=max_batch_size)
         if reserve_size is not None:
             self._preprocessor.reserve([(*reserve_size, 3)] * max_batch_size)
 

@@ -144,10 +144,7 @@ class ImageModel(TritonModel):
         if self.device_id is not None:
             from ..kernels_numba.serving import CudaRunner
 
-            # Every process() has the batch complete before execute() returns and the requests (whose inputs
-            # lie in the stub's shared memory) are released: their pixels may be copied to the GPU in place.
-            self.runner: Any = CudaRunner(spec, self.device_id, self.max_batch, reserve_size=reserve_size,
-                                          pin_shared_memory=True)
+            self.runner: Any = CudaRunner(spec, self.device_id, self.max_batch, reserve_size=reserve_size)
         else:
             from ..kernels_numba.serving import CpuRunner
 

@@ -111,7 +111,7 @@ run_profiles() {
 
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_shared_memory_pinning.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py} \
+  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py} \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 if [[ $stages == *classifier* ]]; then

@@ -49,6 +49,7 @@ TOOL_OPTIONS = {
     "bench_decode": ["--json", "--batch", "--sizes", "--repeat", "--threads", "--columns"],
     "bench_kernels": ["--json"],
     "bench_classifier": ["--weights", "--max-batch-size"],
+    "host_register_check": ["--megabytes"],
 }
 
 
@@ -364,6 +365,21 @@ def test_bench_decode_gpu_columns_run_on_a_gpu(tmp_path):
     assert ran | set(report["skipped"]) == set(bench_decode.COLUMNS) and all(report["skipped"].values())
     assert {"pil", "opencv"} <= ran
     assert all(row["images_per_s"] > 0 for row in report["rows"])
+
+
+def test_host_register_check_reports_every_variant_or_why_it_cannot_run():
+    """On a GPU host each registration variant is named with its verdict (exit 0 or 1: that is the finding);
+    without a GPU the tool says so and exits 2."""
+    from pixelserve.perf import host_register_check
+
+    result = _run_module("host_register_check", "--megabytes", "4", timeout=300)
+    if bench_decode.cuda_available():
+        assert result.returncode == 2 and "cannot run here" in result.stderr, result.stderr[-2000:]
+        return
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    verdicts = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert list(verdicts) == [variant.name for variant in host_register_check.VARIANTS]
+    assert result.returncode == (0 if set(verdicts.values()) == {"right bytes"} else 1)
 
 
 @pytest.mark.gpu
