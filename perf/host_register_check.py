@@ -28,20 +28,24 @@ OFFSET = 3 * 4096 + 512  # inside the mapping, not page-aligned, as a tensor ins
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of registering a mapping: MAP_PRIVATE or MAP_SHARED, cuMemHostRegister flags, write before or after."""
+    """One way of copying from a mapping: MAP_PRIVATE or MAP_SHARED, registered or not (the control) with which
+    cuMemHostRegister flags, written before or after, copied from the host pointer or from its device pointer."""
 
     name: str
-    private: bool
-    flags: int
-    write_first: bool
+    private: bool = False
+    flags: int | None = 0  # None: not registered (pageable memory, the driver stages it)
+    write_first: bool = True
+    via_device_pointer: bool = False
 
 
 VARIANTS = (
-    Variant("shared, flags 0, written then registered", False, 0, True),
-    Variant("shared, flags 0, registered then written", False, 0, False),
-    Variant("private, flags 0, written then registered", True, 0, True),
-    Variant("shared, PORTABLE", False, 1, True),
-    Variant("shared, READ_ONLY", False, 8, True),
+    Variant("control: shared, not registered", flags=None),
+    Variant("shared, flags 0, written then registered"),
+    Variant("shared, flags 0, registered then written", write_first=False),
+    Variant("private, flags 0, written then registered", private=True),
+    Variant("shared, PORTABLE", flags=1),
+    Variant("shared, READ_ONLY", flags=8),
+    Variant("shared, DEVICEMAP, copied from cuMemHostGetDevicePointer", flags=2, via_device_pointer=True),
 )
 
 
@@ -58,7 +62,7 @@ def mapped_shm_file(size: int, private: bool) -> mmap.mmap:
 
 
 def check_variant(variant: Variant, size: int, rng: np.random.Generator, driver: Any) -> str | None:
-    """None if a DMA from the registered mapping gave the bytes written, else what went wrong."""
+    """None if the copy from the mapping gave the bytes written, else what went wrong."""
     from numba import cuda
 
     region = mapped_shm_file(size, variant.private)
@@ -67,22 +71,31 @@ def check_variant(variant: Variant, size: int, rng: np.random.Generator, driver:
     data = rng.integers(0, 256, size // 2, dtype=np.uint8)
     if variant.write_first:
         host[OFFSET:OFFSET + data.size] = data
-    (registered,) = driver.cuMemHostRegister(base, size, variant.flags)
-    if int(registered) != 0:
-        return f"cuMemHostRegister refused: {registered}"
+    if variant.flags is not None:
+        (registered,) = driver.cuMemHostRegister(base, size, variant.flags)
+        if int(registered) != 0:
+            return f"cuMemHostRegister refused: {registered}"
     try:
         if not variant.write_first:
             host[OFFSET:OFFSET + data.size] = data
         device = cuda.device_array(data.size, np.uint8)
         stream = cuda.stream()
-        handle = stream.handle.value if hasattr(stream.handle, "value") else stream.handle
-        (copied,) = driver.cuMemcpyHtoDAsync(device.device_ctypes_pointer.value, base + OFFSET, data.size, int(handle or 0))
+        handle = int((stream.handle.value if hasattr(stream.handle, "value") else stream.handle) or 0)
+        target = device.device_ctypes_pointer.value
+        if variant.via_device_pointer:
+            status, mapped = driver.cuMemHostGetDevicePointer(base, 0)
+            if int(status) != 0:
+                return f"cuMemHostGetDevicePointer failed: {status}"
+            (copied,) = driver.cuMemcpyDtoDAsync(target, int(mapped) + OFFSET, data.size, handle)
+        else:
+            (copied,) = driver.cuMemcpyHtoDAsync(target, base + OFFSET, data.size, handle)
         stream.synchronize()
         if int(copied) != 0:
-            return f"cuMemcpyHtoDAsync failed: {copied}"
+            return f"the copy failed: {copied}"
         got = device.copy_to_host()
     finally:
-        driver.cuMemHostUnregister(base)
+        if variant.flags is not None:
+            driver.cuMemHostUnregister(base)
     wrong = np.flatnonzero(got != data)
     if wrong.size == 0:
         return None
@@ -110,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # no numba-cuda, no driver library, no device: all mean "not here"
         print(f"host_register_check: cannot run here: {exc}", file=sys.stderr)
         return 2
+    name = cuda.get_current_device().name
+    attribute = driver.CUdevice_attribute.CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
+    usable = driver.cuDeviceGetAttribute(attribute, driver.cuCtxGetDevice()[1])[1]
+    print(f"# {name.decode() if isinstance(name, bytes) else name}, host pointer usable for registered memory {usable}")
     rng = np.random.default_rng()
     failures = 0
     for variant in VARIANTS:
