@@ -16,7 +16,7 @@ and 4K, a batch of N distinct files each (the size `mix`: the served six-size mi
   torchvision torchvision.io.decode_jpeg(device="cuda") on the batch, then F.interpolate (bilinear,
               antialias) + centre crop + normalise in torch (what users write)
 Times are wall clock per batch (host work included: header parsing, Huffman decoding on the CPU for some
-backends), the GPU synchronised before the clock stops; median of --repeat batches after a warm-up.
+backends), the GPU synchronised before the clock stops; median of --repeat batches after 5 warm-up batches.
 With --processes N, N processes (each its own CUDA context, as N served instances have) run each cell at once,
 started together, and the cell's images/s is all their images over the slowest one's time: what the GPU's
 decoders give a server of N instances (us per image is then per process).
@@ -75,7 +75,10 @@ def mean_kb(files: list[bytes]) -> float:
     return round(sum(map(len, files)) / len(files) / 1e3, 1)
 
 
-def median_seconds(run: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+WARMUP_BATCHES = 5  # the hardware decoders' and the CPU pools' first batches after a column's set-up are slower
+
+
+def median_seconds(run: Callable[[], object], repeat: int, warmup: int = WARMUP_BATCHES) -> float:
     """Median wall time of run() (which returns only when its GPU work is complete)."""
     for _ in range(warmup):
         run()
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="files per batch (default 64)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES,
                         help=f"comma list of HxW or {MIX} (the six-size mix in one batch; default {DEFAULT_SIZES})")
-    parser.add_argument("--repeat", type=int, default=5, help="timed batches per cell (median)")
+    # 5 batches (a few ms at 480p) gave the engines' 480p figure a wide spread between runs (docs/performance.md R26)
+    parser.add_argument("--repeat", type=int, default=20, help="timed batches per cell (median; default 20)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU decode threads (default: all cores)")
     parser.add_argument("--options", default="", help='nvImageCodec decoder options, e.g. ":fancy_upsampling=1"')
     parser.add_argument("--processes", type=int, default=1,
@@ -413,7 +417,7 @@ def _worker(args: argparse.Namespace, spec: PreprocessSpec, sizes: dict[str, lis
         for column in columns:
             if column in runners.skipped:
                 continue
-            for _ in range(2):  # warm-up
+            for _ in range(WARMUP_BATCHES):
                 runners.run(column, files)
             start.wait(timeout=600)  # a process that failed breaks the barrier for the others
             began = time.perf_counter()
