@@ -46,6 +46,7 @@ from pixelserve.model_runtime.decoding import decode_image
 from pixelserve.model_runtime.encoded_images import (checked_hardware_load, checked_min_pixels, hardware_load_parameter,
                                                      hardware_min_pixels_parameter)
 
+from .dali_pipeline import decode_resize_normalise, run_batch
 from .make_inputs import MIXED_SIZES, PHOTOS, jpeg_bytes, parse_size, resized_photo
 
 DEFAULT_SIZES = "480x640,1080x1920,2160x3840"
@@ -189,27 +190,12 @@ class Runners:
     def _dali_pipeline(self, column: str) -> None:
         """A DALI pipeline for ``column``'s hardware decoder load: decode, resize the shorter side, crop, normalise."""
         try:
-            from nvidia.dali import fn, pipeline_def, types
+            import nvidia.dali  # noqa: F401
         except ImportError as exc:
             self.skipped[column] = f"DALI missing (pip install nvidia-dali-cuda130): {exc}"
             return
-        spec = self.spec
-        short = int(round(spec.out_height / spec.crop_fraction))
-        dtype = types.FLOAT16 if spec.numpy_dtype == np.float16 else types.FLOAT
-
-        @pipeline_def(batch_size=self.batch, num_threads=self.threads, device_id=0, exec_async=False,
-                      exec_pipelined=False, prefetch_queue_depth=1)
-        def decode_resize_normalise():  # type: ignore[no-untyped-def]
-            files = fn.external_source(name="files", dtype=types.UINT8)
-            images = fn.decoders.image(files, device="mixed", output_type=types.RGB, hw_decoder_load=column_load(column))
-            images = fn.resize(images, resize_shorter=short, antialias=True, interp_type=types.INTERP_LINEAR)
-            return fn.crop_mirror_normalize(images, crop=(spec.out_height, spec.out_width), dtype=dtype,
-                                            output_layout="CHW", mean=[255 * m for m in spec.mean],
-                                            std=[255 * s for s in spec.std])
-
-        try:
-            pipe = decode_resize_normalise()
-            pipe.build()
+        try:  # every dali@L column names its load L
+            pipe = decode_resize_normalise(self.spec, self.batch, self.threads, 0, column_load(column) or 0.0)
         except Exception as exc:  # a DALI without its mixed decoder (libnvimgcodec.so not found), a build error
             self.skipped[column] = f"DALI pipeline failed to build: {exc}"
             return
@@ -244,9 +230,7 @@ class Runners:
         """One batch through the column's DALI pipeline; its [N, C, H, W] output (a DALI TensorListGPU), complete."""
         import torch
 
-        pipe = self.dali[column]
-        pipe.feed_input("files", [np.frombuffer(data, np.uint8) for data in files])  # type: ignore[attr-defined]
-        (output,) = pipe.run()  # type: ignore[attr-defined]
+        output = run_batch(self.dali[column], files)
         torch.cuda.synchronize()  # every stream of the device, DALI's too
         return output
 

@@ -58,6 +58,11 @@ else
   echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ and run install-gpu-decode first. Import error:"
   tail -3 /tmp/nvimgcodec-import.log
 fi
+# NVIDIA DALI (bench_decode's dali@L columns, the served peer perf/peer_models/dali_classifier_encoded, its test),
+# where it was unpacked into /tmp/site-dali: last on the path, so that its small dependencies never shadow the host's;
+# its mixed decoder dlopens libnvimgcodec.so from the nvImageCodec wheel.
+DALI_ENV=(env) && [ -d /tmp/site-dali/nvidia/dali ] && \
+  DALI_ENV=(env PYTHONPATH="$PYTHONPATH:/tmp/site-dali" LD_LIBRARY_PATH="/tmp/site-gpu-decode/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}")
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,compute_mode --format=csv
 # The servers run under MPS where the build asks for it (pixelserve-server follows the manifest); MPS=0 turns it off.
 MPS_ARGS=() && [ "${MPS:-}" = 0 ] && MPS_ARGS=(--no-mps)
@@ -111,7 +116,7 @@ run_profiles() {
 
 if [[ $stages == *tests* ]]; then
   echo "=== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py} \
+  "${DALI_ENV[@]}" python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_kernels.py tests/test_antialias.py tests/test_gpu_serving.py tests/test_placement.py tests/test_torch_classifier.py tests/test_decode_headers.py tests/test_gpu_decoding.py tests/test_gpu_encoded_server.py tests/test_dali_peer.py} \
     --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 if [[ $stages == *classifier* ]]; then
@@ -187,10 +192,6 @@ fi
 if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
   echo "=== decode benchmark: JPEG q90 -> 3x224x224, nvImageCodec + ours vs CPU threads + ours vs torchvision"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
-    # DALI (the dali@L columns), where it was unpacked into /tmp/site-dali: last on the path, so that its small
-    # dependencies never shadow the host's; its mixed decoder dlopens libnvimgcodec.so from the nvImageCodec wheel.
-    DALI_ENV=() && [ -d /tmp/site-dali/nvidia/dali ] && \
-      DALI_ENV=(env PYTHONPATH="$PYTHONPATH:/tmp/site-dali" LD_LIBRARY_PATH="/tmp/site-gpu-decode/nvidia/nvimgcodec:${LD_LIBRARY_PATH:-}")
     "${DALI_ENV[@]}" python3 -m pixelserve.perf.bench_decode --batch "${DECODE_BATCH:-64}" --options "${DECODE_OPTIONS:-}" \
       ${DECODE_COLUMNS:+--columns "$DECODE_COLUMNS"} ${DECODE_SIZES:+--sizes "$DECODE_SIZES"} \
       ${DECODE_PROCESSES:+--processes "$DECODE_PROCESSES"} ${DECODE_THREADS:+--threads "$DECODE_THREADS"} \
@@ -204,11 +205,12 @@ if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
   if [ "$HAVE_NVIMGCODEC" = 1 ]; then
     # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
-    # PEERS (e.g. twostep_classifier_encoded): benchmark peers of perf/peer_models/ served beside the ensembles.
+    # PEERS (e.g. "twostep_classifier_encoded dali_classifier_encoded"): benchmark peers of perf/peer_models/ served
+    # beside the ensembles (the DALI one needs DALI in /tmp/site-dali).
     # FLOORS (model:shm[:instances], e.g. "noop_big:system:8 noop_gpu:cuda:8"): floor models of perf/floor_models/ served
     # beside them and measured with each config's inputs over that shared memory, in the same run.
     PEER_ARGS=() && for peer in ${PEERS:-} ${FLOORS:-}; do PEER_ARGS+=(--load-model="${peer%%:*}"); done
-    CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" \
+    CUDA_VISIBLE_DEVICES=0 "${DALI_ENV[@]}" python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" \
       --model-repository model_repository ${PEERS:+--model-repository perf/peer_models} \
       ${FLOORS:+--model-repository perf/floor_models} --http-port 8000 --grpc-port 8001 \
       --metrics-port 8002 -- --model-control-mode=explicit \

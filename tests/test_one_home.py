@@ -97,6 +97,7 @@ def test_the_served_models_name_pixels_by_its_home(path):
 
 @pytest.mark.parametrize("path", ["perf/peer_models/preprocess_opencv/1/model.py",
                                   "perf/peer_models/preprocess_torch/1/model.py",
+                                  "perf/peer_models/preprocess_dali/1/model.py",
                                   "tests/gpu_repository/gpu_consumer/1/model.py"])
 def test_peer_and_test_models_hand_over_pixels_by_its_home_name(path):
     """Each names PIXELS, and only tensors its config.pbtxt has (which has PIXELS too)."""

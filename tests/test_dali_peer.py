@@ -1,0 +1,62 @@
+"""The DALI benchmark peer (perf/peer_models/dali_classifier_encoded, preprocess_dali) against ours.
+
+Served beside twostep_classifier_encoded, the peer is a fair comparison only while it is that ensemble with DALI in
+place of preprocess (same input, output, batching; checked here on any host) and it does the same work: on a GPU
+host with DALI (perf/run_device.sh unpacks it in /tmp/site-dali, and the nvImageCodec wheel's folder goes on
+LD_LIBRARY_PATH), each photo at two sizes gets the product's top-1 class, and logits within 1.0 of the product's
+(looser than the two-step peer's 0.05: DALI's JPEG decoder and resize are not ours, so its pixels are not ours
+to the last level).
+"""
+from __future__ import annotations
+
+import pytest
+
+from conftest import MODEL_REPOSITORY
+from encoded_peers import PEERS_DIR, assert_peer_predicts_as_product, served_beside_product
+from encoded_requests import require_gpu_decoding
+from pixelserve.build import model_config
+
+PEER, PEER_STEP, OURS = "dali_classifier_encoded", "preprocess_dali", "twostep_classifier_encoded"
+LOGITS_MAX_ABS = 1.0
+
+
+def test_peer_is_the_two_step_ensemble_with_dali_in_place_of_preprocess():
+    peer = model_config.read_config(PEERS_DIR / PEER / "config.pbtxt")
+    ours = model_config.read_config(PEERS_DIR / OURS / "config.pbtxt")
+    assert peer.ensemble_scheduling.step[0].model_name == PEER_STEP
+    ours.name = PEER
+    ours.ensemble_scheduling.step[0].model_name = PEER_STEP
+    assert peer == ours
+
+
+def test_dali_step_has_the_inputs_outputs_and_batching_of_preprocess():
+    step = model_config.read_config(PEERS_DIR / PEER_STEP / "config.pbtxt")
+    preprocess = model_config.read_config(MODEL_REPOSITORY / "preprocess" / "config.pbtxt")
+    (encoded,) = [tensor for tensor in preprocess.input if tensor.name == "encoded"]
+    assert [(t.name, t.data_type, list(t.dims)) for t in step.input] == [(encoded.name, encoded.data_type, list(encoded.dims))]
+    assert [(t.name, t.data_type, list(t.dims)) for t in step.output] == \
+        [(t.name, t.data_type, list(t.dims)) for t in preprocess.output]
+    assert step.max_batch_size == preprocess.max_batch_size
+    assert step.dynamic_batching == preprocess.dynamic_batching
+    assert 0 <= float(step.parameters["hw_decoder_load"].string_value) <= 1
+    assert int(step.parameters["num_threads"].string_value) >= 1
+
+
+@pytest.fixture(scope="module")
+def server():
+    require_gpu_decoding()
+    pytest.importorskip("nvidia.dali", reason="needs NVIDIA DALI (pip install nvidia-dali-cuda130)")
+    from pixelserve.perf.dali_pipeline import decode_resize_normalise
+    from pixelserve.perf.shipped_settings import preprocess_settings
+
+    try:  # in this process first: a DALI whose mixed decoder cannot find libnvimgcodec.so fails here, clearly
+        decode_resize_normalise(preprocess_settings()[1], 1, 1, 0, 0.65)
+    except Exception as exc:
+        pytest.skip(f"DALI's pipeline does not build here (is nvImageCodec's folder on LD_LIBRARY_PATH?): {exc}")
+    yield from served_beside_product(PEER)
+
+
+@pytest.mark.gpu
+@pytest.mark.server
+def test_dali_peer_predicts_what_the_product_predicts(server):
+    assert_peer_predicts_as_product(server.grpc_url, PEER, LOGITS_MAX_ABS, counted=PEER_STEP)
