@@ -14,10 +14,11 @@ import numpy as np
 from pixelserve.kernels_numba import PreprocessSpec
 
 
-def decode_resize_normalise(spec: PreprocessSpec, batch_size: int, threads: int, device_id: int,
+def decode_resize_normalise(spec: PreprocessSpec, batch_size: int, threads: int, device_id: int | None,
                             hardware_load: float) -> Any:
     """A built DALI pipeline for batches of up to ``batch_size`` encoded files (fed as "files"), ``hardware_load``
-    of each batch to the GPU's JPEG engines; its one output is [N, 3, H, W] in ``spec``'s dtype, on the GPU."""
+    of each batch to the GPU's JPEG engines; its one output is [N, 3, H, W] in ``spec``'s dtype, on the GPU.
+    With ``device_id`` None the same steps run on the CPU (DALI's CPU decoder), for hosts without a GPU."""
     from nvidia.dali import fn, pipeline_def, types
 
     short = int(round(spec.out_height / spec.crop_fraction))
@@ -27,7 +28,10 @@ def decode_resize_normalise(spec: PreprocessSpec, batch_size: int, threads: int,
                   exec_pipelined=False, prefetch_queue_depth=1)
     def pipeline():  # type: ignore[no-untyped-def]
         files = fn.external_source(name="files", dtype=types.UINT8)
-        images = fn.decoders.image(files, device="mixed", output_type=types.RGB, hw_decoder_load=hardware_load)
+        if device_id is None:
+            images = fn.decoders.image(files, device="cpu", output_type=types.RGB)
+        else:
+            images = fn.decoders.image(files, device="mixed", output_type=types.RGB, hw_decoder_load=hardware_load)
         images = fn.resize(images, resize_shorter=short, antialias=True, interp_type=types.INTERP_LINEAR)
         return fn.crop_mirror_normalize(images, crop=(spec.out_height, spec.out_width), dtype=dtype, output_layout="CHW",
                                         mean=[255 * m for m in spec.mean], std=[255 * s for s in spec.std])
@@ -38,7 +42,8 @@ def decode_resize_normalise(spec: PreprocessSpec, batch_size: int, threads: int,
 
 
 def run_batch(pipeline: Any, files: Sequence[bytes]) -> Any:
-    """One batch of files through ``pipeline``: its output, a DALI TensorListGPU (the GPU work may still run)."""
+    """One batch of files through ``pipeline``: its output, a DALI TensorListGPU (the GPU work may still run) or,
+    built for the CPU, a TensorListCPU."""
     pipeline.feed_input("files", [np.frombuffer(data, np.uint8) for data in files])
     (output,) = pipeline.run()
     return output

@@ -5,7 +5,8 @@
 # Build .carry/ on a machine with network (bash perf/make_carry.sh), copy it to the GPU host beside this checkout,
 # then, from the repository root there:
 #   bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer] [scaling]
-# (default: tests bench served ensemble). The script installs the carried wheels and the Triton pack into /tmp/site
+# (default: tests bench served ensemble; install-gpu-decode and install-dali, in calls of their own, unpack the
+# bundles described below). The script installs the carried wheels and the Triton pack into /tmp/site
 # (once per host), installs this project offline and editable into that Python, runs the stages and leaves logs and
 # results in $OUT (default /tmp/pixelserve-out): gpu_tests.log, bench_kernels.json, results.tgz and the like.
 #   tests       the GPU test files (TESTS="files and pytest options" overrides the list)
@@ -36,6 +37,23 @@ stages="${*:-tests bench served ensemble}"
 if [[ $stages == *install-gpu-decode* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
   ls /tmp/site-gpu-decode/nvidia && exit 0
+fi
+# NVIDIA DALI (the peer of bench_decode's dali@L columns and of perf/peer_models/dali_classifier_encoded), packed, is
+# more than one call carries beside the tree: perf/make_carry_dali.sh splits it into pieces (.carry-dali/dali-part-*).
+# Carry one piece per call (the last with dali.sha256 and deps/), each running `bash perf/run_device.sh install-dali`:
+# each call keeps its piece in /tmp/dali-pieces, and the call that completes the checksum unpacks DALI and its
+# dependencies into /tmp/site-dali (kept for later runs on the host).
+if [[ $stages == *install-dali* ]]; then
+  mkdir -p /tmp/dali-pieces
+  cp -r .carry-dali/. /tmp/dali-pieces/
+  if [ -f /tmp/dali-pieces/dali.sha256 ] && (cd /tmp/dali-pieces && cat dali-part-* > dali.tar.xz && sha256sum -c --quiet dali.sha256); then
+    mkdir -p /tmp/site-dali && xz -d -T0 < /tmp/dali-pieces/dali.tar.xz | tar -x -C /tmp/site-dali
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-dali /tmp/dali-pieces/deps/*.whl
+    ls -d /tmp/site-dali/nvidia/dali && exit 0
+    exit 1
+  fi
+  echo "DALI: $(ls /tmp/dali-pieces | grep -c '^dali-part-') piece(s) on this host, not yet complete: carry the next"
+  exit 0
 fi
 if [ ! -d /tmp/site/pytriton ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
