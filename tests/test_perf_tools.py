@@ -365,6 +365,11 @@ def test_bench_decode_gpu_columns_run_on_a_gpu(tmp_path):
     assert ran | set(report["skipped"]) == set(bench_decode.COLUMNS) and all(report["skipped"].values())
     assert {"pil", "opencv"} <= ran
     assert all(row["images_per_s"] > 0 for row in report["rows"])
+    if "ours-decode" in ran:  # a GPU column alone, in several processes (each builds its own decoder)
+        result = _run_module("bench_decode", "--sizes", "48x64", "--batch", "2", "--repeat", "1", "--processes", "2",
+                             "--columns", "ours-decode", "--json", str(output), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [row["column"] for row in json.loads(output.read_text())["rows"]] == ["ours-decode"]
 
 
 def test_host_register_check_reports_every_variant_or_why_it_cannot_run():
