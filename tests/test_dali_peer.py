@@ -46,6 +46,20 @@ def test_dali_step_has_the_inputs_outputs_and_batching_of_preprocess():
     assert int(step.parameters["num_threads"].string_value) >= 1
 
 
+def _dali_pipeline_or_skip(device_id):
+    """(preprocess's spec, DALI's pipeline for it, batches of 1) on GPU ``device_id`` or, with None, the CPU; skips
+    the caller where DALI is missing or cannot build it (its decoders dlopen libnvimgcodec.so, on the CPU too)."""
+    pytest.importorskip("nvidia.dali", reason="needs NVIDIA DALI (pip install nvidia-dali-cuda130)")
+    from pixelserve.perf.dali_pipeline import decode_resize_normalise
+    from pixelserve.perf.shipped_settings import preprocess_settings
+
+    _, spec, _ = preprocess_settings()
+    try:
+        return spec, decode_resize_normalise(spec, 1, 1, device_id, 0.65)
+    except Exception as exc:
+        pytest.skip(f"DALI's pipeline does not build here (is nvImageCodec's folder on LD_LIBRARY_PATH?): {exc}")
+
+
 PIXELS_MEAN_ABS = 0.1  # normalised units; the largest mean seen was 0.062 (chelsea at 300x451, DALI 2.4)
 
 
@@ -53,20 +67,14 @@ def test_dali_pipeline_does_our_preprocessing():
     """DALI's pipeline, run on the CPU (its CPU decoder: the same steps as the peer's mixed one), against our CPU
     preprocessing of the same JPEG, each photo as sent and at 1080p: the pixels within PIXELS_MEAN_ABS on average,
     and through the ONNX classifier the same top-1 class with logits within LOGITS_MAX_ABS."""
-    pytest.importorskip("nvidia.dali", reason="needs NVIDIA DALI (pip install nvidia-dali-cuda130)")
+    spec, pipeline = _dali_pipeline_or_skip(device_id=None)
     import onnxruntime as ort
 
     from pixelserve.kernels_numba import preprocess_cpu
     from pixelserve.model_runtime.decoding import decode_image
-    from pixelserve.perf.dali_pipeline import decode_resize_normalise, run_batch
-    from pixelserve.perf.shipped_settings import preprocess_settings
+    from pixelserve.perf.dali_pipeline import run_batch
 
     ensure_classifier_built()
-    _, spec, _ = preprocess_settings()
-    try:
-        pipeline = decode_resize_normalise(spec, 1, 1, None, 0.0)
-    except Exception as exc:  # DALI's decoders dlopen libnvimgcodec.so, on the CPU too
-        pytest.skip(f"DALI's pipeline does not build here (is nvImageCodec's folder on LD_LIBRARY_PATH?): {exc}")
     session = ort.InferenceSession(str(MODEL_REPOSITORY / "classifier" / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     tensor = session.get_inputs()[0].name
@@ -85,14 +93,7 @@ def test_dali_pipeline_does_our_preprocessing():
 @pytest.fixture(scope="module")
 def server():
     require_gpu_decoding()
-    pytest.importorskip("nvidia.dali", reason="needs NVIDIA DALI (pip install nvidia-dali-cuda130)")
-    from pixelserve.perf.dali_pipeline import decode_resize_normalise
-    from pixelserve.perf.shipped_settings import preprocess_settings
-
-    try:  # in this process first: a DALI whose mixed decoder cannot find libnvimgcodec.so fails here, clearly
-        decode_resize_normalise(preprocess_settings()[1], 1, 1, 0, 0.65)
-    except Exception as exc:
-        pytest.skip(f"DALI's pipeline does not build here (is nvImageCodec's folder on LD_LIBRARY_PATH?): {exc}")
+    _dali_pipeline_or_skip(device_id=0)  # in this process first: a DALI that cannot build fails here, clearly
     yield from served_beside_product(PEER)
 
 
