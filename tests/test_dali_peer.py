@@ -43,7 +43,8 @@ def test_dali_step_has_the_inputs_outputs_and_batching_of_preprocess():
     assert step.max_batch_size == preprocess.max_batch_size
     assert step.dynamic_batching == preprocess.dynamic_batching
     assert 0 <= float(step.parameters["hw_decoder_load"].string_value) <= 1
-    assert int(step.parameters["num_threads"].string_value) >= 1
+    assert list(step.parameters) == ["hw_decoder_load"]  # the rest (decode_threads, the spec) read from preprocess's
+    assert int(preprocess.parameters["decode_threads"].string_value) >= 1
 
 
 def _dali_pipeline_or_skip(device_id):

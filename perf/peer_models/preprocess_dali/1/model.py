@@ -17,10 +17,11 @@ class TritonPythonModel:
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
         torch.cuda.set_device(self.device)
-        _, self.spec, _ = preprocess_settings()
+        preprocess_parameters, self.spec, _ = preprocess_settings()
         self.dtype = torch.float16 if self.spec.numpy_dtype == np.float16 else torch.float32
-        self.pipeline = decode_resize_normalise(self.spec, int(config["max_batch_size"]), int(parameters["num_threads"]),
-                                                self.device.index, float(parameters["hw_decoder_load"]))
+        self.pipeline = decode_resize_normalise(self.spec, int(config["max_batch_size"]),
+                                                int(preprocess_parameters["decode_threads"]), self.device.index,
+                                                float(parameters["hw_decoder_load"]))
 
     def execute(self, requests):
         files, counts = [], []
