@@ -113,6 +113,17 @@ class TritonModel:
         pb_utils.Logger.log_error(f"{self.name}: {message}")
 
 
+def host_view(tensor: Any) -> np.ndarray[Any, Any]:
+    """A numpy array over a host input tensor's bytes where they lie, in the stub's shared-memory region.
+
+    ``as_numpy()`` copies: the stub builds its array without a base object, which makes pybind11 copy the data.
+    DLPack hands out the region's own pointer, and the array keeps the tensor alive. The view is valid while the
+    request is being executed; every reader here (the CPU kernels, the copy into page-locked memory) has finished
+    with it before ``execute`` returns.
+    """
+    return np.from_dlpack(tensor)
+
+
 def _numpy_dtype(array: Any) -> np.dtype[Any]:
     """numpy dtype of a host array or of a CUDA array (torch, CuPy) through its array interface."""
     if isinstance(array, np.ndarray):
@@ -251,7 +262,7 @@ class ImageModel(TritonModel):
             raise _Refused(str(self.raw_input or self.encoded_input), "missing", "send " + " or ".join(names))
         try:
             check_batch_shape(raw.shape(), self.spec, self.max_batch)  # before any view of the data is made
-            batch = raw.as_numpy() if raw.is_cpu() else self.runner.from_dlpack(raw.to_dlpack())
+            batch = host_view(raw) if raw.is_cpu() else self.runner.from_dlpack(raw.to_dlpack())
             dtype = _numpy_dtype(batch)
             for image in batch:
                 check_image(tuple(image.shape), dtype, self.spec)
