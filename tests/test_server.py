@@ -149,6 +149,44 @@ def test_several_images_in_one_request(triton_server, onnx_logits, logit_atol):
     np.testing.assert_allclose(got, onnx_logits(list(images)), atol=logit_atol, rtol=0)
 
 
+def test_pixels_in_system_shared_memory_match_onnxruntime(triton_server, onnx_logits, logit_atol):
+    """Frames in a system shared-memory region, several per request and requests in flight at once: each answer is
+    ONNX Runtime's on the same frame. preprocess reads host frames where the Python backend put them (a view, not a
+    copy), so a frame read from the wrong place or after its request would show here."""
+    import queue
+    import os
+
+    import tritonclient.utils.shared_memory as shm
+
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    requests = [np.stack([uncached(photo_at(name, 360 + 40 * i, 480)) for name in PHOTO_NAMES[:3]]) for i in range(4)]
+    offsets = np.cumsum([0] + [batch.nbytes for batch in requests])
+    key = f"/pixelserve_test_frames_{os.getpid()}"
+    handle = shm.create_shared_memory_region("frames_cpu", key, int(offsets[-1]))
+    headers = triton_server.admin_headers  # registering shared memory is a restricted API
+    done: queue.Queue = queue.Queue()
+    try:
+        for batch, offset in zip(requests, offsets):
+            shm.set_shared_memory_region(handle, [batch], offset=int(offset))
+        client.register_system_shared_memory("frames_cpu", key, int(offsets[-1]), headers=headers)
+        for index, (batch, offset) in enumerate(zip(requests, offsets)):
+            inp = grpcclient.InferInput("images", list(batch.shape), "UINT8")
+            inp.set_shared_memory("frames_cpu", batch.nbytes, offset=int(offset))
+            client.async_infer(MODEL, [inp], partial(lambda i, result, error: done.put((i, result, error)), index))
+        results = [None] * len(requests)
+        for _ in requests:
+            index, result, error = done.get(timeout=120)
+            assert error is None, error
+            results[index] = result.as_numpy("predictions")
+    finally:
+        client.unregister_system_shared_memory("frames_cpu", headers=headers)
+        shm.destroy_shared_memory_region(handle)
+    for batch, got in zip(requests, results):
+        expected = onnx_logits(list(batch))
+        np.testing.assert_allclose(got, expected, atol=logit_atol, rtol=0)
+        np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+
+
 BAD_INPUTS = {
     "wrong dtype": (np.zeros((1, 8, 8, 3), np.float32), "FP32", "data"),
     "2-D image": (np.zeros((1, 8, 8), np.uint8), "UINT8", "shape"),
