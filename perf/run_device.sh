@@ -221,7 +221,9 @@ if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
 fi
 if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
-  if [ "$HAVE_NVIMGCODEC" = 1 ]; then
+  # RAW_ONLY=1 serves without nvImageCodec (the encoded model then decodes with PIL, as built for such a host): for
+  # raw-pixel configs and profiles when .carry and the classifier's weights fill a call's carry alone.
+  if [ "$HAVE_NVIMGCODEC" = 1 ] || [ "${RAW_ONLY:-}" = 1 ]; then
     # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
     # PEERS (e.g. "twostep_classifier_encoded dali_classifier_encoded"): benchmark peers of perf/peer_models/ served
     # beside the ensembles (the DALI one needs DALI in /tmp/site-dali).

@@ -15,16 +15,25 @@ import pytest
 from PIL import Image
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
-from encoded_requests import ESPRESSO, assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
+from encoded_requests import ESPRESSO, HAS_GPU, assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
 from images import PHOTO_NAMES, photo, photo_at
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 MODELS = ("image_classifier", "image_classifier_encoded")
 
 
+@pytest.fixture
+def gpu_decoding():
+    """Skips a test of GPU decoding where nvImageCodec is missing."""
+    require_gpu_decoding()
+
+
 @pytest.fixture(scope="module")
 def gpu_server():
-    require_gpu_decoding()
+    """The shipped repository on this GPU host. The raw-pixel tests need only the GPU; without nvImageCodec the
+    encoded model decodes with PIL, as it would for a user on this host, and the encoded tests skip."""
+    if not HAS_GPU:
+        pytest.skip("needs a CUDA GPU")
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
@@ -36,7 +45,7 @@ def gpu_server():
     server.stop()
 
 
-def test_encoded_files_are_decoded_on_a_gpu_instance(gpu_server):
+def test_encoded_files_are_decoded_on_a_gpu_instance(gpu_decoding, gpu_server):
     """With the torch flavour image_classifier_encoded is one GPU step of its own; with the others an ensemble whose
     preprocess decodes. Either way the GPU decoder, not the PIL fallback."""
     import tritonclient.grpc as grpcclient
@@ -51,7 +60,7 @@ def test_encoded_files_are_decoded_on_a_gpu_instance(gpu_server):
 
 
 @pytest.mark.parametrize("name", PHOTO_NAMES)
-def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_server, name):
+def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_decoding, gpu_server, name):
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(gpu_server.grpc_url)
@@ -65,11 +74,11 @@ def test_gpu_decoded_top1_matches_the_raw_ensemble(gpu_server, name):
         assert cosine > 0.99, (name, image.shape, cosine)  # a level or two of pixels apart, not another image
 
 
-def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_server):
+def test_bad_bytes_fail_alone_in_a_gpu_batch(gpu_decoding, gpu_server):
     assert_bad_files_fail_alone(gpu_server.grpc_url, good_count=24)
 
 
-def test_oversized_and_several_files_are_refused_and_the_server_keeps_serving(gpu_server):
+def test_oversized_and_several_files_are_refused_and_the_server_keeps_serving(gpu_decoding, gpu_server):
     """A header declaring a side above max_image_side and a request carrying two files each get an INVALID_ARG
     naming the problem (before any pixel memory for the first); the next good file is answered."""
     import tritonclient.grpc as grpcclient
