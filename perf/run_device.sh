@@ -22,8 +22,8 @@
 #               perf_analyzer CSV, then profiles where an encoded request's time goes (ENCODED_PROFILES, PEERS, MPS)
 #   analyzer    Triton Model Analyzer searches on GPU 0 (needs .carry-ma/: perf/make_carry_model_analyzer.sh)
 #   scaling     image_classifier on 1..N GPUs of the host (perf/scaling.py)
-# `decode` and `encoded` need nvImageCodec: copy its wheels to the host as .carry-gpu-decode/ and run
-# `bash perf/run_device.sh install-gpu-decode` once first (see below). The torch flavour needs
+# `decode` and `encoded` need nvImageCodec: carry .carry-gpu-decode/ (perf/make_carry_gpu_decode.sh) with the call
+# (see below). The torch flavour needs
 # model_repository/classifier/1/model.pt (python -m pixelserve.build.build_classifier --flavour torch writes it on
 # a CPU host). .carry/ holds what the host's Python lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need
 # numpy<2), setuptools and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer
@@ -32,10 +32,16 @@ set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served ensemble}"
-# GPU JPEG decode (nvImageCodec + nvJPEG, ~29 MB) is a bundle of its own, .carry-gpu-decode/:
-# `bash perf/run_device.sh install-gpu-decode` installs it into /tmp/site-gpu-decode (kept for later runs on the host).
+# GPU JPEG decode (nvImageCodec + nvJPEG) is a bundle of its own, .carry-gpu-decode/, unpacked into
+# /tmp/site-gpu-decode (kept for later runs on the host). perf/make_carry_gpu_decode.sh packs it as one tar.xz of
+# about 11 MB, which travels in the same call as .carry/ and model.pt and is unpacked here, before any stage; the two
+# wheels themselves (29 MB) need a call of their own: `bash perf/run_device.sh install-gpu-decode`.
+if [ -f .carry-gpu-decode/gpu-decode-site.tar.xz ] && [ ! -d /tmp/site-gpu-decode/nvidia ]; then
+  mkdir -p /tmp/site-gpu-decode && tar -xJf .carry-gpu-decode/gpu-decode-site.tar.xz -C /tmp/site-gpu-decode
+fi
 if [[ $stages == *install-gpu-decode* ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
+  compgen -G ".carry-gpu-decode/*.whl" > /dev/null && \
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
   ls /tmp/site-gpu-decode/nvidia && exit 0
 fi
 # NVIDIA DALI (the peer of bench_decode's dali@L columns and of perf/peer_models/dali_classifier_encoded), packed, is
@@ -56,7 +62,7 @@ if [[ $stages == *install-dali* ]]; then
   exit 0
 fi
 if [ ! -d /tmp/site/pytriton ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
+  compgen -G ".carry/*.whl" > /dev/null && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
 fi
 export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache/kernels_numba PYTHONUNBUFFERED=1
@@ -88,6 +94,9 @@ MPS_ARGS=() && [ "${MPS:-}" = 0 ] && MPS_ARGS=(--no-mps)
 # A model folder that only an ignored __pycache__ keeps alive (its model was removed from git) fails Triton's load.
 find model_repository -name __pycache__ -type d -prune -exec rm -rf {} +
 find model_repository -mindepth 1 -type d -empty -delete
+if [ ! -f model_repository/classifier/1/model.pt ] && [ -f .carry/model.pt.xz ]; then  # packed by make_carry.sh
+  xz -dc .carry/model.pt.xz > model_repository/classifier/1/model.pt
+fi
 if [ -f model_repository/classifier/1/model.pt ]; then
   # The GPU host cannot fetch pretrained weights: serve the copied weights, and export the ONNX reference
   # (used by the tests and the CPU flavour) from the same weights.
