@@ -254,10 +254,10 @@ if [[ $stages == *encoded* ]]; then
         echo "MPS server $pid, clients: $(echo "get_client_list $pid" | nvidia-cuda-mps-control | wc -l)"
       done
     fi
-    # ENCODED_CONFIGS="" skips these runs; CONCURRENCY overrides the configs' own levels.
+    # ENCODED_CONFIGS="" skips these runs; CONCURRENCY and SHM (e.g. system,cuda) override the configs' own levels.
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
-        ${CONCURRENCY:+--concurrency "$CONCURRENCY"} --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -8
+        ${CONCURRENCY:+--concurrency "$CONCURRENCY"} ${SHM:+--shared-memory "$SHM"} --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -8
       for floor in ${FLOORS:-}; do  # model:shm[:instances]
         IFS=':' read -r floor_model floor_shm floor_count <<< "$floor"
         [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"
