@@ -62,8 +62,10 @@ if [[ $stages == *install-dali* ]]; then
   exit 0
 fi
 if [ ! -d /tmp/site/pytriton ]; then
+  mkdir -p /tmp/site
   compgen -G ".carry/*.whl" > /dev/null && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
-  tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site
+  # Nothing below can run without it: stop here rather than fail later in every stage.
+  tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site || { echo "!!! could not unpack .carry/ into /tmp/site"; exit 1; }
 fi
 export PYTHONPATH="/tmp/site:/tmp/site-gpu-decode" PATH="/tmp/site/bin:$PATH" NUMBA_CACHE_DIR=/tmp/numba-cache/kernels_numba PYTHONUNBUFFERED=1
 # The servers below restrict model loading and shared-memory registration to this key (triton_local/access.py);
@@ -79,7 +81,7 @@ if python3 -c "from nvidia import nvimgcodec; print('nvimgcodec', nvimgcodec.__v
 else
   HAVE_NVIMGCODEC=0
   echo "!!! nvImageCodec NOT importable (from nvidia import nvimgcodec failed): GPU decode tests skip, and the decode"
-  echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ and run install-gpu-decode first. Import error:"
+  echo "!!! and encoded stages will not run. Carry .carry-gpu-decode/ (perf/make_carry_gpu_decode.sh). Import error:"
   tail -3 /tmp/nvimgcodec-import.log
 fi
 # NVIDIA DALI (bench_decode's dali@L columns, the served peer perf/peer_models/dali_classifier_encoded, its test),
