@@ -25,7 +25,7 @@
 # `decode` and `encoded` need nvImageCodec: carry .carry-gpu-decode/ (perf/make_carry_gpu_decode.sh) with the call
 # (see below). The torch flavour needs
 # model_repository/classifier/1/model.pt (python -m pixelserve.build.build_classifier --flavour torch writes it on
-# a CPU host). .carry/ holds what the host's Python lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need
+# a CPU host; perf/make_carry.sh packs it into .carry/ as model.pt.xz, unpacked below). .carry/ holds what the host's Python lacks: numpy 1.26.4 (numba-cuda and the Triton 2.51 stub need
 # numpy<2), setuptools and tritonserver 2.51 + python backend + stub 3.12 + tritonclient + perf_analyzer
 # (see perf/README.md).
 set -uo pipefail
@@ -233,7 +233,7 @@ fi
 if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"
   # RAW_ONLY=1 serves without nvImageCodec (the encoded model then decodes with PIL, as built for such a host): for
-  # raw-pixel configs and profiles when .carry and the classifier's weights fill a call's carry alone.
+  # raw-pixel configs and profiles on a host, or in a call, without .carry-gpu-decode/.
   if [ "$HAVE_NVIMGCODEC" = 1 ] || [ "${RAW_ONLY:-}" = 1 ]; then
     # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
     # PEERS (e.g. "twostep_classifier_encoded dali_classifier_encoded"): benchmark peers of perf/peer_models/ served
