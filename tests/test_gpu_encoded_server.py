@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import MODEL_REPOSITORY, ensure_classifier_built
-from encoded_requests import ESPRESSO, HAS_GPU, assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
+from encoded_requests import ESPRESSO, assert_bad_files_fail_alone, encoded_input, jpeg, raw_input, require_gpu_decoding
 from images import PHOTO_NAMES, photo, photo_at
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
@@ -30,10 +30,9 @@ def gpu_decoding():
 
 @pytest.fixture(scope="module")
 def gpu_server():
-    """The shipped repository on this GPU host. The raw-pixel tests need only the GPU; without nvImageCodec the
-    encoded model decodes with PIL, as it would for a user on this host, and the encoded tests skip."""
-    if not HAS_GPU:
-        pytest.skip("needs a CUDA GPU")
+    """The shipped repository on this GPU host (the module's gpu mark skips it elsewhere). The raw-pixel tests need
+    only the GPU; without nvImageCodec the encoded model decodes with PIL, as it would for a user on this host, and
+    the encoded tests skip."""
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
