@@ -9,6 +9,8 @@ the two preprocessings agree to ~1e-6 and the logits to ~1e-4.
 """
 from __future__ import annotations
 
+import os
+import queue
 from functools import partial
 
 import numpy as np
@@ -103,6 +105,20 @@ def test_top1_agrees_with_pil_pipeline_at_camera_resolutions(triton_server, reso
     assert list(got) == list(expected)
 
 
+def _infer_all_at_once(client, inputs) -> list:
+    """Each input (a list of InferInputs) sent to MODEL as a gRPC async call, all before any answer is awaited;
+    the `predictions` of each, in the order sent."""
+    done: queue.Queue = queue.Queue()
+    for index, request in enumerate(inputs):
+        client.async_infer(MODEL, request, partial(lambda i, result, error: done.put((i, result, error)), index))
+    results = [None] * len(inputs)
+    for _ in inputs:
+        index, result, error = done.get(timeout=120)
+        assert error is None, error
+        results[index] = result.as_numpy("predictions")
+    return results
+
+
 def _model_stats(client, model):
     stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
@@ -114,8 +130,6 @@ def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logi
     A 4K frame goes first: while the single preprocess instance works on it, the others queue up and
     must come out as one ragged batch (gRPC async calls, so the client does not serialise the sends).
     """
-    import queue
-
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     sizes = [(2160, 3840), (480, 640), (720, 1280), (300, 451), (600, 400), (1024, 768), (231, 1000), (999, 333)]
     images = [uncached(photo_at(PHOTO_NAMES[i % len(PHOTO_NAMES)], h, w)) for i, (h, w) in enumerate(sizes * 2)]
@@ -125,14 +139,7 @@ def test_concurrent_mixed_sizes_are_batched_and_correct(triton_server, onnx_logi
         inp.set_data_from_numpy(image[None])
         inputs.append(inp)
     before = _model_stats(client, "preprocess")
-    done: queue.Queue = queue.Queue()
-    for index, inp in enumerate(inputs):
-        client.async_infer(MODEL, [inp], partial(lambda i, result, error: done.put((i, result, error)), index))
-    results = [None] * len(images)
-    for _ in images:
-        index, result, error = done.get(timeout=120)
-        assert error is None, error
-        results[index] = result.as_numpy("predictions")[0]
+    results = [predictions[0] for predictions in _infer_all_at_once(client, [[inp] for inp in inputs])]
     after = _model_stats(client, "preprocess")
     np.testing.assert_allclose(np.stack(results), onnx_logits(images), atol=logit_atol, rtol=0)
     np.testing.assert_array_equal(np.stack(results).argmax(1), onnx_logits(images).argmax(1))
@@ -153,9 +160,6 @@ def test_pixels_in_system_shared_memory_match_onnxruntime(triton_server, onnx_lo
     """Frames in a system shared-memory region, several per request and requests in flight at once: each answer is
     ONNX Runtime's on the same frame. preprocess reads host frames where the Python backend put them (a view, not a
     copy), so a frame read from the wrong place or after its request would show here."""
-    import queue
-    import os
-
     import tritonclient.utils.shared_memory as shm
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
@@ -164,20 +168,16 @@ def test_pixels_in_system_shared_memory_match_onnxruntime(triton_server, onnx_lo
     key = f"/pixelserve_test_frames_{os.getpid()}"
     handle = shm.create_shared_memory_region("frames_cpu", key, int(offsets[-1]))
     headers = triton_server.admin_headers  # registering shared memory is a restricted API
-    done: queue.Queue = queue.Queue()
     try:
         for batch, offset in zip(requests, offsets):
             shm.set_shared_memory_region(handle, [batch], offset=int(offset))
         client.register_system_shared_memory("frames_cpu", key, int(offsets[-1]), headers=headers)
-        for index, (batch, offset) in enumerate(zip(requests, offsets)):
+        inputs = []
+        for batch, offset in zip(requests, offsets):
             inp = grpcclient.InferInput("images", list(batch.shape), "UINT8")
             inp.set_shared_memory("frames_cpu", batch.nbytes, offset=int(offset))
-            client.async_infer(MODEL, [inp], partial(lambda i, result, error: done.put((i, result, error)), index))
-        results = [None] * len(requests)
-        for _ in requests:
-            index, result, error = done.get(timeout=120)
-            assert error is None, error
-            results[index] = result.as_numpy("predictions")
+            inputs.append([inp])
+        results = _infer_all_at_once(client, inputs)
     finally:
         client.unregister_system_shared_memory("frames_cpu", headers=headers)
         shm.destroy_shared_memory_region(handle)
