@@ -2,7 +2,7 @@
 # Build .carry-dali/ for `bash perf/run_device.sh install-dali` on a GPU host without network access: NVIDIA DALI
 # (nvidia-dali-cuda130, 199 MB as a wheel, 473 MB unpacked) as one tar.xz of the unpacked wheel (about 137 MB) split
 # into pieces of 46 MB (dali-part-aa, -ab, ...) with its checksum (dali.sha256), and the packages it imports as cp312
-# wheels (deps/). Its nvImageCodec comes from .carry-gpu-decode/ (install-gpu-decode); nvcomp is left out (only
+# wheels (deps/). Its nvImageCodec comes from .carry-gpu-decode/; nvcomp is left out (only
 # DALI's decompression operators use it). Each piece fits one call beside the working tree: carry one per call, the
 # last with dali.sha256 and deps/. Run from the repository root on a machine with network, after scripts/setup.sh;
 # compressing takes about 5 minutes on 2 cores.

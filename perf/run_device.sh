@@ -5,8 +5,8 @@
 # Build .carry/ on a machine with network (bash perf/make_carry.sh), copy it to the GPU host beside this checkout,
 # then, from the repository root there:
 #   bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer] [scaling]
-# (default: tests bench served ensemble; install-gpu-decode and install-dali, in calls of their own, unpack the
-# bundles described below). The script installs the carried wheels and the Triton pack into /tmp/site
+# (default: tests bench served ensemble; install-gpu-decode and install-dali unpack the
+# bundles described below and stop). The script unpacks .carry/ (Python packages and the Triton pack) into /tmp/site
 # (once per host), installs this project offline and editable into that Python, runs the stages and leaves logs and
 # results in $OUT (default /tmp/pixelserve-out): gpu_tests.log, bench_kernels.json, results.tgz and the like.
 #   tests       the GPU test files (TESTS="files and pytest options" overrides the list)
@@ -32,17 +32,15 @@ set -uo pipefail
 OUT="${OUT:-/tmp/pixelserve-out}"
 mkdir -p "$OUT" /tmp/results
 stages="${*:-tests bench served ensemble}"
-# GPU JPEG decode (nvImageCodec + nvJPEG) is a bundle of its own, .carry-gpu-decode/, unpacked into
-# /tmp/site-gpu-decode (kept for later runs on the host). perf/make_carry_gpu_decode.sh packs it as one tar.xz of
-# about 11 MB, which travels in the same call as .carry/ and model.pt and is unpacked here, before any stage; the two
-# wheels themselves (29 MB) need a call of their own: `bash perf/run_device.sh install-gpu-decode`.
+# GPU JPEG decode (nvImageCodec + nvJPEG) is a bundle of its own, .carry-gpu-decode/ (perf/make_carry_gpu_decode.sh:
+# one tar.xz of about 11 MB), which travels in the same call as .carry/ and is unpacked here, before any stage, into
+# /tmp/site-gpu-decode (kept for later runs on the host). `install-gpu-decode` only unpacks it and stops.
 if [ -f .carry-gpu-decode/gpu-decode-site.tar.xz ] && [ ! -d /tmp/site-gpu-decode/nvidia ]; then
   mkdir -p /tmp/site-gpu-decode && tar -xJf .carry-gpu-decode/gpu-decode-site.tar.xz -C /tmp/site-gpu-decode
 fi
 if [[ $stages == *install-gpu-decode* ]]; then
-  compgen -G ".carry-gpu-decode/*.whl" > /dev/null && \
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-gpu-decode .carry-gpu-decode/*.whl
   ls /tmp/site-gpu-decode/nvidia && exit 0
+  exit 1
 fi
 # NVIDIA DALI (the peer of bench_decode's dali@L columns and of perf/peer_models/dali_classifier_encoded), packed, is
 # more than one call carries beside the tree: perf/make_carry_dali.sh splits it into pieces (.carry-dali/dali-part-*).
@@ -63,7 +61,6 @@ if [[ $stages == *install-dali* ]]; then
 fi
 if [ ! -d /tmp/site/pytriton ]; then
   mkdir -p /tmp/site
-  compgen -G ".carry/*.whl" > /dev/null && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/*.whl
   # Nothing below can run without it: stop here rather than fail later in every stage.
   tar -xJf .carry/triton-2.51-site.tar.xz -C /tmp/site || { echo "!!! could not unpack .carry/ into /tmp/site"; exit 1; }
 fi
