@@ -20,12 +20,13 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
 from pixelserve.model_runtime.phases import EXECUTE_PHASE
 
-from . import make_inputs, perf_config, perf_csv, run_perf
+from . import make_inputs, perf_config, perf_csv, process_cpu, run_perf
 
 PHASE_RE = re.compile(r'^pixelserve_phase_(seconds|calls)_total\{model="([^"]+)",phase="([^"]+)"\} (\S+)$', re.M)
 GPU_UTIL_RE = re.compile(r'^nv_gpu_utilization\{[^}]*\} (\S+)$', re.M)
@@ -82,33 +83,17 @@ class GpuUtilisationSampler(threading.Thread):
         return statistics.median(self.samples) if self.samples else None
 
 
-def host_cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all the host's cores since boot (/proc/stat), None where there is none."""
-    try:
-        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_fraction(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """The share of the host's CPU time spent busy between two ``host_cpu_times`` readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
-
-
 def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path: Path) -> dict:
     """Run one perf_analyzer measurement and return its summary, stage deltas and phase deltas."""
     config = perf_config.RunConfig(model=args.model, measurement_interval_ms=args.interval)
     before_stats, before_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     sampler = GpuUtilisationSampler(args.metrics)
     sampler.start()
-    cpu_before = host_cpu_times()
+    cpu_before, started = process_cpu.snapshot(), time.monotonic()
     pa_args = run_perf.perf_analyzer_args(config, args.grpc, input_file, mode, str(concurrency), csv_path)
     status, output, shown = run_perf.run_perf_analyzer(pa_args)
-    cpu_busy = busy_fraction(cpu_before, host_cpu_times())
+    cpu_after, wall = process_cpu.snapshot(), time.monotonic() - started
+    host = process_cpu.host_busy(cpu_before, cpu_after)
     utilisation = sampler.stop()
     after_stats, after_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     if status != 0 or not csv_path.exists():
@@ -127,7 +112,9 @@ def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path:
         if calls - c0 > 0:
             phases[key] = ((seconds - s0) / (calls - c0) * 1e6, calls - c0)
     return {"mode": mode, "concurrency": concurrency, "summary": summary, "stages": stages, "phases": phases,
-            "gpu_util": utilisation, "cpu_busy": cpu_busy, "command": shown}
+            "model": args.model, "gpu_util": utilisation, "cpu_busy": None if host is None else host[1], "command": shown,
+            "process_cpu": process_cpu.cpu_seconds_by_role(cpu_before, cpu_after), "wall_s": wall,
+            "inferences": stages.get(args.model, {}).get("inferences", 0.0)}
 
 
 def render(points: list[dict]) -> str:
@@ -166,6 +153,9 @@ def render(points: list[dict]) -> str:
                     around = infer - (timed if whole is None else whole)
                     lines.append(f"| {model} | {infer:.0f} | {'n/a' if whole is None else f'{whole:.0f}'} | {timed:.0f} "
                                  f"| {between} | {around:.0f} |")
+        lines += ["", f"Host CPU by process over perf_analyzer's whole run ({p['wall_s']:.1f} s, "
+                  f"{p['inferences']:.0f} inferences of {p['model']}):", "",
+                  process_cpu.describe(p["process_cpu"], p["wall_s"], p["inferences"])]
         lines += ["", f"`{p['command']}`", ""]
     return "\n".join(lines)
 

@@ -110,7 +110,7 @@ fi
 # (points = mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or
 # timeline:name:model:concurrency[@HxW] (perf/latency_timeline.py: each request's send time and latency), or
 # set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters and
-# queue delay. Models named *_encoded get JPEG files, the others raw pixels.
+# queue delay. Models named *_encoded and the files floor noop_files get JPEG files, the others raw pixels.
 run_profiles() {
   local step spec model rest count params name points sizes encoding
   IFS=';' read -ra steps <<< "$1"
@@ -133,7 +133,7 @@ run_profiles() {
     fi
     IFS=':' read -r name model points <<< "$step"
     sizes="" && [[ $points == *@* ]] && sizes="${points#*@}" points="${points%%@*}"
-    encoding=b64 && [[ $model == *_encoded ]] && encoding=jpeg
+    encoding=b64 && [[ $model == *_encoded || $model == noop_files ]] && encoding=jpeg
     python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$name.md" \
       --model "$model" --encoding "$encoding" --points "$points" ${sizes:+--sizes "$sizes"} --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
     tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
@@ -235,8 +235,9 @@ if [[ $stages == *encoded* ]]; then
     # The repository as built for this host (pixelserve-build above); results go to /tmp/results/$RESULTS_TAG.
     # PEERS (e.g. "twostep_classifier_encoded dali_classifier_encoded"): benchmark peers of perf/peer_models/ served
     # beside the ensembles (the DALI one needs DALI in /tmp/site-dali).
-    # FLOORS (model:shm[:instances], e.g. "noop_big:system:8 noop_gpu:cuda:8"): floor models of perf/floor_models/ served
-    # beside them and measured with each config's inputs over that shared memory, in the same run.
+    # FLOORS (model:shm[:instances], e.g. "noop_big:system:8 noop_gpu:cuda:8", "noop_files:none:8" for the configs of
+    # files): floor models of perf/floor_models/ served beside them and measured with each config's inputs over that
+    # shared memory, in the same run.
     PEER_ARGS=() && for peer in ${PEERS:-} ${FLOORS:-}; do PEER_ARGS+=(--load-model="${peer%%:*}"); done
     CUDA_VISIBLE_DEVICES=0 "${DALI_ENV[@]}" python3 -m pixelserve.triton_local --no-supervise "${MPS_ARGS[@]}" \
       --model-repository model_repository ${PEERS:+--model-repository perf/peer_models} \
@@ -254,12 +255,18 @@ if [[ $stages == *encoded* ]]; then
       done
     fi
     # ENCODED_CONFIGS="" skips these runs; CONCURRENCY and SHM (e.g. system,cuda) override the configs' own levels.
+    for floor in ${FLOORS:-}; do  # model:shm[:instances]
+      IFS=':' read -r floor_model _ floor_count <<< "$floor"
+      [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"
+    done
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
         ${CONCURRENCY:+--concurrency "$CONCURRENCY"} ${SHM:+--shared-memory "$SHM"} --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -8
-      for floor in ${FLOORS:-}; do  # model:shm[:instances]
-        IFS=':' read -r floor_model floor_shm floor_count <<< "$floor"
-        [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"
+      config_files=no && grep -qE '^ +encoding: jpeg' "perf/configs/$config.yaml" && config_files=yes
+      for floor in ${FLOORS:-}; do  # each floor with the configs of its kind of input: files or pixels
+        IFS=':' read -r floor_model floor_shm _ <<< "$floor"
+        floor_files=no && [[ $floor_model == noop_files ]] && floor_files=yes
+        [[ $floor_files == "$config_files" ]] || continue
         python3 -m pixelserve.perf.run_perf --config "$config" --model "$floor_model" --shared-memory "$floor_shm" \
           --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
           --results-dir "$dir" 2>&1 | grep -v "^perf_analyzer:" | tail -5

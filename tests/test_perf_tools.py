@@ -23,6 +23,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,11 @@ import pytest
 
 from conftest import MODEL_REPOSITORY, REPO_ROOT, ensure_classifier_built
 from pixelserve.perf import bench_decode, latency_timeline, machine_info, make_inputs, perf_config, plots
-from pixelserve.perf import profile_ensemble, run_perf, soak
+from pixelserve.perf import process_cpu, profile_ensemble, run_perf, soak
 
 PERF_DIR = REPO_ROOT / "perf"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FLOOR_MODELS = ("noop_files", "noop_big", "noop_in_place")
 
 # Each command-line tool and options its --help must name (those perf/README.md and run_device.sh use).
 TOOL_OPTIONS = {
@@ -217,12 +219,13 @@ def test_latency_timeline_puts_a_periodic_stall_in_one_phase_bin():
 @pytest.fixture(scope="module")
 def perf_server():
     """tritonserver on the shipped repository with explicit model control (set_instances reloads a model), serving
-    image_classifier and its steps."""
+    image_classifier and its steps, and beside them the floor models that take files and frames."""
     from pixelserve.triton_local import LocalTritonServer
 
     ensure_classifier_built()
-    server = LocalTritonServer([MODEL_REPOSITORY],
-                               extra_args=["--model-control-mode=explicit", "--load-model=image_classifier"])
+    floors = [f"--load-model={name}" for name in FLOOR_MODELS]
+    server = LocalTritonServer([MODEL_REPOSITORY, PERF_DIR / "floor_models"],
+                               extra_args=["--model-control-mode=explicit", "--load-model=image_classifier", *floors])
     server.start(timeout=300)
     yield server
     server.stop()
@@ -282,6 +285,84 @@ def test_profile_ensemble_reports_each_step_of_a_measured_point(perf_server, tmp
     # the models' own phase timers (pixelserve_phase_seconds_total), read from the metrics endpoint
     assert "| model.py phase | us per execute() | calls |" in text and "\n| preprocess: execute | " in text, text
     assert (tmp_path / "profile-none-c1.csv").is_file()  # perf_analyzer's CSV beside the report
+    # the host's CPU split by process: this server and its stubs are local, perf_analyzer is the tool's child
+    cores = _process_cpu_rows(text)
+    for role in ("tritonserver", "Python-backend stubs", "perf_analyzer (load generator)"):
+        assert cores[role][0] > 0 and cores[role][1] > 0, text
+
+
+def _process_cpu_rows(text: str) -> dict[str, tuple[float, float]]:
+    """{process group: (cores busy, CPU us per inference)} from a profile_ensemble report's host CPU table."""
+    rows = {}
+    table = text[text.index("| process | cores busy | CPU us per inference |"):]
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        role, cores, per = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[role] = (float(cores), float(per))
+    return rows
+
+
+
+BUSY_CHILD = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.4: pass"
+
+
+def test_process_cpu_charges_finished_children_to_the_load_generator_and_live_processes_by_name():
+    before = process_cpu.snapshot()
+    subprocess.run([sys.executable, "-c", BUSY_CHILD], check=True)  # ends before the second snapshot
+    running = subprocess.Popen([sys.executable, "-c", BUSY_CHILD + "\ntime.sleep(30)"])
+    try:
+        for _ in range(100):  # until it has burnt its 0.4 s, as /proc counts it
+            if process_cpu.cpu_seconds_by_role(before, process_cpu.snapshot()).get(process_cpu.OTHER, 0) >= 0.4:
+                break
+            time.sleep(0.05)
+        after = process_cpu.snapshot()
+    finally:
+        running.kill()
+        running.wait()
+    used = process_cpu.cpu_seconds_by_role(before, after)
+    assert 0.35 <= used[process_cpu.LOAD_GENERATOR] < 5, used  # the finished child only, not the live one
+    assert used[process_cpu.OTHER] >= 0.35, used  # the live child, counted from /proc under its own name
+    assert process_cpu.role_of("triton_python_b") == "Python-backend stubs"
+    assert process_cpu.role_of("tritonserver") == "tritonserver" and process_cpu.role_of("python3") == process_cpu.OTHER
+    busy, share = process_cpu.host_busy(before, after)
+    assert busy >= 0.7 and 0 < share <= 1  # both children ran on this host's cores
+
+
+@pytest.mark.server
+def test_floor_models_answer_what_they_read(perf_server):
+    """The floors read every request: a file's length, a frame's first value, through as_numpy or in place."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(perf_server.grpc_url)
+    files = [b"\xff\xd8" + bytes(n) for n in (10, 3000)]
+    for data in files:
+        tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+        assert client.infer("noop_files", [tensor]).as_numpy("y")[0, 0] == len(data)
+    rng = np.random.default_rng()
+    for model in ("noop_big", "noop_in_place"):
+        frame = rng.integers(1, 256, (1, 37, 53, 3), dtype=np.uint8)
+        tensor = grpcclient.InferInput("images", list(frame.shape), "UINT8")
+        tensor.set_data_from_numpy(frame)
+        assert client.infer(model, [tensor]).as_numpy("y")[0, 0] == frame[0, 0, 0, 0], model
+
+
+@pytest.mark.server
+def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, monkeypatch, capsys):
+    """The files floor served as perf_analyzer drives the encoded product: JPEG files, the host CPU split."""
+    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
+                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
+    output = tmp_path / "floor.md"
+    status = profile_ensemble.main(["--model", "noop_files", "--grpc", perf_server.grpc_url,
+                                    "--metrics", f"127.0.0.1:{perf_server.metrics_port}", "--points", "none:2",
+                                    "--sizes", "64x96", "--encoding", "jpeg", "--interval", "1000",
+                                    "--output", str(output)])  # fmt: skip
+    assert status == 0
+    text = output.read_text()
+    assert "\n| noop_files | " in text and "perf_analyzer exit" not in text, text
+    cores = _process_cpu_rows(text)
+    assert cores["Python-backend stubs"][1] > 0 and cores["perf_analyzer (load generator)"][1] > 0, text
 
 
 @pytest.mark.server

@@ -1,0 +1,1 @@
+../../noop_big/1/model.py
