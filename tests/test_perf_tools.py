@@ -31,7 +31,7 @@ import pytest
 
 from conftest import MODEL_REPOSITORY, REPO_ROOT, ensure_classifier_built
 from pixelserve.perf import bench_decode, latency_timeline, machine_info, make_inputs, perf_config, plots
-from pixelserve.perf import process_cpu, profile_ensemble, run_perf, soak
+from pixelserve.perf import env_ab, process_cpu, profile_ensemble, run_perf, soak
 
 PERF_DIR = REPO_ROOT / "perf"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,6 +52,7 @@ TOOL_OPTIONS = {
     "bench_kernels": ["--json"],
     "bench_classifier": ["--weights", "--max-batch-size"],
     "host_register_check": ["--megabytes"],
+    "env_ab": ["--b", "--point", "--rounds", "--interval", "--mps", "--output"],
 }
 
 
@@ -298,7 +299,7 @@ def _process_cpu_rows(text: str) -> dict[str, tuple[float, float]]:
     for line in table.splitlines()[2:]:
         if not line.startswith("| "):
             break
-        role, cores, per = (cell.strip() for cell in line.strip("|").split("|"))
+        role, cores, per, _faults = (cell.strip() for cell in line.strip("|").split("|"))
         rows[role] = (float(cores), float(per))
     return rows
 
@@ -313,16 +314,17 @@ def test_process_cpu_charges_finished_children_to_the_load_generator_and_live_pr
     running = subprocess.Popen([sys.executable, "-c", BUSY_CHILD + "\ntime.sleep(30)"])
     try:
         for _ in range(100):  # until it has burnt its 0.4 s, as /proc counts it
-            if process_cpu.cpu_seconds_by_role(before, process_cpu.snapshot()).get(process_cpu.OTHER, 0) >= 0.4:
+            if process_cpu.usage_by_role(before, process_cpu.snapshot()).get(process_cpu.OTHER, (0, 0))[0] >= 0.4:
                 break
             time.sleep(0.05)
         after = process_cpu.snapshot()
     finally:
         running.kill()
         running.wait()
-    used = process_cpu.cpu_seconds_by_role(before, after)
-    assert 0.35 <= used[process_cpu.LOAD_GENERATOR] < 5, used  # the finished child only, not the live one
-    assert used[process_cpu.OTHER] >= 0.35, used  # the live child, counted from /proc under its own name
+    used = process_cpu.usage_by_role(before, after)
+    assert 0.35 <= used[process_cpu.LOAD_GENERATOR][0] < 5, used  # the finished child only, not the live one
+    assert used[process_cpu.OTHER][0] >= 0.35, used  # the live child, counted from /proc under its own name
+    assert used[process_cpu.LOAD_GENERATOR][1] > 0 and used[process_cpu.OTHER][1] > 0, used  # an interpreter's start faults
     assert process_cpu.role_of("triton_python_b") == "Python-backend stubs"
     assert process_cpu.role_of("tritonserver") == "tritonserver" and process_cpu.role_of("python3") == process_cpu.OTHER
     busy, share = process_cpu.host_busy(before, after)
@@ -364,6 +366,32 @@ def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, monkey
     cores = _process_cpu_rows(text)
     assert cores["Python-backend stubs"][1] > 0 and cores["perf_analyzer (load generator)"][1] > 0, text
 
+
+
+@pytest.mark.server
+def test_env_ab_serves_both_environments_in_turns_and_puts_them_side_by_side(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
+                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
+    output = tmp_path / "ab.md"
+    assert env_ab.main(["--b", "PIXELSERVE_MALLOC_TUNING=0", "--point", "noop_files:none:2", "--rounds", "1",
+                        "--interval", "1000", "--title", "tiny", "--output", str(output)]) == 0
+    text = output.read_text()
+    assert text.startswith("## tiny\n") and "B: A with `PIXELSERVE_MALLOC_TUNING=0`" in text, text
+    (line,) = [line for line in text.splitlines() if line.startswith("| 1 | noop_files none c2 |")]
+    cells = [cell.strip() for cell in line.strip("|").split("|")][2:]
+    assert len(cells) == 8 and all(float(cell) >= 0 for cell in cells), line  # no side failed
+    assert float(cells[0]) > 0 and float(cells[1]) > 0, line
+    for side in ("A", "B"):  # each side's profile_ensemble report and perf_analyzer CSV
+        assert (tmp_path / "ab" / f"r1-{side}-noop_files-none-c2.md").is_file()
+        assert (tmp_path / "ab" / f"r1-{side}-noop_files-none-c2.csv").is_file()
+
+
+def test_env_ab_refuses_malformed_arguments(capsys):
+    for bad in (["--b", "NOVALUE", "--point", "noop_files:none:2"], ["--b", "A=1", "--point", "noop_files:shm:2"],
+                ["--b", "A=1", "--point", "noop_files:none"]):
+        with pytest.raises(SystemExit):
+            env_ab.main([*bad, "--output", "x.md"])
+        assert "expected" in capsys.readouterr().err
 
 @pytest.mark.server
 def test_set_instances_reloads_a_model_with_the_admin_key(perf_server, monkeypatch, capsys):

@@ -36,6 +36,7 @@ from . import access
 from .health import Unhealthy, probe
 from .build_manifest import MANIFEST_NAME, Manifest, repository_manifest, served_args
 from .http_guard import GuardProcess
+from .malloc_tuning import tuned_environment
 from .mps import MpsDaemon, MpsUnavailable
 from .server import DEFAULT_BACKEND_CONFIG, METRICS_CONFIG, RESPONSE_CACHE_CONFIG, clean_stale_shm_regions, free_port
 from .stubs import STUB_POLL_S, StubWatch, models_are_static
@@ -213,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(f"pixelserve-tritonserver: {exc}")
         print(f"pixelserve-tritonserver: HTTP guard on {guard.listen[0]}:{guard.listen[1]}, tritonserver's HTTP on "
               f"127.0.0.1:{guard.upstream[1]} ({GUARD_ENV}=0 turns the guard off)", file=sys.stderr, flush=True)
+    os.environ.update(tuned_environment(os.environ))  # for tritonserver and its stubs (malloc_tuning.py)
     if os.environ.get("PIXELSERVE_SUPERVISE", "1") == "0":
         os.execvp(argv[0], argv)  # the guard lives on as tritonserver's child, and stops when it ends
     removed = clean_stale_shm_regions()

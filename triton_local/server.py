@@ -21,6 +21,7 @@ from .build_manifest import repository_manifest, served_args
 from .health import PROBE_MODEL, Unhealthy, probe
 from .http_guard import GuardProcess
 from .inference_checks import MAX_BODY_BYTES
+from .malloc_tuning import tuned_environment
 from .mps import MpsDaemon
 from .stubs import STUB_POLL_S, StubWatch, live_stubs, models_are_static
 
@@ -146,8 +147,9 @@ def make_python_env(root: Path) -> Path:
 
 
 def server_environment(base: dict[str, str] | None = None, python_env: Path | None = None) -> dict[str, str]:
-    """Environment for the server: its libraries, this interpreter's libpython, the stub's ``python_env``."""
-    env = dict(os.environ if base is None else base)
+    """Environment for the server: its libraries, this interpreter's libpython, the stub's ``python_env``, the
+    malloc settings (malloc_tuning.py)."""
+    env = tuned_environment(os.environ if base is None else base)
     libs = [str(paths.bundled_libs_dir()), str(paths.libpython_dir())]
     if env.get("LD_LIBRARY_PATH"):
         libs.append(env["LD_LIBRARY_PATH"])
