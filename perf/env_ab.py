@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from pixelserve.triton_local import LocalTritonServer
+from pixelserve.triton_local.__main__ import mps_choice
 from pixelserve.triton_local.access import KEY_ENV
+from pixelserve.triton_local.build_manifest import repository_manifest
 
 from . import make_inputs, process_cpu, profile_ensemble
 
@@ -115,10 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="MODEL:MODE:CONCURRENCY to measure on both (repeat for several)")
     parser.add_argument("--rounds", type=int, default=2, help="A then B, this many times (default 2)")
     parser.add_argument("--interval", type=int, default=3000, help="perf_analyzer measurement window, ms")
-    parser.add_argument("--mps", action="store_true", help="serve both under a CUDA MPS daemon of their own")
+    parser.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve both under a CUDA MPS daemon of their own (default: as the build asks, as "
+                             "pixelserve-server does)")
     parser.add_argument("--title", default="")
     parser.add_argument("--output", type=Path, required=True, help="the markdown table; reports go beside it")
     args = parser.parse_args(argv)
+    mps, why = mps_choice(args.mps, repository_manifest(list(REPOSITORIES)))
+    print(f"MPS {'on' if mps else 'off'}: {why}", flush=True)
     a_env = dict(os.environ)
     b_env = {**a_env, **dict(args.b)}
     workdir = args.output.with_suffix("")
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(1, args.rounds + 1):
             pair = []
             for side, env in (("A", a_env), ("B", b_env)):
-                results = measure(f"r{number}-{side}", env, args.point, inputs, args.interval, workdir, args.mps)
+                results = measure(f"r{number}-{side}", env, args.point, inputs, args.interval, workdir, mps)
                 for (model, mode, concurrency), result in zip(args.point, results):
                     shown = row(result)
                     print(f"round {number} {side} {model} {mode} c{concurrency}: {shown[0]} infer/s, p99 {shown[1]} ms, "
