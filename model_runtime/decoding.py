@@ -90,7 +90,7 @@ def decode_image(data: bytes, max_side: int) -> npt.NDArray[np.uint8]:
             raise undecodable_error("PNG", reason)
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not exif_transpose(image): that copies every image, turned or not
         return _rgb(image)
     except DecodeError:
         raise

@@ -90,12 +90,11 @@ def usage_by_role(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, tuple[fl
     return used
 
 
-def host_busy(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole host, its share of all cores' time) between two snapshots."""
+def host_busy(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
+    """The share of all the host's cores' time spent busy between two snapshots (0-1), None without /proc/stat."""
     if before.host is None or after.host is None or after.host[1] <= before.host[1]:
         return None
-    busy = after.host[0] - before.host[0]
-    return busy, busy / (after.host[1] - before.host[1])
+    return (after.host[0] - before.host[0]) / (after.host[1] - before.host[1])
 
 
 def describe(used: dict[str, tuple[float, int]], wall_seconds: float, inferences: float) -> str:

@@ -112,7 +112,7 @@ def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path:
         if calls - c0 > 0:
             phases[key] = ((seconds - s0) / (calls - c0) * 1e6, calls - c0)
     return {"mode": mode, "concurrency": concurrency, "summary": summary, "stages": stages, "phases": phases,
-            "model": args.model, "gpu_util": utilisation, "cpu_busy": None if host is None else host[1], "command": shown,
+            "model": args.model, "gpu_util": utilisation, "cpu_busy": host, "command": shown,
             "process_cpu": process_cpu.usage_by_role(cpu_before, cpu_after), "wall_s": wall,
             "inferences": stages.get(args.model, {}).get("inferences", 0.0)}
 

@@ -4,7 +4,7 @@
 # The host's Python (3.12) is expected to have torch, numba-cuda (CuPy, onnxruntime) but no Triton, and numpy 2.
 # Build .carry/ on a machine with network (bash perf/make_carry.sh), copy it to the GPU host beside this checkout,
 # then, from the repository root there:
-#   bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [analyzer] [scaling]
+#   bash perf/run_device.sh [tests] [classifier] [bench] [served] [ensemble] [decode] [encoded] [envab] [analyzer] [scaling]
 # (default: tests bench served ensemble; install-gpu-decode and install-dali unpack the
 # bundles described below and stop). The script unpacks .carry/ (Python packages and the Triton pack) into /tmp/site
 # (once per host), installs this project offline and editable into that Python, runs the stages and leaves logs and
@@ -22,6 +22,8 @@
 #               perf_analyzer CSV, then profiles where an encoded request's time goes (ENCODED_PROFILES, PEERS, MPS)
 #   analyzer    Triton Model Analyzer searches on GPU 0 (needs .carry-ma/: perf/make_carry_model_analyzer.sh)
 #   scaling     image_classifier on 1..N GPUs of the host (perf/scaling.py)
+#   envab       the repository served twice in turns, the server's environment as shipped and changed
+#               (perf/env_ab.py; ENV_AB_B, ENV_AB_POINTS, ENV_AB_ROUNDS; default: the malloc settings off)
 # `decode` and `encoded` need nvImageCodec: carry .carry-gpu-decode/ (perf/make_carry_gpu_decode.sh) with the call
 # (see below). The torch flavour needs
 # model_repository/classifier/1/model.pt (python -m pixelserve.build.build_classifier --flavour torch writes it on
@@ -226,6 +228,15 @@ if [[ " $stages " == *" decode "* ]]; then  # the word, not install-gpu-decode
   else
     echo "decode stage skipped: nvImageCodec is not importable (see above)"
   fi
+fi
+if [[ " $stages " == *" envab "* ]]; then
+  echo "=== env_ab: the repository as built, served with the server's environment as shipped (A) and changed (B), in turns"
+  # ENV_AB_B: B's NAME=VALUE words (default: glibc's own malloc settings); ENV_AB_POINTS: model:mode:concurrency words.
+  ab_args=() && for b in ${ENV_AB_B:-PIXELSERVE_MALLOC_TUNING=0}; do ab_args+=(--b "$b"); done
+  for point in ${ENV_AB_POINTS:-image_classifier_encoded:none:256 image_classifier:system:128}; do ab_args+=(--point "$point"); done
+  CUDA_VISIBLE_DEVICES=0 python3 -m pixelserve.perf.env_ab "${ab_args[@]}" "${MPS_ARGS[@]}" --rounds "${ENV_AB_ROUNDS:-1}" \
+    --interval "${INTERVAL_MS:-2500}" --output "/tmp/results/${RESULTS_TAG:-envab}/env-ab.md" 2>&1 | grep -v "^perf_analyzer:"
+  tar -czf "$OUT/results.tgz" -C /tmp/results .
 fi
 if [[ $stages == *encoded* ]]; then
   echo "=== encoded vs raw ensemble: the same photos as JPEG q90 (decode on the GPU) and as pixels, gRPC, no shared memory"

@@ -46,6 +46,22 @@ def test_exif_orientation_is_applied():
     np.testing.assert_array_equal(decoded, upright)
 
 
+
+# EXIF orientation -> what a viewer does to the stored pixels to show them upright (numpy, independent of PIL).
+UPRIGHT = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+           5: lambda a: np.transpose(a, (1, 0, 2)), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(np.transpose(a, (1, 0, 2)), 2), 8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_every_exif_orientation_is_applied(orientation):
+    image = photo("astronaut")[:120, :200]  # not square: a wrong turn changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=95, exif=exif)
+    np.testing.assert_array_equal(decode_image(buffer.getvalue(), MAX_SIDE), UPRIGHT[orientation](_pil(buffer.getvalue())))
+
 def test_grayscale_jpeg_becomes_three_equal_channels():
     grey = photo("coffee").mean(axis=2).astype(np.uint8)
     decoded = decode_image(encode(grey, "JPEG", quality=90), MAX_SIDE)

@@ -173,3 +173,12 @@ def test_watchdog_restarts_at_once_when_a_stub_dies_between_probes(stub_listed):
         assert "preprocess_0_0" in restarts[0].reason, restarts
         server.wait_healthy(120)
         probe(server.http_url)
+
+
+def test_free_ports_are_never_handed_out_twice():
+    """A server gets several ports from free_port (gRPC, HTTP, the guard's upstream, metrics): the kernel may
+    return one free port to two bind(0) calls in a row, which would give a server one port twice."""
+    from pixelserve.triton_local import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

@@ -35,11 +35,6 @@ def test_the_switch_leaves_glibcs_defaults():
     assert tuned_environment({SWITCH_ENV: "0", "GLIBC_TUNABLES": "x=1"})["GLIBC_TUNABLES"] == "x=1"
 
 
-def _minor_faults(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[7])  # field 10 of proc(5), minflt
-
-
 def _first_tunable(pid: int) -> str:
     """GLIBC_TUNABLES as /proc shows it: glibc cuts the process's own copy after the first setting while parsing it
     (its children still get the whole string, which is what ``environ`` points to afterwards)."""
@@ -51,25 +46,12 @@ def _first_tunable(pid: int) -> str:
 
 @pytest.mark.server
 def test_the_server_and_its_stubs_run_with_them(triton_server):
-    """Started with the settings; the decoding stub takes few page faults per 1080p file (thousands without)."""
-    import cv2
-    import numpy as np
-    import tritonclient.grpc as grpcclient
-
-    stub = triton_server.stub_pid("preprocess_0_0")
-    for pid in (triton_server._process.pid, stub):
+    """tritonserver and the stubs it started hold the settings. What they change in a served process depends on
+    its threads and the requests before (glibc's per-thread arenas), so the effect is measured, not asserted here:
+    perf/env_ab.py, R27 in docs/performance.md; the test below shows it on one thread."""
+    for pid in (triton_server._process.pid, triton_server.stub_pid("preprocess_0_0"),
+                triton_server.stub_pid("classifier_0_0")):
         assert _first_tunable(pid) == OURS[0], pid
-    frame = cv2.resize(np.random.default_rng().integers(0, 256, (270, 480, 3), dtype=np.uint8), (1920, 1080))
-    tensor = grpcclient.InferInput("images", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[cv2.imencode(".jpg", frame)[1].tobytes()]], dtype=np.object_))
-    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    for _ in range(2):  # the first requests grow the heap to its working size
-        client.infer("image_classifier_encoded", [tensor])
-    before = _minor_faults(stub)
-    for _ in range(4):
-        client.infer("image_classifier_encoded", [tensor])
-    per_file = (_minor_faults(stub) - before) / 4
-    assert per_file < 1000, f"{per_file:.0f} minor page faults per 1080p file in the decoding stub"
 
 
 # Decodes one 1080p JPEG 5 times after a first decode, and prints the minor page faults those 5 took.

@@ -327,8 +327,7 @@ def test_process_cpu_charges_finished_children_to_the_load_generator_and_live_pr
     assert used[process_cpu.LOAD_GENERATOR][1] > 0 and used[process_cpu.OTHER][1] > 0, used  # an interpreter's start faults
     assert process_cpu.role_of("triton_python_b") == "Python-backend stubs"
     assert process_cpu.role_of("tritonserver") == "tritonserver" and process_cpu.role_of("python3") == process_cpu.OTHER
-    busy, share = process_cpu.host_busy(before, after)
-    assert busy >= 0.7 and 0 < share <= 1  # both children ran on this host's cores
+    assert 0 < process_cpu.host_busy(before, after) <= 1  # both children ran on this host's cores
 
 
 @pytest.mark.server

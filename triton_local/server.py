@@ -97,12 +97,22 @@ class Restart:
         return None if self.recovered is None else self.recovered - self.detected
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on the loopback interface that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on the loopback interface that is free right now and that this process has not handed out before.
+
+    The kernel may hand the same free port to two bind(0) calls in a row; a server given it for two of its
+    endpoints (gRPC and HTTP, say) then fails to start with "address already in use".
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def make_backend_dir(root: Path) -> Path:
