@@ -232,6 +232,14 @@ def perf_server():
     server.stop()
 
 
+
+@pytest.fixture
+def lenient_windows(monkeypatch):
+    """profile_ensemble's perf_analyzer asks for 10 % stability; a small CPU host rarely gets there in a few short
+    windows, so these runs accept any three windows in a row (a broken run still fails: no measurement, no CSV)."""
+    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
+                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
+
 @pytest.mark.server
 def test_latency_timeline_measures_a_running_server(perf_server, tmp_path, capsys):
     output = tmp_path / "timeline.json"
@@ -265,11 +273,7 @@ def test_soak_sends_good_and_bad_requests_to_a_running_server(perf_server, capsy
 
 
 @pytest.mark.server
-def test_profile_ensemble_reports_each_step_of_a_measured_point(perf_server, tmp_path, monkeypatch, capsys):
-    # The tool's perf_analyzer asks for 10 % stability; a small CPU host rarely gets there in a few short windows,
-    # so this run accepts any three windows in a row (a broken run still fails: no measurement, no CSV).
-    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
-                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
+def test_profile_ensemble_reports_each_step_of_a_measured_point(perf_server, tmp_path, lenient_windows, capsys):
     output = tmp_path / "profile.md"
     status = profile_ensemble.main(["--model", "image_classifier", "--grpc", perf_server.grpc_url,
                                     "--metrics", f"127.0.0.1:{perf_server.metrics_port}", "--points", "none:1",
@@ -350,10 +354,8 @@ def test_floor_models_answer_what_they_read(perf_server):
 
 
 @pytest.mark.server
-def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, monkeypatch, capsys):
+def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, lenient_windows):
     """The files floor served as perf_analyzer drives the encoded product: JPEG files, the host CPU split."""
-    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
-                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
     output = tmp_path / "floor.md"
     status = profile_ensemble.main(["--model", "noop_files", "--grpc", perf_server.grpc_url,
                                     "--metrics", f"127.0.0.1:{perf_server.metrics_port}", "--points", "none:2",
@@ -368,9 +370,7 @@ def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, monkey
 
 
 @pytest.mark.server
-def test_env_ab_serves_both_environments_in_turns_and_puts_them_side_by_side(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(profile_ensemble.perf_config, "RunConfig",
-                        functools.partial(perf_config.RunConfig, stability_percentage=100.0, max_trials=6))
+def test_env_ab_serves_both_environments_in_turns_and_puts_them_side_by_side(tmp_path, lenient_windows):
     output = tmp_path / "ab.md"
     assert env_ab.main(["--b", "PIXELSERVE_MALLOC_TUNING=0", "--point", "noop_files:none:2", "--rounds", "1",
                         "--interval", "1000", "--title", "tiny", "--output", str(output)]) == 0
