@@ -5,8 +5,8 @@ threshold, heap trimming above the trim threshold), so every request that alloca
 bytes, a decoded image, a batch) touches fresh pages, and each page's first touch is a page fault. On virtual
 machines a fault is expensive: a few microseconds each on the hosts this project is measured on, thousands per
 decoded 1080p image. With the two thresholds raised, freed memory stays in the process and is reused: the
-process keeps its peak heap instead of returning it (as tcmalloc and jemalloc, which Triton's container ships
-for the same reason, also do). docs/performance.md (R27) has the measurements.
+process keeps its peak heap instead of returning it (tcmalloc and jemalloc, which Triton's container ships as
+alternatives to glibc's malloc, also keep freed memory for reuse). docs/performance.md (R27) has the measurements.
 
 ``PIXELSERVE_MALLOC_TUNING=0`` leaves glibc's defaults; settings the user put in ``GLIBC_TUNABLES`` win.
 """
