@@ -272,14 +272,17 @@ def test_soak_sends_good_and_bad_requests_to_a_running_server(perf_server, capsy
     assert out.rstrip().endswith("soak: PASS")
 
 
+
+def _profile(server, model: str, points: str, output: Path, *options: str) -> int:
+    """profile_ensemble's main against the module's server, with 1 s windows."""
+    return profile_ensemble.main(["--model", model, "--grpc", server.grpc_url, "--metrics",
+                                  f"127.0.0.1:{server.metrics_port}", "--points", points, "--interval", "1000",
+                                  "--output", str(output), *options])
+
 @pytest.mark.server
 def test_profile_ensemble_reports_each_step_of_a_measured_point(perf_server, tmp_path, lenient_windows, capsys):
     output = tmp_path / "profile.md"
-    status = profile_ensemble.main(["--model", "image_classifier", "--grpc", perf_server.grpc_url,
-                                    "--metrics", f"127.0.0.1:{perf_server.metrics_port}", "--points", "none:1",
-                                    "--sizes", "64x96,96x64", "--interval", "1000", "--title", "tiny",
-                                    "--output", str(output)])  # fmt: skip
-    assert status == 0
+    assert _profile(perf_server, "image_classifier", "none:1", output, "--sizes", "64x96,96x64", "--title", "tiny") == 0
     out = capsys.readouterr().out
     assert "perf_analyzer exit" not in out, out[-3000:]
     assert "image_classifier none c1: " in out
@@ -357,11 +360,7 @@ def test_floor_models_answer_what_they_read(perf_server):
 def test_profile_ensemble_measures_the_files_floor(perf_server, tmp_path, lenient_windows):
     """The files floor served as perf_analyzer drives the encoded product: JPEG files, the host CPU split."""
     output = tmp_path / "floor.md"
-    status = profile_ensemble.main(["--model", "noop_files", "--grpc", perf_server.grpc_url,
-                                    "--metrics", f"127.0.0.1:{perf_server.metrics_port}", "--points", "none:2",
-                                    "--sizes", "64x96", "--encoding", "jpeg", "--interval", "1000",
-                                    "--output", str(output)])  # fmt: skip
-    assert status == 0
+    assert _profile(perf_server, "noop_files", "none:2", output, "--sizes", "64x96", "--encoding", "jpeg") == 0
     text = output.read_text()
     assert "\n| noop_files | " in text and "perf_analyzer exit" not in text, text
     cores = _process_cpu_rows(text)
