@@ -8,8 +8,8 @@ For server settings that live in the environment (the malloc settings of triton_
 Each round starts server A, measures every point (model:shared-memory mode:concurrency, as profile_ensemble),
 stops it, then does the same with server B; A and B never run at once, so they do not compete for the host.
 The servers load the models the points name from model_repository/ and perf/floor_models/ (explicit model
-control, no response cache). Models named *_encoded and the files floor noop_files get JPEG files of the
-six-size mix, the others raw frames of it. Each point's profile_ensemble report is kept beside the output.
+control, no response cache). Each model gets what it takes (profile_ensemble.input_encoding): JPEG files of the
+six-size mix or raw frames of it. Each point's profile_ensemble report is kept beside the output.
 """
 from __future__ import annotations
 
@@ -24,17 +24,11 @@ from pixelserve.triton_local.__main__ import mps_choice
 from pixelserve.triton_local.access import KEY_ENV
 from pixelserve.triton_local.build_manifest import repository_manifest
 
-from . import make_inputs, process_cpu, profile_ensemble
+from . import process_cpu, profile_ensemble
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPOSITORIES = (REPO_ROOT / "model_repository", REPO_ROOT / "perf" / "floor_models")
-SIX_SIZES = ("480x640", "720x1280", "1080x1920", "1920x1080", "600x800", "1080x1080")
 SERVER_ROLES = ("tritonserver", "Python-backend stubs")
-
-
-def input_encoding(model: str) -> str:
-    """What the model takes: JPEG files (the encoded product, the files floor) or raw frames (base64 JSON)."""
-    return "jpeg" if model.endswith("_encoded") or model == "noop_files" else "b64"
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -68,7 +62,7 @@ def measure(side: str, env: dict[str, str], points: list[tuple[str, str, int]], 
             args = argparse.Namespace(model=model, interval=interval, grpc=server.grpc_url,
                                       metrics=server.metrics_url.removeprefix("http://").removesuffix("/metrics"))
             csv_path = workdir / f"{side}-{model}-{mode}-c{concurrency}.csv"
-            result = profile_ensemble.profile_point(args, inputs[input_encoding(model)], mode, concurrency, csv_path)
+            result = profile_ensemble.profile_point(args, inputs[profile_ensemble.input_encoding(model)], mode, concurrency, csv_path)
             (workdir / f"{side}-{model}-{mode}-c{concurrency}.md").write_text(profile_ensemble.render([result]))
             results.append(result)
         return results
@@ -132,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     with tempfile.TemporaryDirectory(prefix="pixelserve-env-ab-") as tmp:
         inputs = {}
-        for encoding in sorted({input_encoding(model) for model, _, _ in args.point}):
+        for encoding in sorted({profile_ensemble.input_encoding(model) for model, _, _ in args.point}):
             inputs[encoding] = Path(tmp) / f"inputs-{encoding}.json"
-            sizes = [item for size in SIX_SIZES for item in ("--size", size)]
-            make_inputs.main(["-o", str(inputs[encoding]), "--encoding", encoding, "--count", "12", *sizes])
+            profile_ensemble.write_inputs(inputs[encoding], encoding, profile_ensemble.SIX_SIZES)
         for number in range(1, args.rounds + 1):
             pair = []
             for side, env in (("A", a_env), ("B", b_env)):

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 from pixelserve.model_runtime.phases import EXECUTE_PHASE
 
@@ -31,6 +32,18 @@ from . import make_inputs, perf_config, perf_csv, process_cpu, run_perf
 PHASE_RE = re.compile(r'^pixelserve_phase_(seconds|calls)_total\{model="([^"]+)",phase="([^"]+)"\} (\S+)$', re.M)
 GPU_UTIL_RE = re.compile(r'^nv_gpu_utilization\{[^}]*\} (\S+)$', re.M)
 STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+SIX_SIZES = ("480x640", "720x1280", "1080x1920", "1920x1080", "600x800", "1080x1080")  # the served photo mix
+
+
+def input_encoding(model: str) -> str:
+    """What the model takes: JPEG files (the encoded product, the files floor noop_files) or raw frames (b64 JSON)."""
+    return "jpeg" if model.endswith("_encoded") or model == "noop_files" else "b64"
+
+
+def write_inputs(path: Path, encoding: str, sizes: Sequence[str]) -> None:
+    """perf_analyzer input data at ``path``: 12 distinct photos at ``sizes``, as files or raw frames."""
+    make_inputs.main(["-o", str(path), "--encoding", encoding, "--count", "12",
+                      *[item for size in sizes for item in ("--size", size)]])
 
 
 def scrape(metrics_url: str) -> str:
@@ -167,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", default="127.0.0.1:8001")
     parser.add_argument("--metrics", default="127.0.0.1:8002")
     parser.add_argument("--points", default="system:1,system:32", help="comma list of mode:concurrency")
-    parser.add_argument("--sizes", default="480x640,720x1280,1080x1920,1920x1080,600x800,1080x1080")
-    parser.add_argument("--encoding", choices=make_inputs.ENCODINGS, default="b64",
-                        help="input data: b64 (raw pixels, image_classifier) or jpeg (image_classifier_encoded)")
+    parser.add_argument("--sizes", default=",".join(SIX_SIZES))
+    parser.add_argument("--encoding", choices=make_inputs.ENCODINGS,
+                        help="input data: b64 (raw pixels, image_classifier) or jpeg (image_classifier_encoded); "
+                             "default: what --model takes (jpeg for *_encoded and noop_files)")
     parser.add_argument("--interval", type=int, default=3000, help="perf_analyzer measurement window, ms")
     parser.add_argument("--title", default="")
     parser.add_argument("--output", type=Path, required=True)
@@ -178,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pixelserve-profile-") as tmp:
         input_file = Path(tmp) / "inputs.json"
-        sizes = [item for size in args.sizes.split(",") for item in ("--size", size)]
-        make_inputs.main(["-o", str(input_file), "--encoding", args.encoding, "--count", "12", *sizes])
+        write_inputs(input_file, args.encoding or input_encoding(args.model), args.sizes.split(","))
         for point in args.points.split(","):
             mode, concurrency = point.split(":")
             csv_path = args.output.with_name(f"{args.output.stem}-{mode}-c{concurrency}.csv")

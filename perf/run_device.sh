@@ -112,9 +112,9 @@ fi
 # (points = mode:concurrency,...; sizes = HxW,... of the photos, default the six-size mix), or
 # timeline:name:model:concurrency[@HxW] (perf/latency_timeline.py: each request's send time and latency), or
 # set:model=count[,key=value...][,delay=us] to reload a model with another instance count, parameters and
-# queue delay. Models named *_encoded and the files floor noop_files get JPEG files, the others raw pixels.
+# queue delay. Each model gets what it takes (JPEG files or raw pixels: profile_ensemble.input_encoding).
 run_profiles() {
-  local step spec model rest count params name points sizes encoding
+  local step spec model rest count params name points sizes
   IFS=';' read -ra steps <<< "$1"
   for step in "${steps[@]}"; do
     if [[ $step == set:* ]]; then
@@ -135,9 +135,8 @@ run_profiles() {
     fi
     IFS=':' read -r name model points <<< "$step"
     sizes="" && [[ $points == *@* ]] && sizes="${points#*@}" points="${points%%@*}"
-    encoding=b64 && [[ $model == *_encoded || $model == noop_files ]] && encoding=jpeg
     python3 -m pixelserve.perf.profile_ensemble --interval "${INTERVAL_MS:-2000}" --output "/tmp/results/$name.md" \
-      --model "$model" --encoding "$encoding" --points "$points" ${sizes:+--sizes "$sizes"} --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
+      --model "$model" --points "$points" ${sizes:+--sizes "$sizes"} --title "$name" | grep -E ': [0-9]+/s p50|perf_analyzer exit'
     tar -czf "$OUT/results.tgz" -C /tmp/results .  # what is done so far survives a timeout
   done
 }
@@ -276,7 +275,7 @@ if [[ $stages == *encoded* ]]; then
       config_files=no && grep -qE '^ +encoding: jpeg' "perf/configs/$config.yaml" && config_files=yes
       for floor in ${FLOORS:-}; do  # each floor with the configs of its kind of input: files or pixels
         IFS=':' read -r floor_model floor_shm _ <<< "$floor"
-        floor_files=no && [[ $floor_model == noop_files ]] && floor_files=yes
+        floor_files=no && [ "$(python3 -c "from pixelserve.perf.profile_ensemble import input_encoding as e; print(e('$floor_model'))")" = jpeg ] && floor_files=yes
         [[ $floor_files == "$config_files" ]] || continue
         python3 -m pixelserve.perf.run_perf --config "$config" --model "$floor_model" --shared-memory "$floor_shm" \
           --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
