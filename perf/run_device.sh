@@ -265,6 +265,8 @@ if [[ $stages == *encoded* ]]; then
       done
     fi
     # ENCODED_CONFIGS="" skips these runs; CONCURRENCY and SHM (e.g. system,cuda) override the configs' own levels.
+    # The DALI peer serves as many instances as the product's preprocess (build/placement.yaml sets that count).
+    [[ " ${PEERS:-} " == *" dali_classifier_encoded "* ]] && python3 -m pixelserve.perf.set_instances preprocess_dali --like preprocess
     for floor in ${FLOORS:-}; do  # model:shm[:instances]
       IFS=':' read -r floor_model _ floor_count <<< "$floor"
       [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"

@@ -46,7 +46,7 @@ TOOL_OPTIONS = {
     "profile_ensemble": ["--model", "--grpc", "--metrics", "--points", "--sizes", "--encoding", "--output"],
     "latency_timeline": ["--url", "--model", "--size", "--concurrency", "--seconds", "--period", "--json"],
     "soak": ["--seconds", "--url", "--concurrency", "--bad-share", "--max-rss-growth-mb"],
-    "set_instances": ["model", "count", "--parameter", "--queue-delay-us", "--url"],
+    "set_instances": ["model", "count", "--like", "--parameter", "--queue-delay-us", "--url"],
     "model_analyzer": ["--config", "--workdir", "--model-analyzer"],
     "bench_decode": ["--json", "--batch", "--sizes", "--repeat", "--threads", "--columns"],
     "bench_kernels": ["--json"],
@@ -414,8 +414,19 @@ def test_set_instances_reloads_a_model_with_the_admin_key(perf_server, monkeypat
         assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 123
         assert config["parameters"]["slow_log_ms"]["string_value"] == "250"
         assert config["parameters"]["resize_mode"]["string_value"] == "shorter_side_crop"  # the rest is kept
+        # A peer matched to another model's count (preprocess now serves 2, noop_files's file says 1).
+        monkeypatch.setattr(sys, "argv", ["set_instances.py", "noop_files", "--like", "preprocess",
+                                          "--url", perf_server.grpc_url])  # fmt: skip
+        set_instances.main()
+        groups = client.get_model_config("noop_files", as_json=True)["config"]["instance_group"]
+        assert [group["count"] for group in groups] == [2]
+        monkeypatch.setattr(sys, "argv", ["set_instances.py", "noop_files", "3", "--like", "preprocess"])
+        with pytest.raises(SystemExit):
+            set_instances.main()
+        assert "either COUNT or --like" in capsys.readouterr().err
     finally:
-        client.load_model("preprocess", headers=perf_server.admin_headers)  # back to the file's config
+        client.load_model("preprocess", headers=perf_server.admin_headers)  # back to the files' configs
+        client.load_model("noop_files", headers=perf_server.admin_headers)
 
 
 # --- the benchmarks: CPU columns here, the GPU ones where there is a GPU -------------------------------------------
