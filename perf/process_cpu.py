@@ -1,6 +1,8 @@
 """Where a host's CPU time goes during a measurement: Triton's server, its Python-backend stubs, the load
 generator (perf_analyzer) and everything else, in cores and in CPU microseconds per inference, with the minor page
-faults each group took (a fault is a fresh page's first touch; on a virtual machine each costs microseconds).
+faults each group took (a fault is a fresh page's first touch; on a virtual machine each costs microseconds) and
+the time its threads were ready to run but waited for a core (the kernel's run-queue delay, /proc/PID/task/TID/
+schedstat): all threads, and the main threads alone (a stub's main thread is the one that runs ``execute``).
 
 A GPU server that serves files can be held back by its host: the CUDA decoders' Huffman stage, the Python
 stubs and perf_analyzer itself all run on the same cores. Splitting the host's busy time by process says
@@ -8,10 +10,12 @@ which of them a higher number would have to come from.
 """
 from __future__ import annotations
 
+import math
 import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # /proc/<pid>/stat's comm is cut to 15 characters: "triton_python_backend_stub" reads "triton_python_b".
 ROLES = (("tritonserver", "tritonserver"), ("triton_python_b", "Python-backend stubs"))
@@ -25,8 +29,37 @@ def role_of(comm: str) -> str:
     return next((role for prefix, role in ROLES if comm.startswith(prefix)), OTHER)
 
 
-def _process_times(proc: Path) -> dict[tuple[int, int], tuple[str, float, int]]:
-    """{(pid, start tick): (comm, CPU seconds so far, minor page faults so far)} for every process /proc shows."""
+class Usage(NamedTuple):
+    """What a process, or a group of them, used: CPU seconds, minor page faults, and seconds its threads (all of
+    them, and the main thread) waited for a core while ready to run (NaN where unknown)."""
+
+    seconds: float
+    faults: int
+    waiting: float = 0.0
+    main_waiting: float = 0.0
+
+
+def _run_delays(entry: Path) -> tuple[float, float]:
+    """(seconds all the process's threads, and its main thread, have waited for a core): the second field of each
+    thread's schedstat. Zeros where the kernel does not keep it."""
+    total = main = 0.0
+    try:
+        tasks = list((entry / "task").iterdir())
+    except OSError:
+        return 0.0, 0.0
+    for task in tasks:
+        try:
+            waited = int((task / "schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):  # the thread ended while we read, or no schedstat
+            continue
+        total += waited
+        if task.name == entry.name:
+            main = waited
+    return total, main
+
+
+def _process_times(proc: Path) -> dict[tuple[int, int], tuple[str, Usage]]:
+    """{(pid, start tick): (comm, its use so far)} for every process /proc shows."""
     times = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -38,28 +71,31 @@ def _process_times(proc: Path) -> dict[tuple[int, int], tuple[str, float, int]]:
         comm = text[text.index("(") + 1:text.rindex(")")]
         fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 of proc(5), "state"
         minor_faults, utime, stime, start = int(fields[7]), int(fields[11]), int(fields[12]), int(fields[19])
-        times[(int(entry.name), start)] = (comm, (utime + stime) / CLOCK_TICKS, minor_faults)
+        times[(int(entry.name), start)] = (comm, Usage((utime + stime) / CLOCK_TICKS, minor_faults,
+                                                       *_run_delays(entry)))
     return times
 
 
-def host_cpu_seconds(proc: Path = Path("/proc")) -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of all the host's cores since boot (/proc/stat), None where there is none."""
+def host_cpu_seconds(proc: Path = Path("/proc")) -> tuple[float, float, float] | None:
+    """(busy, total, stolen) CPU seconds of all the host's cores since boot (/proc/stat), None where there is none.
+    Stolen: time a virtual machine's cores were ready but the hypervisor ran something else (not in total)."""
     try:
-        fields = [float(v) for v in (proc / "stat").read_text().split("\n", 1)[0].split()[1:8]]
+        fields = [float(v) for v in (proc / "stat").read_text().split("\n", 1)[0].split()[1:9]]
     except OSError:
         return None
-    total = sum(fields)  # user nice system idle iowait irq softirq (steal and guest left out, as before)
-    return (total - fields[3] - fields[4]) / CLOCK_TICKS, total / CLOCK_TICKS
+    total = sum(fields[:7])  # user nice system idle iowait irq softirq (steal and guest left out, as before)
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return (total - fields[3] - fields[4]) / CLOCK_TICKS, total / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 @dataclass
 class CpuSnapshot:
     """Cumulative CPU seconds of every live process, of this process's finished children and of the host."""
 
-    processes: dict[tuple[int, int], tuple[str, float, int]]
+    processes: dict[tuple[int, int], tuple[str, Usage]]
     children_seconds: float
     children_faults: int
-    host: tuple[float, float] | None
+    host: tuple[float, float, float] | None
 
 
 def snapshot(proc: Path = Path("/proc")) -> CpuSnapshot:
@@ -69,24 +105,26 @@ def snapshot(proc: Path = Path("/proc")) -> CpuSnapshot:
                        host_cpu_seconds(proc))
 
 
-def usage_by_role(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, tuple[float, int]]:
-    """{group: (CPU seconds, minor page faults)} used between two snapshots.
+def usage_by_role(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Usage]:
+    """{group: what it used} between two snapshots.
 
     A process alive at both counts its difference; one that started in between counts all of it; the load
     generator is this process's children that ended in between (perf_analyzer is waited for, so its use is in
-    RUSAGE_CHILDREN, not in /proc, by the second snapshot). Processes that ended without being our children are
-    lost, so "other" is a lower bound; the host's total is given beside it.
+    RUSAGE_CHILDREN, not in /proc, by the second snapshot; the kernel keeps no run-queue delay there, so it is NaN).
+    Processes that ended without being our children are lost, so "other" is a lower bound; the host's total is
+    given beside it. A thread that ended in between takes its waiting with it: waits are at least what is shown.
     """
-    used: dict[str, tuple[float, int]] = {}
-    for key, (comm, seconds, faults) in after.processes.items():
-        _, seconds_before, faults_before = before.processes.get(key, (comm, 0.0, 0))
-        if seconds > seconds_before or faults > faults_before:
-            role = role_of(comm)
-            total_seconds, total_faults = used.get(role, (0.0, 0))
-            used[role] = (total_seconds + seconds - seconds_before, total_faults + faults - faults_before)
+    used: dict[str, Usage] = {}
+    for key, (comm, now) in after.processes.items():
+        then = before.processes.get(key, (comm, Usage(0.0, 0)))[1]
+        if now.seconds > then.seconds or now.faults > then.faults:
+            gained = Usage(now.seconds - then.seconds, now.faults - then.faults,
+                           max(now.waiting - then.waiting, 0.0), max(now.main_waiting - then.main_waiting, 0.0))
+            total = used.get(role_of(comm), Usage(0.0, 0))
+            used[role_of(comm)] = Usage(*(a + b for a, b in zip(total, gained)))  # type: ignore[arg-type]
     # This process's own use is the measuring, not the load: it stays in "other".
-    used[LOAD_GENERATOR] = (max(after.children_seconds - before.children_seconds, 0.0),
-                            max(after.children_faults - before.children_faults, 0))
+    used[LOAD_GENERATOR] = Usage(max(after.children_seconds - before.children_seconds, 0.0),
+                                 max(after.children_faults - before.children_faults, 0), math.nan, math.nan)
     return used
 
 
@@ -97,11 +135,24 @@ def host_busy(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
     return (after.host[0] - before.host[0]) / (after.host[1] - before.host[1])
 
 
-def describe(used: dict[str, tuple[float, int]], wall_seconds: float, inferences: float) -> str:
-    """Markdown table rows: cores each group kept busy, its CPU microseconds and minor page faults per inference."""
-    rows = ["| process | cores busy | CPU us per inference | minor page faults per inference |", "|---|---|---|---|"]
+def host_stolen(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
+    """Stolen time between two snapshots as a share of the host's cores' time (0-1), None without /proc/stat."""
+    if before.host is None or after.host is None or after.host[1] <= before.host[1]:
+        return None
+    return (after.host[2] - before.host[2]) / (after.host[1] - before.host[1])
+
+
+def describe(used: dict[str, Usage], wall_seconds: float, inferences: float) -> str:
+    """Markdown table rows: cores each group kept busy; per inference its CPU microseconds, minor page faults and
+    microseconds its threads (all, then the main threads) waited for a core."""
+    rows = ["| process | cores busy | CPU us per inference | minor page faults per inference "
+            "| waiting for a core, us per inference | main threads waiting, us per inference |", "|---|---|---|---|---|---|"]
     for role in [role for _, role in ROLES] + [LOAD_GENERATOR, OTHER]:
-        seconds, faults = used.get(role, (0.0, 0))
-        per = (f"{seconds / inferences * 1e6:.0f} | {faults / inferences:.1f}" if inferences > 0 else "n/a | n/a")
-        rows.append(f"| {role} | {seconds / wall_seconds:.2f} | {per} |")
+        use = used.get(role, Usage(0.0, 0))
+        if inferences > 0:
+            waits = ["n/a" if math.isnan(w) else f"{w / inferences * 1e6:.0f}" for w in (use.waiting, use.main_waiting)]
+            per = f"{use.seconds / inferences * 1e6:.0f} | {use.faults / inferences:.1f} | {waits[0]} | {waits[1]}"
+        else:
+            per = "n/a | n/a | n/a | n/a"
+        rows.append(f"| {role} | {use.seconds / wall_seconds:.2f} | {per} |")
     return "\n".join(rows)

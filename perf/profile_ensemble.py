@@ -106,7 +106,7 @@ def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path:
     pa_args = run_perf.perf_analyzer_args(config, args.grpc, input_file, mode, str(concurrency), csv_path)
     status, output, shown = run_perf.run_perf_analyzer(pa_args)
     cpu_after, wall = process_cpu.snapshot(), time.monotonic() - started
-    host = process_cpu.host_busy(cpu_before, cpu_after)
+    host, stolen = process_cpu.host_busy(cpu_before, cpu_after), process_cpu.host_stolen(cpu_before, cpu_after)
     utilisation = sampler.stop()
     after_stats, after_phases = model_stats(args.grpc), phase_totals(scrape(args.metrics))
     if status != 0 or not csv_path.exists():
@@ -125,7 +125,7 @@ def profile_point(args, input_file: Path, mode: str, concurrency: int, csv_path:
         if calls - c0 > 0:
             phases[key] = ((seconds - s0) / (calls - c0) * 1e6, calls - c0)
     return {"mode": mode, "concurrency": concurrency, "summary": summary, "stages": stages, "phases": phases,
-            "model": args.model, "gpu_util": utilisation, "cpu_busy": host, "command": shown,
+            "model": args.model, "gpu_util": utilisation, "cpu_busy": host, "cpu_stolen": stolen, "command": shown,
             "process_cpu": process_cpu.usage_by_role(cpu_before, cpu_after), "wall_s": wall,
             "inferences": stages.get(args.model, {}).get("inferences", 0.0)}
 
@@ -141,10 +141,11 @@ def render(points: list[dict]) -> str:
         s = p["summary"]
         util = "n/a" if p["gpu_util"] is None else f"{p['gpu_util'] * 100:.0f} %"
         cpu = "n/a" if p.get("cpu_busy") is None else f"{p['cpu_busy'] * 100:.0f} %"
+        stolen = "" if p.get("cpu_stolen") is None else f", stolen by the hypervisor {p['cpu_stolen'] * 100:.1f} %"
         lines += [f"### {p['mode']} shared memory, concurrency {p['concurrency']}", "",
                   f"{s['throughput_infer_s']:.0f} images/s, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
                   f"GPU utilisation (median of 1 s samples) {util}, host CPU busy (all cores, perf_analyzer "
-                  f"included) {cpu}", "",
+                  f"included) {cpu}{stolen}", "",
                   "| model | executions | mean batch | queue us/req | compute input us/req | compute infer us/req | compute output us/req |",
                   "|---|---|---|---|---|---|---|"]
         for model, d in sorted(p["stages"].items()):

@@ -306,7 +306,7 @@ def _process_cpu_rows(text: str) -> dict[str, tuple[float, float]]:
     for line in table.splitlines()[2:]:
         if not line.startswith("| "):
             break
-        role, cores, per, _faults = (cell.strip() for cell in line.strip("|").split("|"))
+        role, cores, per, _faults, _waiting, _main_waiting = (cell.strip() for cell in line.strip("|").split("|"))
         rows[role] = (float(cores), float(per))
     return rows
 
@@ -335,6 +335,26 @@ def test_process_cpu_charges_finished_children_to_the_load_generator_and_live_pr
     assert process_cpu.role_of("triton_python_b") == "Python-backend stubs"
     assert process_cpu.role_of("tritonserver") == "tritonserver" and process_cpu.role_of("python3") == process_cpu.OTHER
     assert 0 < process_cpu.host_busy(before, after) <= 1  # both children ran on this host's cores
+
+
+def test_process_cpu_counts_the_time_threads_wait_for_a_core():
+    # More busy processes than cores: each must wait for a core part of the time, and the kernel counts it.
+    children = [subprocess.Popen([sys.executable, "-c", BUSY_CHILD + "\ntime.sleep(30)"])
+                for _ in range(2 * (os.cpu_count() or 1) + 1)]
+    try:
+        before = process_cpu.snapshot()
+        time.sleep(1.0)
+        after = process_cpu.snapshot()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    other = process_cpu.usage_by_role(before, after)[process_cpu.OTHER]
+    assert other.seconds > 0.3 and other.waiting > 0.1, other
+    assert 0.1 < other.main_waiting <= other.waiting + 1e-6, other  # one thread each: the main thread waited
+    assert math.isnan(process_cpu.usage_by_role(before, after)[process_cpu.LOAD_GENERATOR].waiting)
+    table = process_cpu.describe({process_cpu.OTHER: other}, 1.0, 10)
+    assert f"| {process_cpu.OTHER} | " in table and "| n/a | n/a |" not in table.splitlines()[-1], table
 
 
 @pytest.mark.server
