@@ -19,6 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from ..kernels_numba import ImageError, PreprocessSpec, check_batch_shape, check_image
+from .cuda_host_wait import host_wait_parameter, set_host_wait
 from .decoding import DecodeError
 from .encoded_images import ImageDecoder, one_encoded_image
 from .garbage import GcPauses
@@ -58,9 +59,18 @@ class TritonModel:
         try:
             interval_s = interval_from_parameters(self.parameters)
             slow_s = threshold_from_parameters(self.parameters)
+            host_wait = host_wait_parameter(self.parameters)
+            waits = None
+            if self.on_gpu and host_wait != "auto":  # before setup: torch, numba and nvImageCodec share the context
+                assert self.device_id is not None
+                waits = set_host_wait(self.device_id, host_wait)
             self.setup(args)
         except ValueError as exc:  # a setting this code cannot use: a config from another build
             raise pb_utils.TritonModelException(f"{self.name}: {exc}; {self.build_hint}") from None
+        if waits is not None:
+            flag, was_active = waits
+            self.log_info(f"GPU waits: {host_wait} (context scheduling flag {flag}"
+                          f"{'; the context was already active' if was_active else ''})")
         sync = self.synchronize if os.environ.get(PROFILE_SYNC_ENV) == "1" else None
         self.timer = PhaseTimer(self.name, pb_utils.MetricFamily, sync=sync, stages=self.stages,
                                 slow_log=SlowLog(self.name, slow_s, pb_utils.Logger.log_warn))

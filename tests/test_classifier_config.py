@@ -223,7 +223,7 @@ def test_torch_encoded_model_takes_its_settings_from_where_they_are_set():
     assert parameters["output_dtype"] == {model_config_pb2.TYPE_FP16: "float16",
                                           model_config_pb2.TYPE_FP32: "float32"}[pixels.data_type]
     torch_classifier = _parse(classifier_config.render_config("torch"))
-    for key in ("cuda_stream_priority", "fold_batchnorm", "metrics_interval_ms", "slow_log_ms"):
+    for key in ("cuda_stream_priority", "fold_batchnorm", "metrics_interval_ms", "slow_log_ms", "gpu_host_wait"):
         assert parameters[key] == torch_classifier.parameters[key].string_value, key
     weights = (REPO_ROOT / "model_repository" / "image_classifier_encoded" / parameters["classifier_weights"]).resolve()
     assert weights == (CLASSIFIER_DIR / "1" / "model.pt").resolve()
