@@ -79,8 +79,8 @@ def row(result: dict) -> list[str]:
     if "failed" in result:
         return ["failed", "-", "-", "-"]
     summary, used, inferences = result["summary"], result["process_cpu"], result["inferences"]
-    seconds = sum(used.get(role, (0.0, 0))[0] for role in SERVER_ROLES)
-    faults = sum(used.get(role, (0.0, 0))[1] for role in SERVER_ROLES)
+    server = [used.get(role, process_cpu.Usage(0.0, 0)) for role in SERVER_ROLES]
+    seconds, faults = sum(use.seconds for use in server), sum(use.faults for use in server)
     per = (lambda value: f"{value / inferences:.0f}" if inferences else "n/a")
     return [f"{summary['throughput_infer_s']:.0f}", f"{summary['p99_ms']:.2f}",
             per(seconds * 1e6), per(faults)]

@@ -120,26 +120,30 @@ def usage_by_role(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Usage]:
         if now.seconds > then.seconds or now.faults > then.faults:
             gained = Usage(now.seconds - then.seconds, now.faults - then.faults,
                            max(now.waiting - then.waiting, 0.0), max(now.main_waiting - then.main_waiting, 0.0))
-            total = used.get(role_of(comm), Usage(0.0, 0))
-            used[role_of(comm)] = Usage(*(a + b for a, b in zip(total, gained)))  # type: ignore[arg-type]
+            role = role_of(comm)
+            total = used.get(role, Usage(0.0, 0))
+            used[role] = Usage(*(a + b for a, b in zip(total, gained)))  # type: ignore[arg-type]
     # This process's own use is the measuring, not the load: it stays in "other".
     used[LOAD_GENERATOR] = Usage(max(after.children_seconds - before.children_seconds, 0.0),
                                  max(after.children_faults - before.children_faults, 0), math.nan, math.nan)
     return used
 
 
-def host_busy(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
-    """The share of all the host's cores' time spent busy between two snapshots (0-1), None without /proc/stat."""
+def _host_share(before: CpuSnapshot, after: CpuSnapshot, field: int) -> float | None:
+    """Field ``field`` of the host's CPU seconds gained between two snapshots, as a share of all its cores' time."""
     if before.host is None or after.host is None or after.host[1] <= before.host[1]:
         return None
-    return (after.host[0] - before.host[0]) / (after.host[1] - before.host[1])
+    return (after.host[field] - before.host[field]) / (after.host[1] - before.host[1])
+
+
+def host_busy(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
+    """The share of all the host's cores' time spent busy between two snapshots (0-1), None without /proc/stat."""
+    return _host_share(before, after, 0)
 
 
 def host_stolen(before: CpuSnapshot, after: CpuSnapshot) -> float | None:
     """Stolen time between two snapshots as a share of the host's cores' time (0-1), None without /proc/stat."""
-    if before.host is None or after.host is None or after.host[1] <= before.host[1]:
-        return None
-    return (after.host[2] - before.host[2]) / (after.host[1] - before.host[1])
+    return _host_share(before, after, 2)
 
 
 def describe(used: dict[str, Usage], wall_seconds: float, inferences: float) -> str:

@@ -267,9 +267,11 @@ if [[ $stages == *encoded* ]]; then
     # ENCODED_CONFIGS="" skips these runs; CONCURRENCY and SHM (e.g. system,cuda) override the configs' own levels.
     # The DALI peer serves as many instances as the product's preprocess (build/placement.yaml sets that count).
     [[ " ${PEERS:-} " == *" dali_classifier_encoded "* ]] && python3 -m pixelserve.perf.set_instances preprocess_dali --like preprocess
+    declare -A floor_input=()  # each floor's kind of input (jpeg: files, b64: pixels), asked once
     for floor in ${FLOORS:-}; do  # model:shm[:instances]
       IFS=':' read -r floor_model _ floor_count <<< "$floor"
       [ -n "$floor_count" ] && python3 -m pixelserve.perf.set_instances "$floor_model" "$floor_count"
+      floor_input[$floor_model]="$(python3 -c "from pixelserve.perf.profile_ensemble import input_encoding as e; print(e('$floor_model'))")"
     done
     for config in ${ENCODED_CONFIGS-h100_decode_raw h100_decode_encoded h100_decode_encoded_1080p}; do
       python3 -m pixelserve.perf.run_perf --config "$config" --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" \
@@ -277,7 +279,7 @@ if [[ $stages == *encoded* ]]; then
       config_files=no && grep -qE '^ +encoding: jpeg' "perf/configs/$config.yaml" && config_files=yes
       for floor in ${FLOORS:-}; do  # each floor with the configs of its kind of input: files or pixels
         IFS=':' read -r floor_model floor_shm _ <<< "$floor"
-        floor_files=no && [ "$(python3 -c "from pixelserve.perf.profile_ensemble import input_encoding as e; print(e('$floor_model'))")" = jpeg ] && floor_files=yes
+        floor_files=no && [ "${floor_input[$floor_model]}" = jpeg ] && floor_files=yes
         [[ $floor_files == "$config_files" ]] || continue
         python3 -m pixelserve.perf.run_perf --config "$config" --model "$floor_model" --shared-memory "$floor_shm" \
           --url 127.0.0.1:8001 --measurement-interval "${INTERVAL_MS:-5000}" ${CONCURRENCY:+--concurrency "$CONCURRENCY"} \
